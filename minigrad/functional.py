@@ -1,0 +1,59 @@
+"""Torch-style free functions (``minigrad.mm(a, b)``, ``minigrad.cat([...])``, ...): each is the
+Tensor method of the same name, or an op that takes several tensors at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from minigrad import ops
+from minigrad.errors import ShapeError
+from minigrad.tensor import Tensor, where
+
+
+def mm(input: Tensor, mat2: Tensor) -> Tensor:  # noqa: A002 - torch's names
+    return input.mm(mat2)
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
+    return input.matmul(other)
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Join tensors along an existing dimension."""
+    if not tensors:
+        raise ShapeError("cat expects a non-empty sequence of tensors")
+    (dim,) = ops.normalize_dims(dim, tensors[0].ndim)
+    return ops.Cat.apply(dim, *tensors)
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new dimension."""
+    if not tensors:
+        raise ShapeError("stack expects a non-empty sequence of tensors")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ShapeError(f"stack expects each tensor to be equal size, but got shapes {sorted(shapes)}")
+    return cat([t.unsqueeze(dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+
+
+def maximum(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
+    return input.maximum(other)
+
+
+def _method(name: str) -> Any:
+    def fn(input: Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        return getattr(input, name)(*args, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``minigrad.{name}(t, ...)`` is ``t.{name}(...)``."
+    return fn
+
+
+_METHODS = (
+    "exp log sqrt abs tanh sigmoid relu softmax log_softmax logsumexp sum mean var max min "
+    "argmax argmin gather clamp reshape transpose permute squeeze unsqueeze t flatten"
+).split()
+globals().update({name: _method(name) for name in _METHODS})
+
+__all__ = ["mm", "matmul", "cat", "stack", "maximum", "where", *_METHODS]

@@ -1,0 +1,599 @@
+"""Every differentiable op: its forward (NumPy) next to its backward (Tensor ops).
+
+Reading guide: ``forward`` computes the value from the arrays in ``x.data``; ``backward``
+receives ``grad`` (dLoss/dOutput) and returns dLoss/dInput for each input, by the op's local
+derivative. Backward uses Tensor ops, so gradients can be differentiated again.
+
+Broadcasting: when an input was broadcast (stretched) in forward, its gradient is summed
+back over the stretched axes by ``unbroadcast``: one value fed many outputs, so it collects
+all of their gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minigrad.autograd import Function
+from minigrad.errors import ShapeError
+from minigrad.tensor import Tensor, _is_floating, _to_tensor
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """``dim`` as a sorted tuple of non-negative axes; None means every axis."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    rank = max(ndim, 1)
+    out = []
+    for d in dims:
+        if not -rank <= d < rank:
+            raise ShapeError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {d})")
+        out.append(d % rank)
+    return tuple(sorted(set(out))) if ndim else ()
+
+
+def unbroadcast(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
+    )
+    return grad.sum(axes, keepdim=True).reshape(shape) if axes else grad.reshape(shape)
+
+
+def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
+    sa, sb = a.shape, b.shape
+    for i in range(1, max(len(sa), len(sb)) + 1):
+        x = sa[-i] if i <= len(sa) else 1
+        y = sb[-i] if i <= len(sb) else 1
+        if x != y and 1 not in (x, y):
+            dim = max(len(sa), len(sb)) - i
+            return ShapeError(
+                f"{name}: the size of tensor a ({x}) must match the size of tensor b ({y}) at "
+                f"non-singleton dimension {dim}; shapes {sa} and {sb} do not broadcast"
+            )
+    return ShapeError(f"{name}: shapes {sa} and {sb} do not broadcast")
+
+
+def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
+    """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
+    dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
+    if not isinstance(a, Tensor):
+        a = _to_tensor(a, b.dtype)
+    elif not isinstance(b, Tensor):
+        b = _to_tensor(b, a.dtype)
+    if a.dtype != b.dtype:
+        fa, fb = _is_floating(a.dtype), _is_floating(b.dtype)
+        if fa and not fb:
+            b = Tensor._wrap(b.data.astype(a.dtype))
+        elif fb and not fa:
+            a = Tensor._wrap(a.data.astype(b.dtype))
+    return cls.apply(a, b)
+
+
+def _const(array: np.ndarray) -> Tensor:
+    return Tensor._wrap(array)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        try:
+            return a.data + b.data
+        except ValueError:
+            raise _broadcast_error("add", a, b) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shapes[0]), unbroadcast(grad, ctx.shapes[1])
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        try:
+            return a.data - b.data
+        except ValueError:
+            raise _broadcast_error("sub", a, b) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shapes[0]), unbroadcast(-grad, ctx.shapes[1])
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        try:
+            return a.data * b.data
+        except ValueError:
+            raise _broadcast_error("mul", a, b) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(grad * b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(grad * a, b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        try:
+            return a.data / b.data
+        except ValueError:
+            raise _broadcast_error("div", a, b) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(grad / b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(-grad * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Pow(Function):
+    """a ** b; d/da = b * a^(b-1), d/db = a^b * log(a)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        try:
+            out = Tensor._wrap(np.power(a.data, b.data))
+        except ValueError:
+            raise _broadcast_error("pow", a, b) from None
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved_tensors
+        ga = unbroadcast(grad * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(grad * out * a.log(), b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Maximum(Function):
+    """Elementwise max; on a tie each side gets half the gradient (as torch does)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        try:
+            ctx.a_wins = (a.data > b.data) + 0.5 * (a.data == b.data)
+        except ValueError:
+            raise _broadcast_error("maximum", a, b) from None
+        ctx.shapes = a.shape, b.shape
+        return np.maximum(a.data, b.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        share = ctx.a_wins.astype(grad.dtype)
+        return unbroadcast(grad * _const(share), ctx.shapes[0]), unbroadcast(grad * _const(1 - share), ctx.shapes[1])
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return -x.data
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.data.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = x.dtype
+        return x.data.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.dtype), None
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = Tensor._wrap(np.exp(x.data))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad * out  # d exp(x)/dx = exp(x)
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.log(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad / x  # d log(x)/dx = 1/x
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = Tensor._wrap(np.sqrt(x.data))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad / (2 * out)  # d sqrt(x)/dx = 1/(2 sqrt(x))
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.sign = np.sign(x.data)
+        return np.abs(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _const(ctx.sign)  # d|x|/dx = sign(x), 0 at 0
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = Tensor._wrap(np.tanh(x.data))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad * (1 - out * out)  # d tanh(x)/dx = 1 - tanh(x)^2
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        data = x.data
+        # exp of a non-positive number only, so no overflow for large |x|
+        z = np.exp(-np.abs(data))
+        out = Tensor._wrap(np.where(data >= 0, 1 / (1 + z), z / (1 + z)).astype(data.dtype, copy=False))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad * out * (1 - out)  # d s(x)/dx = s(x)(1 - s(x))
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.mask = x.data > 0
+        return np.maximum(x.data, 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _const(ctx.mask)  # 1 where x > 0, else 0
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        data = x.data
+        ctx.mask = np.ones(data.shape, dtype=bool)
+        if lo is not None:
+            ctx.mask &= data >= lo
+        if hi is not None:
+            ctx.mask &= data <= hi
+        return np.clip(data, lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _const(ctx.mask), None, None  # gradient passes where x was inside [lo, hi]
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.cond = np.asarray(cond.data, dtype=bool)
+        ctx.shapes = a.shape, b.shape
+        return np.where(ctx.cond, a.data, b.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cond = ctx.cond
+        ga = unbroadcast(grad * _const(cond), ctx.shapes[0]) if ctx.needs_input_grad[1] else None
+        gb = unbroadcast(grad * _const(~cond), ctx.shapes[1]) if ctx.needs_input_grad[2] else None
+        return None, ga, gb
+
+
+# ----------------------------------------------------------------------------- reductions
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim):
+        ctx.shape = x.shape
+        ctx.kept = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
+        return np.sum(x.data, axis=dims, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # every input element contributed with weight 1: copy the gradient back out
+        return grad.reshape(ctx.kept).expand(ctx.shape), None, None
+
+
+class MaxAll(Function):
+    """max() or min() over all elements; ties share the gradient evenly (torch's rule)."""
+
+    @staticmethod
+    def forward(ctx, x, is_min):
+        value = x.data.min() if is_min else x.data.max()
+        hits = x.data == value
+        ctx.share = hits / hits.sum()
+        return np.asarray(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _const(ctx.share.astype(grad.dtype)), None
+
+
+class LogSumExp(Function):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim):
+        m = np.max(x.data, axis=dims, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        out_kept = m + np.log(np.sum(np.exp(x.data - m), axis=dims, keepdims=True))
+        ctx.kept_shape = out_kept.shape
+        out = Tensor._wrap(out_kept if keepdim else np.squeeze(out_kept, axis=dims))
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        kept = ctx.kept_shape
+        return grad.reshape(kept) * (x - out.reshape(kept)).exp(), None, None  # softmax(x)
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
+        e = np.exp(shifted)
+        out = Tensor._wrap(e / np.sum(e, axis=dim, keepdims=True))
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        # Jacobian-vector product of softmax: y * (g - sum(g * y))
+        return y * (grad - (grad * y).sum(ctx.dim, keepdim=True)), None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
+        out = Tensor._wrap(shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True)))
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad - y.exp() * grad.sum(ctx.dim, keepdim=True), None
+
+
+# ----------------------------------------------------------------------------- matmul
+
+
+class MatMul(Function):
+    """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        try:
+            return np.matmul(a.data, b.data)
+        except ValueError:
+            raise ShapeError(
+                f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied (inner dimensions "
+                f"{a.shape[-1] if a.ndim else None} and {b.shape[-2] if b.ndim > 1 else b.shape[0] if b.ndim else None})"
+            ) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        # view 1-D operands as matrices, as forward did: a (n,) -> (1, n); b (n,) -> (n, 1)
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
+        ga = gb = None
+        if ctx.needs_input_grad[0]:  # dL/dA = dL/dC @ B^T
+            ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
+        if ctx.needs_input_grad[1]:  # dL/dB = A^T @ dL/dC
+            gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        try:
+            return x.data.reshape(shape)
+        except ValueError:
+            raise ShapeError(f"shape {list(shape)} is invalid for input of size {x.data.size} (shape {x.shape})") from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape), None
+
+
+class Transpose(Function):
+    @staticmethod
+    def forward(ctx, x, dim0, dim1):
+        ctx.dims = dim0, dim1
+        return np.swapaxes(x.data, dim0, dim1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.transpose(*ctx.dims), None, None
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.inverse = tuple(np.argsort(dims))
+        return np.transpose(x.data, dims)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.permute(*ctx.inverse), None
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return np.broadcast_to(x.data, shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shape), None
+
+
+def normalize_index(index: Any) -> Any:
+    """Turn Tensors inside an index into arrays and boolean masks into integer arrays."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for p in parts:
+        if isinstance(p, Tensor):
+            p = p.data
+        if isinstance(p, list):
+            p = np.asarray(p)
+        if isinstance(p, np.ndarray) and p.dtype == bool and p.ndim > 0:
+            out.extend(np.nonzero(p))
+        else:
+            out.append(p)
+    return tuple(out)
+
+
+def _is_basic(index: tuple) -> bool:
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index)
+
+
+class Index(Function):
+    """x[index]: ints, slices, None, ..., integer arrays and boolean masks."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.shape, ctx.index = x.shape, index
+        try:
+            return x.data[index]
+        except IndexError as e:
+            raise ShapeError(f"index {index!r} is out of range for a tensor of shape {x.shape}: {e}") from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return IndexAdd.apply(grad, ctx.shape, ctx.index), None
+
+
+class IndexAdd(Function):
+    """Scatter ``grad`` into zeros of ``shape`` at ``index``, adding where indices repeat (the
+    backward of indexing; its own backward is indexing again)."""
+
+    @staticmethod
+    def forward(ctx, grad, shape, index):
+        ctx.index = index
+        out = np.zeros(shape, dtype=grad.dtype)
+        if _is_basic(index):
+            out[index] = grad.data
+        else:
+            np.add.at(out, index, grad.data)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[ctx.index], None, None
+
+
+class IndexPut(Function):
+    """Out-of-place ``x[index] = value``: the result of ``__setitem__`` on a graph tensor."""
+
+    @staticmethod
+    def forward(ctx, x, index, value):
+        out = x.data.copy()
+        out[index] = value.data
+        ctx.index, ctx.value_shape = index, value.shape
+        ctx.keep = np.ones(x.shape, dtype=bool)
+        ctx.keep[index] = False
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = grad * _const(ctx.keep) if ctx.needs_input_grad[0] else None
+        gv = unbroadcast(grad[ctx.index], ctx.value_shape) if ctx.needs_input_grad[2] else None
+        return gx, None, gv
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, dim, *tensors):
+        ctx.dim = dim
+        ctx.sizes = [t.shape[dim] for t in tensors]
+        try:
+            return np.concatenate([t.data for t in tensors], axis=dim)
+        except ValueError:
+            raise ShapeError(
+                f"cat: tensors must have the same shape except in dimension {dim}; got shapes "
+                f"{[t.shape for t in tensors]}"
+            ) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads, start = [None], 0
+        lead = (slice(None),) * ctx.dim
+        for size in ctx.sizes:
+            grads.append(grad[lead + (slice(start, start + size),)])
+            start += size
+        return tuple(grads)

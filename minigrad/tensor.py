@@ -1,0 +1,706 @@
+"""The Tensor: a NumPy array plus what autograd needs (requires_grad, grad, grad_fn).
+
+Methods are thin: each differentiable one calls a ``Function`` from ``minigrad.ops``, which
+holds the forward and the backward side by side. Factories (``tensor``, ``randn``, ...) and
+dtypes live here too.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from minigrad import autograd
+from minigrad.errors import DtypeError, InplaceError, ShapeError
+
+# ----------------------------------------------------------------------------- dtypes
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+float16 = np.dtype(np.float16)
+int32 = np.dtype(np.int32)
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+_default_float = float32
+
+
+def _is_floating(dtype: np.dtype) -> bool:
+    return dtype.kind == "f"
+
+
+def _as_array(data: Any, dtype: np.dtype | None = None) -> np.ndarray:
+    """Convert to an ndarray with torch's dtype rules: Python floats become float32, NumPy
+    arrays keep their dtype, Python ints int64, bools bool."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        arr = np.array(data)
+        if arr.dtype == np.float64 and not isinstance(data, np.floating):
+            arr = arr.astype(_default_float)
+        elif arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind not in "fb":
+            raise DtypeError(f"cannot make a tensor from {type(data).__name__} of dtype {arr.dtype}")
+    if dtype is not None:
+        arr = arr.astype(np.dtype(dtype), copy=False)
+    return arr
+
+
+# ----------------------------------------------------------------------------- Tensor
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    ``data`` is the NumPy array itself (torch's ``.data`` is a Tensor; here it is the raw
+    array, which is what you reach for when you want to see the numbers).
+    """
+
+    __slots__ = ("data", "_requires_grad", "grad", "grad_fn", "_version", "_hooks", "__weakref__")
+    __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
+        self.data = _as_array(data, dtype)
+        self._requires_grad = False
+        self.grad: Tensor | None = None
+        self.grad_fn: autograd.Function | None = None
+        self._version = 0
+        self._hooks: list[Callable] = []
+        if requires_grad:
+            self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, array: np.ndarray) -> Tensor:
+        """Fast constructor for op results: no conversion, no checks."""
+        t = cls.__new__(cls)
+        t.data = array if isinstance(array, np.ndarray) else np.asarray(array)
+        t._requires_grad = False
+        t.grad = None
+        t.grad_fn = None
+        t._version = 0
+        t._hooks = []
+        return t
+
+    # -- autograd attributes
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if self.grad_fn is not None and not value:
+            raise InplaceError(
+                "you can only change requires_grad of leaf tensors; use .detach() to get a "
+                "tensor cut from the graph"
+            )
+        if value and not _is_floating(self.dtype):
+            raise DtypeError(
+                f"only tensors of floating point dtype can require gradients, got {self.dtype}: "
+                "convert with .float() or .double() first"
+            )
+        self._requires_grad = bool(value)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    def detach(self) -> Tensor:
+        """The same data (shared, not copied) cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def clone(self) -> Tensor:
+        from minigrad import ops
+
+        return ops.Clone.apply(self)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on a non-leaf tensor too (leaves always keep theirs)."""
+        if self.grad_fn is not None:
+            self.grad_fn._retained = weakref.ref(self)
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> _HookHandle:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
+        if not self._requires_grad:
+            raise DtypeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is None:
+            hooks = self._hooks
+        else:
+            if not isinstance(self.grad_fn._hooks, list):
+                self.grad_fn._hooks = []
+            hooks = self.grad_fn._hooks
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
+
+    def backward(
+        self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
+        seed = autograd._default_grad(self, gradient)
+        if retain_graph is None:
+            retain_graph = create_graph
+        autograd.run_backward([self], [seed], retain_graph, create_graph)
+
+    # -- array-like attributes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        if self._requires_grad:
+            raise InplaceError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy()")
+        return self.data
+
+    def item(self) -> Any:
+        if self.data.size != 1:
+            raise DtypeError(f"a Tensor with {self.data.size} elements cannot be converted to a Python scalar")
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def to(self, dtype: np.dtype) -> Tensor:
+        from minigrad import ops
+
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        if self._requires_grad and not _is_floating(dtype):
+            return Tensor._wrap(self.data.astype(dtype))
+        return ops.Cast.apply(self, dtype)
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype=minigrad.{self.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn={self.grad_fn!r}")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __iter__(self):  # noqa: ANN204
+        return (self[i] for i in range(len(self)))
+
+    # -- differentiable ops (each is a Function in minigrad.ops)
+
+    def __add__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Add, self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Add, other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Sub, self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Sub, other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Mul, self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Mul, other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        if not _is_floating(self.dtype) and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
+            return ops.binary(ops.Div, self.to(_default_float), other)  # true division, as torch
+        return ops.binary(ops.Div, self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Div, other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Pow, self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return ops.binary(ops.Pow, other, self)
+
+    def __neg__(self) -> Tensor:
+        return ops.Neg.apply(self)
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        return ops.MatMul.apply(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(Tensor(other), self)
+
+    def matmul(self, other: Tensor) -> Tensor:
+        return ops.MatMul.apply(self, other)
+
+    def mm(self, other: Tensor) -> Tensor:
+        """2-D matrix product (``matmul`` also batches and broadcasts)."""
+        if self.ndim != 2 or other.ndim != 2:
+            raise ShapeError(f"mm expects two 2-D tensors, got shapes {self.shape} and {other.shape}")
+        if self.shape[1] != other.shape[0]:
+            raise ShapeError(
+                f"mat1 and mat2 shapes cannot be multiplied ({self.shape[0]}x{self.shape[1]} and "
+                f"{other.shape[0]}x{other.shape[1]})"
+            )
+        return ops.MatMul.apply(self, other)
+
+    def maximum(self, other: Any) -> Tensor:
+        return ops.binary(ops.Maximum, self, other)
+
+    def exp(self) -> Tensor:
+        return ops.Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return ops.Log.apply(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.Sqrt.apply(self)
+
+    def abs(self) -> Tensor:
+        return ops.Abs.apply(self)
+
+    def tanh(self) -> Tensor:
+        return ops.Tanh.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.Sigmoid.apply(self)
+
+    def relu(self) -> Tensor:
+        return ops.Relu.apply(self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min and max must be given")
+        return ops.Clamp.apply(self, min, max)
+
+    def softmax(self, dim: int) -> Tensor:
+        return ops.Softmax.apply(self, ops.normalize_dims(dim, self.ndim)[0] if self.ndim else None)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return ops.LogSoftmax.apply(self, ops.normalize_dims(dim, self.ndim)[0] if self.ndim else None)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return ops.Sum.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        dims = ops.normalize_dims(dim, self.ndim)
+        count = int(np.prod([self.shape[d] for d in dims]))
+        return self.sum(dims, keepdim) / count
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: int | None = None) -> Tensor:
+        """Variance with Bessel's correction by default (``correction=1``), as torch."""
+        if correction is None:
+            correction = 0 if unbiased is False else 1
+        dims = ops.normalize_dims(dim, self.ndim)
+        count = int(np.prod([self.shape[d] for d in dims]))
+        centered = self - self.mean(dims, keepdim=True)
+        return (centered * centered).sum(dims, keepdim) / max(count - correction, 0)
+
+    def _extremum(self, dim: Any, keepdim: bool, is_min: bool) -> Any:
+        if dim is None:
+            return ops.MaxAll.apply(self, is_min)
+        (d,) = ops.normalize_dims(dim, self.ndim) or (0,)
+        indices = (np.argmin if is_min else np.argmax)(self.data, axis=d, keepdims=True) if self.ndim else np.zeros((), int)
+        values = self.gather(d, Tensor._wrap(indices)) if self.ndim else self
+        if not keepdim and self.ndim:
+            values, indices = values.squeeze(d), np.squeeze(indices, d)
+        return ReturnTypes(values, Tensor._wrap(indices.astype(np.int64)))
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The largest element, or with ``dim`` a (values, indices) pair, as torch.max."""
+        return self._extremum(dim, keepdim, is_min=False)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return self._extremum(dim, keepdim, is_min=True)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        if dim is None:
+            return Tensor._wrap(np.asarray(np.argmax(self.data), dtype=np.int64))
+        return Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        if dim is None:
+            return Tensor._wrap(np.asarray(np.argmin(self.data), dtype=np.int64))
+        return Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
+        (dim,) = ops.normalize_dims(dim, self.ndim)
+        idx = index.data if isinstance(index, Tensor) else np.asarray(index)
+        if idx.ndim != self.ndim:
+            raise ShapeError(f"gather: index has {idx.ndim} dims but the tensor has {self.ndim} (shape {self.shape})")
+        grid = list(np.ogrid[tuple(slice(n) for n in idx.shape)])
+        grid[dim] = idx
+        return ops.Index.apply(self, tuple(grid))
+
+    def where(self, condition: Any, other: Any) -> Tensor:
+        return where(condition, self, other)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.Index.apply(self, ops.normalize_index(index))
+
+    # -- shapes
+
+    def reshape(self, *shape: Any) -> Tensor:
+        shape = _shape(shape)
+        if shape == self.shape:
+            return self
+        return ops.Reshape.apply(self, shape)
+
+    view = reshape
+
+    def flatten(self) -> Tensor:
+        return self.reshape(-1)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        d0, d1 = (ops.normalize_dims(d, self.ndim)[0] for d in (dim0, dim1))
+        return ops.Transpose.apply(self, d0, d1)
+
+    def t(self) -> Tensor:
+        """Transpose of a matrix; 0-D and 1-D tensors come back as they are (torch's rule)."""
+        if self.ndim > 2:
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D (shape {self.shape})")
+        return self if self.ndim < 2 else ops.Transpose.apply(self, 0, 1)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - torch's name
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802 - torch's name
+        return ops.Transpose.apply(self, self.ndim - 2, self.ndim - 1)
+
+    def permute(self, *dims: int) -> Tensor:
+        dims = _shape(dims)
+        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
+            raise ShapeError(f"permute: dims {dims} are not a permutation of the {self.ndim} dims of shape {self.shape}")
+        return ops.Permute.apply(self, tuple(d % self.ndim for d in dims))
+
+    def squeeze(self, dim: Any = None) -> Tensor:
+        dims = ops.normalize_dims(dim, self.ndim)
+        return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1)))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        if not -self.ndim - 1 <= dim <= self.ndim:
+            raise ShapeError(f"Dimension out of range (expected to be in range of [{-self.ndim - 1}, {self.ndim}], but got {dim})")
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def expand(self, *sizes: int) -> Tensor:
+        sizes = _shape(sizes)
+        lead = len(sizes) - self.ndim
+        if lead < 0:
+            raise ShapeError(f"expand: the number of sizes {len(sizes)} is less than the number of dims of shape {self.shape}")
+        target = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
+        for i, n in enumerate(self.shape):
+            if n != 1 and n != target[i + lead]:
+                raise ShapeError(
+                    f"The expanded size of the tensor ({target[i + lead]}) must match the existing size "
+                    f"({n}) at non-singleton dimension {i + lead}. Target sizes: {list(sizes)}. "
+                    f"Tensor sizes: {list(self.shape)}"
+                )
+        return self if target == self.shape else ops.Expand.apply(self, target)
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        return self.expand(other.shape)
+
+    # -- comparisons (bool tensors, never part of the graph)
+
+    def _compare(self, other: Any, op: Callable) -> Tensor:
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(np.asarray(op(self.data, other)))
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, np.not_equal)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self._compare(other, np.less)
+
+    def __le__(self, other: Any) -> Tensor:
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self._compare(other, np.greater_equal)
+
+    def __invert__(self) -> Tensor:
+        return Tensor._wrap(~self.data)
+
+    def __and__(self, other: Any) -> Tensor:
+        return self._compare(other, np.logical_and)
+
+    def __or__(self, other: Any) -> Tensor:
+        return self._compare(other, np.logical_or)
+
+    def all(self) -> Tensor:
+        return Tensor._wrap(np.asarray(self.data.all()))
+
+    def any(self) -> Tensor:
+        return Tensor._wrap(np.asarray(self.data.any()))
+
+    # -- in-place ops
+
+    def _inplace(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
+        """Apply out-of-place ``fn(self, *args)`` and write the result into this tensor.
+
+        With grad recording on and a tensor that requires grad involved, the result's graph is
+        grafted onto ``self`` (its old value is kept in a snapshot for backward). A leaf that
+        requires grad may only be changed under ``no_grad()``.
+        """
+        involved = self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
+        if autograd._grad_enabled and involved:
+            if self._requires_grad and self.grad_fn is None:
+                raise InplaceError(
+                    f"a leaf Tensor that requires grad (shape {self.shape}) is being used in an "
+                    "in-place operation: do it under minigrad.no_grad() (as optimizers do) or "
+                    "use the out-of-place op"
+                )
+            snapshot = Tensor._wrap(self.data.copy())
+            snapshot._requires_grad, snapshot.grad_fn = self._requires_grad, self.grad_fn
+            result = fn(snapshot, *args)
+            self.grad_fn, self._requires_grad = result.grad_fn, result._requires_grad
+        else:
+            with autograd.no_grad():
+                result = fn(self, *args)
+        self.data[...] = result.data
+        self._version += 1
+        return self
+
+    def add_(self, other: Any, alpha: float = 1) -> Tensor:
+        return self._inplace(lambda t, o: t + o * alpha if alpha != 1 else t + o, other)
+
+    def sub_(self, other: Any, alpha: float = 1) -> Tensor:
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other: Any) -> Tensor:
+        return self._inplace(lambda t, o: t * o, other)
+
+    def div_(self, other: Any) -> Tensor:
+        return self._inplace(lambda t, o: t / o, other)
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def fill_(self, value: Any) -> Tensor:
+        return self._inplace(lambda t: t * 0 + value)
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self.add_(other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self.sub_(other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self.mul_(other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self.div_(other)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        from minigrad import ops
+
+        index = ops.normalize_index(index)
+        if not (autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False))):
+            self.data[index] = value.data if isinstance(value, Tensor) else value
+            self._version += 1
+            return
+        self._inplace(lambda t, v: ops.IndexPut.apply(t, index, v), _to_tensor(value, self.dtype))
+
+
+class ReturnTypes(tuple):
+    """``(values, indices)`` from ``max(dim)``/``min(dim)``, readable by name as in torch."""
+
+    def __new__(cls, values: Tensor, indices: Tensor) -> ReturnTypes:
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self) -> Tensor:
+        return self[0]
+
+    @property
+    def indices(self) -> Tensor:
+        return self[1]
+
+
+class _HookHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` takes the hook away."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self) -> None:
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:
+    """Operand conversion: Python scalars take the other operand's dtype (torch's rule) unless a
+    float meets an integer tensor, which gives the default float dtype."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (int, float, bool, np.number)):
+        if isinstance(value, (float, np.floating)) and not _is_floating(like_dtype):
+            return Tensor._wrap(np.asarray(value, dtype=_default_float))
+        return Tensor._wrap(np.asarray(value, dtype=like_dtype))
+    return Tensor(value)
+
+
+# ----------------------------------------------------------------------------- factories
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minigrad's random number generator (``randn``, ``rand``, dropout, init)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    """The generator behind ``randn``/``rand``, for code that needs its own draws."""
+    return _rng
+
+
+def _shape(size: tuple) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(size[0])
+    return tuple(size)
+
+
+def tensor(data: Any, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (lists become float32/int64/bool, arrays keep their dtype)."""
+    arr = _as_array(data, dtype)
+    return Tensor(arr.copy() if arr is data else arr, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``array`` (its dtype kept)."""
+    if not isinstance(array, np.ndarray):
+        raise DtypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def _factory(array: np.ndarray, dtype: np.dtype | None, requires_grad: bool) -> Tensor:
+    return Tensor(array.astype(dtype or _default_float, copy=False), requires_grad=requires_grad)
+
+
+def randn(*size: int, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return _factory(_rng.standard_normal(_shape(size)), dtype, requires_grad)
+
+
+def rand(*size: int, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return _factory(_rng.random(_shape(size)), dtype, requires_grad)
+
+
+def zeros(*size: int, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return _factory(np.zeros(_shape(size)), dtype, requires_grad)
+
+
+def ones(*size: int, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return _factory(np.ones(_shape(size)), dtype, requires_grad)
+
+
+def full(size: Sequence[int], fill_value: Any, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return _factory(np.full(tuple(size), fill_value), dtype, requires_grad)
+
+
+def arange(start: Any, end: Any = None, step: Any = 1, dtype: np.dtype | None = None) -> Tensor:
+    """Like torch.arange: int64 for integer arguments, the default float dtype otherwise."""
+    values = np.arange(start, end, step) if end is not None else np.arange(start)
+    if dtype is None:
+        dtype = int64 if values.dtype.kind in "iu" else _default_float
+    return Tensor(values.astype(dtype))
+
+
+def zeros_like(t: Tensor, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(t.shape, dtype=dtype or t.dtype), requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(t.shape, dtype=dtype or t.dtype), requires_grad=requires_grad)
+
+
+def randn_like(t: Tensor, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def rand_like(t: Tensor, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return rand(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value: Any, dtype: np.dtype | None = None, requires_grad: bool = False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - torch's name
+    """Elementwise ``input if condition else other``; gradients flow to the chosen side."""
+    cond = condition if isinstance(condition, Tensor) else Tensor._wrap(np.asarray(condition, dtype=bool))
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        input = Tensor(input)
+    like = input.dtype if isinstance(input, Tensor) else other.dtype
+    a, b = _to_tensor(input, like), _to_tensor(other, like)
+    if a.dtype != b.dtype:
+        common = np.result_type(a.dtype, b.dtype)
+        a, b = a.to(common), b.to(common)
+    return ops.Where.apply(cond, a, b)
+
+
+from minigrad import ops  # noqa: E402  (ops needs Tensor defined first)
