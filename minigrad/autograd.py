@@ -16,6 +16,8 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from minigrad.errors import BackwardError, InplaceError
 
 if TYPE_CHECKING:
@@ -88,6 +90,9 @@ class enable_grad(_GradMode):
 
 # ----------------------------------------------------------------------------- Function
 
+# True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
+_backward_on_tensors = True
+
 
 class Function:
     """A differentiable op: ``forward`` computes the value, ``backward`` the local chain rule.
@@ -97,12 +102,18 @@ class Function:
         forward(ctx, *args)       # Tensors in; returns a Tensor or a NumPy array
         backward(ctx, grad)       # grad of the output in; one gradient per forward arg
 
-    ``forward`` works on the NumPy arrays under its tensors (``x.data``). ``backward`` works
-    with Tensor ops, so a gradient is itself a graph when ``create_graph=True`` asks for
-    higher-order derivatives. The instance passed as ``ctx`` is the graph node: it becomes
+    ``forward`` works on the NumPy arrays under its tensors (``x.data``) with recording off.
+    ``backward`` receives Tensors, so that with ``create_graph=True`` a gradient is itself a
+    graph, differentiable again. The instance passed as ``ctx`` is the graph node: it becomes
     the output's ``grad_fn`` and keeps what ``save_for_backward`` stored.
+
+    Speed: minigrad's own ops set ``array_backward = True``. Their backward formulas use only
+    what NumPy arrays and Tensors share (operators, ``reshape``, indexing, ``mT`` and the
+    helpers in ``minigrad.ops``), so an ordinary ``backward()`` runs them on raw arrays, with
+    no Tensor or graph overhead; ``create_graph=True`` runs the very same formulas on Tensors.
     """
 
+    array_backward = False
     # Class-level defaults keep making a node cheap: one is made per op call.
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
@@ -123,14 +134,24 @@ class Function:
     @classmethod
     def apply(cls, *args: Any) -> Tensor:
         """Run forward and, when grad mode is on and an input requires grad, record the node."""
-        from minigrad.tensor import Tensor
-
+        global _grad_enabled
+        Tensor = _tensor.Tensor  # noqa: N806
         ctx = cls()
-        record = _grad_enabled and any(isinstance(a, Tensor) and a._requires_grad for a in args)
-        if record:
-            ctx.inputs = args
-            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
-        with no_grad():
+        record = False
+        if _grad_enabled:
+            for a in args:
+                if isinstance(a, Tensor) and a._requires_grad:
+                    record = True
+                    break
+            if record:
+                ctx.inputs = args
+                ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+            _grad_enabled = False  # forward itself is never recorded
+            try:
+                out = cls.forward(ctx, *args)
+            finally:
+                _grad_enabled = True
+        else:
             out = cls.forward(ctx, *args)
         if not isinstance(out, Tensor):
             out = Tensor._wrap(out)
@@ -148,6 +169,7 @@ class Function:
 
     @property
     def saved_tensors(self) -> tuple:
+        """The saved tensors (their arrays, when backward runs on arrays)."""
         if self._freed:
             raise BackwardError(
                 "Trying to backward through the graph a second time (or to read saved tensors "
@@ -160,7 +182,9 @@ class Function:
                     f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} is at "
                     f"version {t._version}; expected version {v}. Use an out-of-place op instead."
                 )
-        return self._saved
+        if _backward_on_tensors or not self.array_backward:
+            return self._saved
+        return tuple(None if t is None else t.data for t in self._saved)
 
     @property
     def next_functions(self) -> tuple:
@@ -178,33 +202,44 @@ class Function:
 # ----------------------------------------------------------------------------- the engine
 
 
-def _topological_order(roots: Iterable[Function]) -> list[Function]:
+def _topological_order(root: Function) -> list[Function]:
     """Nodes ordered so each comes after every node it depends on (iterative DFS, no recursion)."""
     order: list[Function] = []
-    seen: set[int] = set()
-    stack = [(node, False) for node in roots]
+    seen = {id(root)}
+    stack = [(root, iter(root.inputs))]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for t in node.inputs:
+        node, inputs = stack[-1]
+        for t in inputs:
             fn = getattr(t, "grad_fn", None)
             if fn is not None and id(fn) not in seen:
-                stack.append((fn, False))
+                seen.add(id(fn))
+                stack.append((fn, iter(fn.inputs)))
+                break
+        else:  # every input of node is placed: node goes after them
+            stack.pop()
+            order.append(node)
     return order
 
 
-def _run_hooks(hooks: list[Callable], grad: Tensor) -> Tensor:
+def _call_backward(node: Function, grad: Any, on_tensors: bool) -> tuple:
+    """Run one node's backward with the number type it accepts; return array/Tensor gradients."""
+    if on_tensors or node.array_backward:
+        out = type(node).backward(node, grad)
+        return out if isinstance(out, tuple) else (out,)
+    wrap = _tensor.Tensor._wrap  # a user Function on the fast path: hand it Tensors
+    out = type(node).backward(node, wrap(grad))
+    out = out if isinstance(out, tuple) else (out,)
+    return tuple(g.data if isinstance(g, _tensor.Tensor) else g for g in out)
+
+
+def _run_hooks(hooks: list[Callable], grad: Any, on_tensors: bool) -> Any:
+    """Hooks see and return Tensors, whatever number type backward is running on."""
+    tensor = grad if on_tensors else _tensor.Tensor._wrap(grad)
     for hook in hooks:
-        new = hook(grad)
+        new = hook(tensor)
         if new is not None:
-            grad = new
-    return grad
+            tensor = new
+    return tensor if on_tensors else tensor.data
 
 
 def run_backward(
@@ -218,13 +253,17 @@ def run_backward(
 
     With ``inputs=None`` gradients accumulate into the ``.grad`` of every leaf reached (what
     ``Tensor.backward`` does). Otherwise nothing is accumulated and the gradients of
-    ``inputs`` are returned (what ``minigrad.grad`` does).
+    ``inputs`` are returned (what ``minigrad.grad`` does). Without ``create_graph`` the
+    gradients flowing between nodes are plain NumPy arrays.
     """
+    global _backward_on_tensors
+    on_tensors = create_graph
+    wrap = _tensor.Tensor._wrap
     capture = None if inputs is None else {id(t): None for t in inputs}
-    node_grads: dict[int, Tensor] = {}
-    leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, summed grad]
+    node_grads: dict[int, Any] = {}  # id(node) -> gradient of the node's output, summed
+    leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, summed gradient]
 
-    def send(t: Tensor, g: Tensor) -> None:
+    def send(t: Tensor, g: Any) -> None:
         if t.grad_fn is None:
             entry = leaf_grads.get(id(t))
             if entry is None:
@@ -235,52 +274,77 @@ def run_backward(
             key = id(t.grad_fn)
             node_grads[key] = node_grads[key] + g if key in node_grads else g
 
-    roots = []
+    if len(outputs) == 1:
+        roots = [outputs[0].grad_fn]
+    else:  # several outputs: one artificial root joins them
+        roots = [_Join.make(outputs)]
     for out, g in zip(outputs, grad_outputs):
         if not out._requires_grad:
             raise BackwardError(
                 "element 0 of tensors does not require grad and does not have a grad_fn: "
                 "make a leaf with requires_grad=True before computing the output"
             )
-        send(out, g)
-        if out.grad_fn is not None:
-            roots.append(out.grad_fn)
+        send(out, g if on_tensors else g.data)
 
-    with set_grad_enabled(create_graph):
-        for node in reversed(_topological_order(roots)):
-            grad = node_grads.pop(id(node), None)
-            if grad is None:
-                continue
-            grad = _run_hooks(node._hooks, grad)
-            if node._retained is not None and (owner := node._retained()) is not None:
-                owner.grad = grad if create_graph else grad.detach()
-            if capture is not None:
-                for t in inputs:
-                    if t.grad_fn is node:
-                        capture[id(t)] = grad
-            input_grads = type(node).backward(node, grad)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
-                if needed and g is not None:
-                    send(t, g)
-            if not retain_graph:
-                node._free()
+    previous = _backward_on_tensors
+    _backward_on_tensors = on_tensors
+    try:
+        with set_grad_enabled(create_graph):
+            order = _topological_order(roots[0]) if roots[0] is not None else []
+            for node in reversed(order):
+                grad = node_grads.pop(id(node), None)
+                if grad is None:
+                    continue
+                if node._hooks:
+                    grad = _run_hooks(node._hooks, grad, on_tensors)
+                if node._retained is not None and (owner := node._retained()) is not None:
+                    owner.grad = grad if on_tensors else wrap(grad.copy())
+                if capture is not None:
+                    for t in inputs:
+                        if t.grad_fn is node:
+                            capture[id(t)] = grad
+                input_grads = _call_backward(node, grad, on_tensors)
+                for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
+                    if needed and g is not None:
+                        send(t, g)
+                if not retain_graph:
+                    node._free()
 
-        for leaf, grad in leaf_grads.values():
-            grad = _run_hooks(leaf._hooks, grad)
-            if capture is not None:
-                if id(leaf) in capture:
-                    capture[id(leaf)] = grad
-            elif create_graph:
-                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-            elif leaf.grad is None:
-                leaf.grad = grad.detach().clone()
-            else:
-                leaf.grad.data += grad.data  # accumulate in place, as torch does
+            for leaf, grad in leaf_grads.values():
+                if leaf._hooks:
+                    grad = _run_hooks(leaf._hooks, grad, on_tensors)
+                if capture is not None:
+                    if id(leaf) in capture:
+                        capture[id(leaf)] = grad if on_tensors else wrap(grad)
+                elif on_tensors:
+                    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+                elif leaf.grad is None:
+                    leaf.grad = wrap(np.array(grad, dtype=leaf.dtype))  # a copy the leaf owns
+                else:
+                    leaf.grad.data += grad  # accumulate in place, as torch does
+    finally:
+        _backward_on_tensors = previous
     if capture is None:
         return None
-    return [capture[id(t)] for t in inputs]
+    return [g if g is None or on_tensors or isinstance(g, _tensor.Tensor) else wrap(g)
+            for g in (capture[id(t)] for t in inputs)]
+
+
+class _Join(Function):
+    """The root node when backward starts from several outputs at once."""
+
+    array_backward = True
+
+    @classmethod
+    def make(cls, outputs: Sequence[Tensor]) -> Function:
+        node = cls()
+        node.inputs = tuple(outputs)
+        node.needs_input_grad = (False,) * len(outputs)  # their gradients are seeded directly
+        return node
+
+    @staticmethod
+    def backward(ctx: Function, grad: Any) -> tuple:
+        return (None,) * len(ctx.inputs)
 
 
 def grad(
@@ -338,3 +402,6 @@ def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
             f"{output.shape}"
         )
     return grad_output
+
+
+from minigrad import tensor as _tensor  # noqa: E402  (tensor.py imports this module first)

@@ -2,7 +2,9 @@
 
 Reading guide: ``forward`` computes the value from the arrays in ``x.data``; ``backward``
 receives ``grad`` (dLoss/dOutput) and returns dLoss/dInput for each input, by the op's local
-derivative. Backward uses Tensor ops, so gradients can be differentiated again.
+derivative. Each backward formula is written once, with what NumPy arrays and Tensors share
+(operators, ``reshape``, indexing, ``.mT``) plus the small helpers below; a plain ``backward()``
+runs it on arrays (fast), ``create_graph=True`` on Tensors (differentiable again).
 
 Broadcasting: when an input was broadcast (stretched) in forward, its gradient is summed
 back over the stretched axes by ``unbroadcast``: one value fed many outputs, so it collects
@@ -37,15 +39,59 @@ def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...
     return tuple(sorted(set(out))) if ndim else ()
 
 
-def unbroadcast(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+def _sum_keepdim(x: Any, axes: tuple[int, ...]) -> Any:
+    return x.sum(axes, keepdim=True) if isinstance(x, Tensor) else np.sum(x, axis=axes, keepdims=True)
+
+
+def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
     if grad.shape == shape:
         return grad
-    lead = grad.ndim - len(shape)
+    lead = len(grad.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
     )
-    return grad.sum(axes, keepdim=True).reshape(shape) if axes else grad.reshape(shape)
+    return (_sum_keepdim(grad, axes) if axes else grad).reshape(shape)
+
+
+def expand_to(x: Any, shape: tuple[int, ...]) -> Any:
+    return x.expand(shape) if isinstance(x, Tensor) else np.broadcast_to(x, shape)
+
+
+def swap_dims(x: Any, dim0: int, dim1: int) -> Any:
+    return x.transpose(dim0, dim1) if isinstance(x, Tensor) else np.swapaxes(x, dim0, dim1)
+
+
+def permute_dims(x: Any, dims: tuple[int, ...]) -> Any:
+    return x.permute(*dims) if isinstance(x, Tensor) else np.transpose(x, dims)
+
+
+def exp(x: Any) -> Any:
+    return x.exp() if isinstance(x, Tensor) else np.exp(x)
+
+
+def log(x: Any) -> Any:
+    return x.log() if isinstance(x, Tensor) else np.log(x)
+
+
+def cast(x: Any, dtype: np.dtype) -> Any:
+    return x.to(dtype) if isinstance(x, Tensor) else np.asarray(x).astype(dtype)
+
+
+def index_add(grad: Any, shape: tuple[int, ...], index: tuple) -> Any:
+    """Zeros of ``shape`` with ``grad`` added at ``index`` (repeated indices add up)."""
+    if isinstance(grad, Tensor):
+        return IndexAdd.apply(grad, shape, index)
+    return _index_add_array(np.asarray(grad), shape, index)
+
+
+def _index_add_array(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.ndarray:
+    out = np.zeros(shape, dtype=grad.dtype)
+    if _is_basic(index):
+        out[index] = grad
+    else:
+        np.add.at(out, index, grad)
+    return out
 
 
 def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
@@ -78,14 +124,16 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     return cls.apply(a, b)
 
 
-def _const(array: np.ndarray) -> Tensor:
-    return Tensor._wrap(array)
+class Op(Function):
+    """Base of minigrad's built-in ops: their backward formulas run on arrays or Tensors alike."""
+
+    array_backward = True
 
 
 # ----------------------------------------------------------------------------- arithmetic
 
 
-class Add(Function):
+class Add(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
@@ -99,7 +147,7 @@ class Add(Function):
         return unbroadcast(grad, ctx.shapes[0]), unbroadcast(grad, ctx.shapes[1])
 
 
-class Sub(Function):
+class Sub(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
@@ -113,7 +161,7 @@ class Sub(Function):
         return unbroadcast(grad, ctx.shapes[0]), unbroadcast(-grad, ctx.shapes[1])
 
 
-class Mul(Function):
+class Mul(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -130,7 +178,7 @@ class Mul(Function):
         return ga, gb
 
 
-class Div(Function):
+class Div(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -147,7 +195,7 @@ class Div(Function):
         return ga, gb
 
 
-class Pow(Function):
+class Pow(Op):
     """a ** b; d/da = b * a^(b-1), d/db = a^b * log(a)."""
 
     @staticmethod
@@ -163,29 +211,30 @@ class Pow(Function):
     def backward(ctx, grad):
         a, b, out = ctx.saved_tensors
         ga = unbroadcast(grad * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(grad * out * a.log(), b.shape) if ctx.needs_input_grad[1] else None
+        gb = unbroadcast(grad * out * log(a), b.shape) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
-class Maximum(Function):
+class Maximum(Op):
     """Elementwise max; on a tie each side gets half the gradient (as torch does)."""
 
     @staticmethod
     def forward(ctx, a, b):
         try:
-            ctx.a_wins = (a.data > b.data) + 0.5 * (a.data == b.data)
+            out = np.maximum(a.data, b.data)
         except ValueError:
             raise _broadcast_error("maximum", a, b) from None
+        ctx.a_share = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(out.dtype)
         ctx.shapes = a.shape, b.shape
-        return np.maximum(a.data, b.data)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        share = ctx.a_wins.astype(grad.dtype)
-        return unbroadcast(grad * _const(share), ctx.shapes[0]), unbroadcast(grad * _const(1 - share), ctx.shapes[1])
+        share = ctx.a_share
+        return unbroadcast(grad * share, ctx.shapes[0]), unbroadcast(grad * (1 - share), ctx.shapes[1])
 
 
-class Neg(Function):
+class Neg(Op):
     @staticmethod
     def forward(ctx, x):
         return -x.data
@@ -195,7 +244,7 @@ class Neg(Function):
         return -grad
 
 
-class Clone(Function):
+class Clone(Op):
     @staticmethod
     def forward(ctx, x):
         return x.data.copy()
@@ -205,7 +254,7 @@ class Clone(Function):
         return grad
 
 
-class Cast(Function):
+class Cast(Op):
     @staticmethod
     def forward(ctx, x, dtype):
         ctx.dtype = x.dtype
@@ -213,13 +262,13 @@ class Cast(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.to(ctx.dtype), None
+        return cast(grad, ctx.dtype), None
 
 
 # ----------------------------------------------------------------------------- elementwise
 
 
-class Exp(Function):
+class Exp(Op):
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.exp(x.data))
@@ -232,7 +281,7 @@ class Exp(Function):
         return grad * out  # d exp(x)/dx = exp(x)
 
 
-class Log(Function):
+class Log(Op):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -244,7 +293,7 @@ class Log(Function):
         return grad / x  # d log(x)/dx = 1/x
 
 
-class Sqrt(Function):
+class Sqrt(Op):
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.sqrt(x.data))
@@ -257,7 +306,7 @@ class Sqrt(Function):
         return grad / (2 * out)  # d sqrt(x)/dx = 1/(2 sqrt(x))
 
 
-class Abs(Function):
+class Abs(Op):
     @staticmethod
     def forward(ctx, x):
         ctx.sign = np.sign(x.data)
@@ -265,10 +314,10 @@ class Abs(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * _const(ctx.sign)  # d|x|/dx = sign(x), 0 at 0
+        return grad * ctx.sign  # d|x|/dx = sign(x), 0 at 0
 
 
-class Tanh(Function):
+class Tanh(Op):
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.tanh(x.data))
@@ -281,7 +330,7 @@ class Tanh(Function):
         return grad * (1 - out * out)  # d tanh(x)/dx = 1 - tanh(x)^2
 
 
-class Sigmoid(Function):
+class Sigmoid(Op):
     @staticmethod
     def forward(ctx, x):
         data = x.data
@@ -297,7 +346,7 @@ class Sigmoid(Function):
         return grad * out * (1 - out)  # d s(x)/dx = s(x)(1 - s(x))
 
 
-class Relu(Function):
+class Relu(Op):
     @staticmethod
     def forward(ctx, x):
         ctx.mask = x.data > 0
@@ -305,10 +354,10 @@ class Relu(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * _const(ctx.mask)  # 1 where x > 0, else 0
+        return grad * ctx.mask  # 1 where x > 0, else 0
 
 
-class Clamp(Function):
+class Clamp(Op):
     @staticmethod
     def forward(ctx, x, lo, hi):
         data = x.data
@@ -321,10 +370,10 @@ class Clamp(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * _const(ctx.mask), None, None  # gradient passes where x was inside [lo, hi]
+        return grad * ctx.mask, None, None  # gradient passes where x was inside [lo, hi]
 
 
-class Where(Function):
+class Where(Op):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.cond = np.asarray(cond.data, dtype=bool)
@@ -334,15 +383,15 @@ class Where(Function):
     @staticmethod
     def backward(ctx, grad):
         cond = ctx.cond
-        ga = unbroadcast(grad * _const(cond), ctx.shapes[0]) if ctx.needs_input_grad[1] else None
-        gb = unbroadcast(grad * _const(~cond), ctx.shapes[1]) if ctx.needs_input_grad[2] else None
+        ga = unbroadcast(grad * cond, ctx.shapes[0]) if ctx.needs_input_grad[1] else None
+        gb = unbroadcast(grad * ~cond, ctx.shapes[1]) if ctx.needs_input_grad[2] else None
         return None, ga, gb
 
 
 # ----------------------------------------------------------------------------- reductions
 
 
-class Sum(Function):
+class Sum(Op):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         ctx.shape = x.shape
@@ -352,25 +401,25 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, grad):
         # every input element contributed with weight 1: copy the gradient back out
-        return grad.reshape(ctx.kept).expand(ctx.shape), None, None
+        return expand_to(grad.reshape(ctx.kept), ctx.shape), None, None
 
 
-class MaxAll(Function):
+class MaxAll(Op):
     """max() or min() over all elements; ties share the gradient evenly (torch's rule)."""
 
     @staticmethod
     def forward(ctx, x, is_min):
         value = x.data.min() if is_min else x.data.max()
         hits = x.data == value
-        ctx.share = hits / hits.sum()
+        ctx.share = (hits / hits.sum()).astype(x.dtype)
         return np.asarray(value)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * _const(ctx.share.astype(grad.dtype)), None
+        return grad * ctx.share, None
 
 
-class LogSumExp(Function):
+class LogSumExp(Op):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         m = np.max(x.data, axis=dims, keepdims=True)
@@ -385,10 +434,10 @@ class LogSumExp(Function):
     def backward(ctx, grad):
         x, out = ctx.saved_tensors
         kept = ctx.kept_shape
-        return grad.reshape(kept) * (x - out.reshape(kept)).exp(), None, None  # softmax(x)
+        return grad.reshape(kept) * exp(x - out.reshape(kept)), None, None  # softmax(x)
 
 
-class Softmax(Function):
+class Softmax(Op):
     @staticmethod
     def forward(ctx, x, dim):
         shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
@@ -402,10 +451,10 @@ class Softmax(Function):
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         # Jacobian-vector product of softmax: y * (g - sum(g * y))
-        return y * (grad - (grad * y).sum(ctx.dim, keepdim=True)), None
+        return y * (grad - _sum_keepdim(grad * y, (ctx.dim,))), None
 
 
-class LogSoftmax(Function):
+class LogSoftmax(Op):
     @staticmethod
     def forward(ctx, x, dim):
         shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
@@ -417,13 +466,13 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return grad - y.exp() * grad.sum(ctx.dim, keepdim=True), None
+        return grad - exp(y) * _sum_keepdim(grad, (ctx.dim,)), None
 
 
 # ----------------------------------------------------------------------------- matmul
 
 
-class MatMul(Function):
+class MatMul(Op):
     """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
 
     @staticmethod
@@ -441,8 +490,8 @@ class MatMul(Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         # view 1-D operands as matrices, as forward did: a (n,) -> (1, n); b (n,) -> (n, 1)
-        a2 = a.unsqueeze(0) if a.ndim == 1 else a
-        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        a2 = a.reshape((1, *a.shape)) if len(a.shape) == 1 else a
+        b2 = b.reshape((*b.shape, 1)) if len(b.shape) == 1 else b
         g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if ctx.needs_input_grad[0]:  # dL/dA = dL/dC @ B^T
@@ -455,7 +504,7 @@ class MatMul(Function):
 # ----------------------------------------------------------------------------- shapes
 
 
-class Reshape(Function):
+class Reshape(Op):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -469,7 +518,7 @@ class Reshape(Function):
         return grad.reshape(ctx.shape), None
 
 
-class Transpose(Function):
+class Transpose(Op):
     @staticmethod
     def forward(ctx, x, dim0, dim1):
         ctx.dims = dim0, dim1
@@ -477,10 +526,10 @@ class Transpose(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.transpose(*ctx.dims), None, None
+        return swap_dims(grad, *ctx.dims), None, None
 
 
-class Permute(Function):
+class Permute(Op):
     @staticmethod
     def forward(ctx, x, dims):
         ctx.inverse = tuple(np.argsort(dims))
@@ -488,10 +537,10 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.permute(*ctx.inverse), None
+        return permute_dims(grad, ctx.inverse), None
 
 
-class Expand(Function):
+class Expand(Op):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -522,7 +571,7 @@ def _is_basic(index: tuple) -> bool:
     return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index)
 
 
-class Index(Function):
+class Index(Op):
     """x[index]: ints, slices, None, ..., integer arrays and boolean masks."""
 
     @staticmethod
@@ -535,29 +584,24 @@ class Index(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return IndexAdd.apply(grad, ctx.shape, ctx.index), None
+        return index_add(grad, ctx.shape, ctx.index), None
 
 
-class IndexAdd(Function):
+class IndexAdd(Op):
     """Scatter ``grad`` into zeros of ``shape`` at ``index``, adding where indices repeat (the
     backward of indexing; its own backward is indexing again)."""
 
     @staticmethod
     def forward(ctx, grad, shape, index):
         ctx.index = index
-        out = np.zeros(shape, dtype=grad.dtype)
-        if _is_basic(index):
-            out[index] = grad.data
-        else:
-            np.add.at(out, index, grad.data)
-        return out
+        return _index_add_array(grad.data, shape, index)
 
     @staticmethod
     def backward(ctx, grad):
         return grad[ctx.index], None, None
 
 
-class IndexPut(Function):
+class IndexPut(Op):
     """Out-of-place ``x[index] = value``: the result of ``__setitem__`` on a graph tensor."""
 
     @staticmethod
@@ -571,12 +615,12 @@ class IndexPut(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        gx = grad * _const(ctx.keep) if ctx.needs_input_grad[0] else None
+        gx = grad * ctx.keep if ctx.needs_input_grad[0] else None
         gv = unbroadcast(grad[ctx.index], ctx.value_shape) if ctx.needs_input_grad[2] else None
         return gx, None, gv
 
 
-class Cat(Function):
+class Cat(Op):
     @staticmethod
     def forward(ctx, dim, *tensors):
         ctx.dim = dim

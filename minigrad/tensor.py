@@ -38,6 +38,8 @@ def _as_array(data: Any, dtype: np.dtype | None = None) -> np.ndarray:
         data = data.data
     if isinstance(data, np.ndarray):
         arr = data
+    elif dtype is not None:
+        return np.array(data, dtype=np.dtype(dtype))
     else:
         arr = np.array(data)
         if arr.dtype == np.float64 and not isinstance(data, np.floating):

@@ -1,0 +1,96 @@
+"""minigrad against torch on the CPU, float32, ratios measured in one run.
+
+(a) the RNN-cell example from PyTorch's intro, forward + backward, per iteration;
+(b) one training step of an MLP 512-512-512-10 on a batch of 128 (MSE, inline SGD update).
+
+torch runs with one thread and with its default thread count. A ratio below 1.0 means minigrad
+is faster. Run it with nothing else on the machine:  python benchmarks/bench_minigrad.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import minigrad as mg
+
+
+def best_time(step: Callable[[], object], iters: int, repeats: int) -> float:
+    """Seconds per call: the best over ``repeats`` means of ``iters`` calls (after a warm-up)."""
+    for _ in range(max(iters // 10, 3)):
+        step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            step()
+        best = min(best, (time.perf_counter() - start) / iters)
+    return best
+
+
+def rnn_steps(lib):  # noqa: ANN001, ANN201 - lib is minigrad or torch
+    rng = np.random.default_rng(0)
+    W_h = lib.tensor(rng.standard_normal((20, 20)).astype(np.float32), requires_grad=True)  # noqa: N806
+    W_x = lib.tensor(rng.standard_normal((20, 10)).astype(np.float32), requires_grad=True)  # noqa: N806
+    x = lib.tensor(rng.standard_normal((1, 10)).astype(np.float32))
+    prev_h = lib.tensor(rng.standard_normal((1, 20)).astype(np.float32))
+
+    def step() -> None:
+        W_h.grad = W_x.grad = None
+        next_h = (lib.mm(W_h, prev_h.t()) + lib.mm(W_x, x.t())).tanh()
+        next_h.sum().backward()
+
+    return step
+
+
+def mlp_steps(lib, lr: float = 1e-3):  # noqa: ANN001, ANN201
+    rng = np.random.default_rng(0)
+    sizes = [512, 512, 512, 10]
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        params += [lib.tensor(w, requires_grad=True), lib.tensor(np.zeros(fan_out, np.float32), requires_grad=True)]
+    x = lib.tensor(rng.standard_normal((128, 512)).astype(np.float32))
+    y = lib.tensor(rng.standard_normal((128, 10)).astype(np.float32))
+
+    def step() -> None:
+        h = x
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i < len(params) - 2:
+                h = h.relu()
+        loss = ((h - y) ** 2).mean()
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with lib.no_grad():
+            for p in params:
+                p -= lr * p.grad
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    default_threads = torch.get_num_threads()
+    cases = [("(a) RNN cell fwd+bwd", rnn_steps, 2000), ("(b) MLP 512-512-512-10 step", mlp_steps, 30)]
+    print(f"torch {torch.__version__}, numpy {np.__version__}, torch default threads = {default_threads}")
+    print(f"{'case':30} {'minigrad':>12} {'torch 1 thr':>12} {'torch def':>12} {'ratio 1thr':>10} {'ratio def':>10}")
+    for name, make, iters in cases:
+        t_mg = best_time(make(mg), iters, args.repeats)
+        torch.set_num_threads(1)
+        t_1 = best_time(make(torch), iters, args.repeats)
+        torch.set_num_threads(default_threads)
+        t_d = best_time(make(torch), iters, args.repeats)
+        print(f"{name:30} {t_mg * 1e6:10.1f}us {t_1 * 1e6:10.1f}us {t_d * 1e6:10.1f}us "
+              f"{t_mg / t_1:10.2f} {t_mg / t_d:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
