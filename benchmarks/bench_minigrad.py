@@ -32,10 +32,10 @@ def best_time(step: Callable[[], object], iters: int, repeats: int) -> float:
     return best
 
 
-def rnn_steps(lib):  # noqa: ANN001, ANN201 - lib is minigrad or torch
+def rnn_steps(lib):
     rng = np.random.default_rng(0)
-    W_h = lib.tensor(rng.standard_normal((20, 20)).astype(np.float32), requires_grad=True)  # noqa: N806
-    W_x = lib.tensor(rng.standard_normal((20, 10)).astype(np.float32), requires_grad=True)  # noqa: N806
+    W_h = lib.tensor(rng.standard_normal((20, 20)).astype(np.float32), requires_grad=True)
+    W_x = lib.tensor(rng.standard_normal((20, 10)).astype(np.float32), requires_grad=True)
     x = lib.tensor(rng.standard_normal((1, 10)).astype(np.float32))
     prev_h = lib.tensor(rng.standard_normal((1, 20)).astype(np.float32))
 
@@ -47,7 +47,7 @@ def rnn_steps(lib):  # noqa: ANN001, ANN201 - lib is minigrad or torch
     return step
 
 
-def mlp_steps(lib, lr: float = 1e-3):  # noqa: ANN001, ANN201
+def mlp_steps(lib, lr: float = 1e-3):
     rng = np.random.default_rng(0)
     sizes = [512, 512, 512, 10]
     params = []
@@ -88,8 +88,10 @@ def main() -> None:
         t_1 = best_time(make(torch), iters, args.repeats)
         torch.set_num_threads(default_threads)
         t_d = best_time(make(torch), iters, args.repeats)
-        print(f"{name:30} {t_mg * 1e6:10.1f}us {t_1 * 1e6:10.1f}us {t_d * 1e6:10.1f}us "
-              f"{t_mg / t_1:10.2f} {t_mg / t_d:10.2f}")
+        print(
+            f"{name:30} {t_mg * 1e6:10.1f}us {t_1 * 1e6:10.1f}us {t_d * 1e6:10.1f}us "
+            f"{t_mg / t_1:10.2f} {t_mg / t_d:10.2f}"
+        )
 
 
 if __name__ == "__main__":

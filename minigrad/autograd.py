@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,6 +92,8 @@ class enable_grad(_GradMode):
 
 # ----------------------------------------------------------------------------- Function
 
+_sequence = itertools.count(1)
+
 # True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
 _backward_on_tensors = True
 
@@ -107,13 +111,14 @@ class Function:
     graph, differentiable again. The instance passed as ``ctx`` is the graph node: it becomes
     the output's ``grad_fn`` and keeps what ``save_for_backward`` stored.
 
-    Speed: minigrad's own ops set ``array_backward = True``. Their backward formulas use only
-    what NumPy arrays and Tensors share (operators, ``reshape``, indexing, ``mT`` and the
-    helpers in ``minigrad.ops``), so an ordinary ``backward()`` runs them on raw arrays, with
-    no Tensor or graph overhead; ``create_graph=True`` runs the very same formulas on Tensors.
+    Speed: minigrad's own ops set ``on_arrays = True``: their forward touches only arrays
+    (so nothing needs switching off), and their backward formulas use only what NumPy arrays
+    and Tensors share (operators, ``reshape``, indexing, ``mT`` and the helpers in
+    ``minigrad.ops``), so an ordinary ``backward()`` runs them on raw arrays, with no Tensor
+    or graph overhead; ``create_graph=True`` runs the very same formulas on Tensors.
     """
 
-    array_backward = False
+    on_arrays = False
     # Class-level defaults keep making a node cheap: one is made per op call.
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
@@ -122,6 +127,7 @@ class Function:
     _freed = False
     _hooks: tuple | list = ()
     _retained = None
+    _sequence_nr = 0  # creation order: a node's inputs were always made before it
 
     @staticmethod
     def forward(ctx: Function, *args: Any) -> Any:
@@ -135,22 +141,24 @@ class Function:
     def apply(cls, *args: Any) -> Tensor:
         """Run forward and, when grad mode is on and an input requires grad, record the node."""
         global _grad_enabled
-        Tensor = _tensor.Tensor  # noqa: N806
+        Tensor = _tensor.Tensor
         ctx = cls()
         record = False
         if _grad_enabled:
-            for a in args:
-                if isinstance(a, Tensor) and a._requires_grad:
-                    record = True
-                    break
-            if record:
+            needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
+            if True in needs:
+                record = True
                 ctx.inputs = args
-                ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
-            _grad_enabled = False  # forward itself is never recorded
-            try:
+                ctx.needs_input_grad = needs
+                ctx._sequence_nr = next(_sequence)
+            if cls.on_arrays:
                 out = cls.forward(ctx, *args)
-            finally:
-                _grad_enabled = True
+            else:  # a user's forward may use Tensor ops: they must not be recorded
+                _grad_enabled = False
+                try:
+                    out = cls.forward(ctx, *args)
+                finally:
+                    _grad_enabled = True
         else:
             out = cls.forward(ctx, *args)
         if not isinstance(out, Tensor):
@@ -182,7 +190,7 @@ class Function:
                     f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} is at "
                     f"version {t._version}; expected version {v}. Use an out-of-place op instead."
                 )
-        if _backward_on_tensors or not self.array_backward:
+        if _backward_on_tensors or not self.on_arrays:
             return self._saved
         return tuple(None if t is None else t.data for t in self._saved)
 
@@ -202,32 +210,10 @@ class Function:
 # ----------------------------------------------------------------------------- the engine
 
 
-def _topological_order(root: Function) -> list[Function]:
-    """Nodes ordered so each comes after every node it depends on (iterative DFS, no recursion)."""
-    order: list[Function] = []
-    seen = {id(root)}
-    stack = [(root, iter(root.inputs))]
-    while stack:
-        node, inputs = stack[-1]
-        for t in inputs:
-            fn = getattr(t, "grad_fn", None)
-            if fn is not None and id(fn) not in seen:
-                seen.add(id(fn))
-                stack.append((fn, iter(fn.inputs)))
-                break
-        else:  # every input of node is placed: node goes after them
-            stack.pop()
-            order.append(node)
-    return order
-
-
-def _call_backward(node: Function, grad: Any, on_tensors: bool) -> tuple:
-    """Run one node's backward with the number type it accepts; return array/Tensor gradients."""
-    if on_tensors or node.array_backward:
-        out = type(node).backward(node, grad)
-        return out if isinstance(out, tuple) else (out,)
-    wrap = _tensor.Tensor._wrap  # a user Function on the fast path: hand it Tensors
-    out = type(node).backward(node, wrap(grad))
+def _call_user_backward(node: Function, grad: Any) -> tuple:
+    """A user-written Function on the array path: hand its backward Tensors, take back arrays."""
+    wrap = _tensor.Tensor._wrap
+    out = node.backward(node, wrap(grad))
     out = out if isinstance(out, tuple) else (out,)
     return tuple(g.data if isinstance(g, _tensor.Tensor) else g for g in out)
 
@@ -256,95 +242,90 @@ def run_backward(
     ``inputs`` are returned (what ``minigrad.grad`` does). Without ``create_graph`` the
     gradients flowing between nodes are plain NumPy arrays.
     """
-    global _backward_on_tensors
+    global _backward_on_tensors, _grad_enabled
     on_tensors = create_graph
     wrap = _tensor.Tensor._wrap
-    capture = None if inputs is None else {id(t): None for t in inputs}
-    node_grads: dict[int, Any] = {}  # id(node) -> gradient of the node's output, summed
-    leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, summed gradient]
-
-    def send(t: Tensor, g: Any) -> None:
-        if t.grad_fn is None:
-            entry = leaf_grads.get(id(t))
-            if entry is None:
-                leaf_grads[id(t)] = [t, g]
-            else:
-                entry[1] = entry[1] + g
-        else:
-            key = id(t.grad_fn)
-            node_grads[key] = node_grads[key] + g if key in node_grads else g
-
-    if len(outputs) == 1:
-        roots = [outputs[0].grad_fn]
-    else:  # several outputs: one artificial root joins them
-        roots = [_Join.make(outputs)]
+    # grads[node] is the gradient of a node's output, grads[id(leaf)] a leaf's, each summed
+    # over every path that reaches it (the multivariate chain rule).
+    grads: dict[Any, Any] = {}
+    leaves: dict[int, Tensor] = {}
     for out, g in zip(outputs, grad_outputs):
         if not out._requires_grad:
             raise BackwardError(
                 "element 0 of tensors does not require grad and does not have a grad_fn: "
                 "make a leaf with requires_grad=True before computing the output"
             )
-        send(out, g if on_tensors else g.data)
+        key = out.grad_fn if out.grad_fn is not None else id(out)
+        if out.grad_fn is None:
+            leaves[key] = out
+        g = g if on_tensors else g.data
+        grads[key] = grads[key] + g if key in grads else g
+    # Visit nodes newest first (a max-heap on creation order, as torch's engine does): every
+    # consumer of a node's output was created after it, so by the time a node is popped all
+    # the gradient it will ever receive has arrived.
+    heap = [(-fn._sequence_nr, fn) for fn in {o.grad_fn for o in outputs if o.grad_fn is not None}]
+    heapq.heapify(heap)
 
-    previous = _backward_on_tensors
-    _backward_on_tensors = on_tensors
+    previous = _backward_on_tensors, _grad_enabled
+    _backward_on_tensors = _grad_enabled = on_tensors
     try:
-        with set_grad_enabled(create_graph):
-            order = _topological_order(roots[0]) if roots[0] is not None else []
-            for node in reversed(order):
-                grad = node_grads.pop(id(node), None)
-                if grad is None:
-                    continue
-                if node._hooks:
-                    grad = _run_hooks(node._hooks, grad, on_tensors)
-                if node._retained is not None and (owner := node._retained()) is not None:
-                    owner.grad = grad if on_tensors else wrap(grad.copy())
-                if capture is not None:
-                    for t in inputs:
-                        if t.grad_fn is node:
-                            capture[id(t)] = grad
-                input_grads = _call_backward(node, grad, on_tensors)
-                for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
-                    if needed and g is not None:
-                        send(t, g)
-                if not retain_graph:
-                    node._free()
+        while heap:
+            node = heapq.heappop(heap)[1]
+            grad = grads.pop(node)
+            if node._hooks:
+                grad = _run_hooks(node._hooks, grad, on_tensors)
+            if node._retained is not None and (owner := node._retained()) is not None:
+                owner.grad = grad if on_tensors else wrap(np.array(grad))
+            if inputs is not None:
+                for t in inputs:
+                    if t.grad_fn is node:
+                        grads[id(t)] = grad
+            if on_tensors or node.on_arrays:
+                input_grads = node.backward(node, grad)
+            else:
+                input_grads = _call_user_backward(node, grad)
+            if type(input_grads) is not tuple:
+                input_grads = (input_grads,)
+            for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
+                if needed and g is not None:
+                    fn = t.grad_fn
+                    if fn is None:
+                        fn = id(t)
+                        leaves[fn] = t
+                        prev = grads.get(fn)
+                    else:
+                        prev = grads.get(fn)
+                        if prev is None:  # first gradient for this node: schedule it
+                            heapq.heappush(heap, (-fn._sequence_nr, fn))
+                    grads[fn] = g if prev is None else prev + g
+            if not retain_graph:
+                node._saved = ()
+                node._freed = True
 
-            for leaf, grad in leaf_grads.values():
-                if leaf._hooks:
-                    grad = _run_hooks(leaf._hooks, grad, on_tensors)
-                if capture is not None:
-                    if id(leaf) in capture:
-                        capture[id(leaf)] = grad if on_tensors else wrap(grad)
-                elif on_tensors:
-                    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-                elif leaf.grad is None:
-                    leaf.grad = wrap(np.array(grad, dtype=leaf.dtype))  # a copy the leaf owns
-                else:
-                    leaf.grad.data += grad  # accumulate in place, as torch does
-    finally:
-        _backward_on_tensors = previous
-    if capture is None:
+        if inputs is not None:
+            return [_captured(grads.get(id(t)), t, on_tensors) for t in inputs]
+        for key, leaf in leaves.items():
+            grad = grads[key]
+            if leaf._hooks:
+                grad = _run_hooks(leaf._hooks, grad, on_tensors)
+            if on_tensors:
+                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+            elif leaf.grad is None:
+                leaf.grad = wrap(np.array(grad, dtype=leaf.dtype))  # a copy the leaf owns
+            else:
+                leaf.grad.data += grad  # accumulate in place, as torch does
         return None
-    return [g if g is None or on_tensors or isinstance(g, _tensor.Tensor) else wrap(g)
-            for g in (capture[id(t)] for t in inputs)]
+    finally:
+        _backward_on_tensors, _grad_enabled = previous
 
 
-class _Join(Function):
-    """The root node when backward starts from several outputs at once."""
-
-    array_backward = True
-
-    @classmethod
-    def make(cls, outputs: Sequence[Tensor]) -> Function:
-        node = cls()
-        node.inputs = tuple(outputs)
-        node.needs_input_grad = (False,) * len(outputs)  # their gradients are seeded directly
-        return node
-
-    @staticmethod
-    def backward(ctx: Function, grad: Any) -> tuple:
-        return (None,) * len(ctx.inputs)
+def _captured(grad: Any, t: Tensor, on_tensors: bool) -> Tensor | None:
+    """What ``grad()`` returns for one input: a Tensor (after the input's own hooks) or None."""
+    if grad is None:
+        return None
+    if t.grad_fn is None and t._hooks:
+        grad = _run_hooks(t._hooks, grad, on_tensors)
+    return grad if on_tensors else _tensor.Tensor._wrap(np.asarray(grad))
 
 
 def grad(
@@ -387,7 +368,6 @@ def grad(
 def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
     """The gradient seeding backward: 1 for a scalar; a non-scalar needs an explicit one."""
     from minigrad.errors import ShapeError
-    from minigrad.tensor import ones_like
 
     if grad_output is None:
         if output.data.size != 1:
@@ -395,11 +375,10 @@ def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
                 f"{output.shape}: pass gradient=<a tensor of that shape>"
             )
-        return ones_like(output)
+        return _tensor.Tensor._wrap(np.ones(output.shape, dtype=output.dtype))
     if grad_output.shape != output.shape:
         raise ShapeError(
-            f"Mismatch in shape: gradient has shape {grad_output.shape} and output has shape "
-            f"{output.shape}"
+            f"Mismatch in shape: gradient has shape {grad_output.shape} and output has shape {output.shape}"
         )
     return grad_output
 

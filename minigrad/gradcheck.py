@@ -32,8 +32,7 @@ def gradcheck(
     grad; otherwise raise ``GradcheckError`` naming the worst element. Inputs are cast to float64."""
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     xs = [
-        Tensor(t.data.astype(np.float64), requires_grad=t.requires_grad) if isinstance(t, Tensor) else t
-        for t in inputs
+        Tensor(t.data.astype(np.float64), requires_grad=t.requires_grad) if isinstance(t, Tensor) else t for t in inputs
     ]
     wrt = [i for i, t in enumerate(xs) if isinstance(t, Tensor) and t.requires_grad and t.dtype == float64]
     if not wrt:

@@ -48,14 +48,16 @@ def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     if grad.shape == shape:
         return grad
     lead = len(grad.shape) - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return (_sum_keepdim(grad, axes) if axes else grad).reshape(shape)
 
 
 def expand_to(x: Any, shape: tuple[int, ...]) -> Any:
-    return x.expand(shape) if isinstance(x, Tensor) else np.broadcast_to(x, shape)
+    if isinstance(x, Tensor):
+        return x.expand(shape)
+    out = np.empty(shape, dtype=x.dtype)  # faster than np.broadcast_to for small arrays
+    out[...] = x
+    return out
 
 
 def swap_dims(x: Any, dim0: int, dim1: int) -> Any:
@@ -111,6 +113,8 @@ def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
     dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype == b.data.dtype:
+        return cls.apply(a, b)  # the common case
     if not isinstance(a, Tensor):
         a = _to_tensor(a, b.dtype)
     elif not isinstance(b, Tensor):
@@ -125,9 +129,10 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
 
 
 class Op(Function):
-    """Base of minigrad's built-in ops: their backward formulas run on arrays or Tensors alike."""
+    """Base of minigrad's built-in ops: forward on arrays; backward formulas that run on arrays
+    or Tensors alike (see ``Function``)."""
 
-    array_backward = True
+    on_arrays = True
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -136,7 +141,7 @@ class Op(Function):
 class Add(Op):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = a.shape, b.shape
+        ctx.shapes = a.data.shape, b.data.shape
         try:
             return a.data + b.data
         except ValueError:
@@ -150,7 +155,7 @@ class Add(Op):
 class Sub(Op):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = a.shape, b.shape
+        ctx.shapes = a.data.shape, b.data.shape
         try:
             return a.data - b.data
         except ValueError:
@@ -225,7 +230,7 @@ class Maximum(Op):
         except ValueError:
             raise _broadcast_error("maximum", a, b) from None
         ctx.a_share = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(out.dtype)
-        ctx.shapes = a.shape, b.shape
+        ctx.shapes = a.data.shape, b.data.shape
         return out
 
     @staticmethod
@@ -377,7 +382,7 @@ class Where(Op):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.cond = np.asarray(cond.data, dtype=bool)
-        ctx.shapes = a.shape, b.shape
+        ctx.shapes = a.data.shape, b.data.shape
         return np.where(ctx.cond, a.data, b.data)
 
     @staticmethod
@@ -394,14 +399,14 @@ class Where(Op):
 class Sum(Op):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        ctx.shape = x.shape
-        ctx.kept = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
-        return np.sum(x.data, axis=dims, keepdims=keepdim)
+        ctx.shape, ctx.dims = x.data.shape, dims
+        return x.data.sum(axis=dims, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, grad):
         # every input element contributed with weight 1: copy the gradient back out
-        return expand_to(grad.reshape(ctx.kept), ctx.shape), None, None
+        kept = tuple(1 if i in ctx.dims else n for i, n in enumerate(ctx.shape))
+        return expand_to(grad.reshape(kept), ctx.shape), None, None
 
 
 class MaxAll(Op):
@@ -482,13 +487,17 @@ class MatMul(Op):
             return np.matmul(a.data, b.data)
         except ValueError:
             raise ShapeError(
-                f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied (inner dimensions "
-                f"{a.shape[-1] if a.ndim else None} and {b.shape[-2] if b.ndim > 1 else b.shape[0] if b.ndim else None})"
+                f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dim of the first "
+                "must equal the second-to-last (or only) dim of the second"
             ) from None
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
+        if len(a.shape) == 2 and len(b.shape) == 2:  # the common case, written plainly
+            ga = grad @ b.mT if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
+            gb = a.mT @ grad if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
+            return ga, gb
         # view 1-D operands as matrices, as forward did: a (n,) -> (1, n); b (n,) -> (n, 1)
         a2 = a.reshape((1, *a.shape)) if len(a.shape) == 1 else a
         b2 = b.reshape((*b.shape, 1)) if len(b.shape) == 1 else b
@@ -511,7 +520,9 @@ class Reshape(Op):
         try:
             return x.data.reshape(shape)
         except ValueError:
-            raise ShapeError(f"shape {list(shape)} is invalid for input of size {x.data.size} (shape {x.shape})") from None
+            raise ShapeError(
+                f"shape {list(shape)} is invalid for input of size {x.data.size} (shape {x.shape})"
+            ) from None
 
     @staticmethod
     def backward(ctx, grad):
@@ -522,7 +533,7 @@ class Transpose(Op):
     @staticmethod
     def forward(ctx, x, dim0, dim1):
         ctx.dims = dim0, dim1
-        return np.swapaxes(x.data, dim0, dim1)
+        return x.data.swapaxes(dim0, dim1)
 
     @staticmethod
     def backward(ctx, grad):

@@ -63,16 +63,17 @@ class Tensor:
     array, which is what you reach for when you want to see the numbers).
     """
 
-    __slots__ = ("data", "_requires_grad", "grad", "grad_fn", "_version", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
+    # Class-level defaults: an op result only has to set ``data`` (cheap to make, and ops are
+    # where an engine's own overhead shows).
+    _requires_grad = False
+    grad: Tensor | None = None
+    grad_fn: autograd.Function | None = None
+    _version = 0
+    _hooks: tuple | list = ()
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
         self.data = _as_array(data, dtype)
-        self._requires_grad = False
-        self.grad: Tensor | None = None
-        self.grad_fn: autograd.Function | None = None
-        self._version = 0
-        self._hooks: list[Callable] = []
         if requires_grad:
             self.requires_grad = True
 
@@ -80,12 +81,7 @@ class Tensor:
     def _wrap(cls, array: np.ndarray) -> Tensor:
         """Fast constructor for op results: no conversion, no checks."""
         t = cls.__new__(cls)
-        t.data = array if isinstance(array, np.ndarray) else np.asarray(array)
-        t._requires_grad = False
-        t.grad = None
-        t.grad_fn = None
-        t._version = 0
-        t._hooks = []
+        t.data = array if type(array) is np.ndarray else np.asarray(array)
         return t
 
     # -- autograd attributes
@@ -98,8 +94,7 @@ class Tensor:
     def requires_grad(self, value: bool) -> None:
         if self.grad_fn is not None and not value:
             raise InplaceError(
-                "you can only change requires_grad of leaf tensors; use .detach() to get a "
-                "tensor cut from the graph"
+                "you can only change requires_grad of leaf tensors; use .detach() to get a tensor cut from the graph"
             )
         if value and not _is_floating(self.dtype):
             raise DtypeError(
@@ -135,6 +130,8 @@ class Tensor:
         if not self._requires_grad:
             raise DtypeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is None:
+            if not isinstance(self._hooks, list):
+                self._hooks = []
             hooks = self._hooks
         else:
             if not isinstance(self.grad_fn._hooks, list):
@@ -233,7 +230,7 @@ class Tensor:
     def __hash__(self) -> int:
         return id(self)
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     # -- differentiable ops (each is a Function in minigrad.ops)
@@ -284,9 +281,10 @@ class Tensor:
 
     def mm(self, other: Tensor) -> Tensor:
         """2-D matrix product (``matmul`` also batches and broadcasts)."""
-        if self.ndim != 2 or other.ndim != 2:
-            raise ShapeError(f"mm expects two 2-D tensors, got shapes {self.shape} and {other.shape}")
-        if self.shape[1] != other.shape[0]:
+        sa, sb = self.data.shape, other.data.shape
+        if len(sa) != 2 or len(sb) != 2:
+            raise ShapeError(f"mm expects two 2-D tensors, got shapes {sa} and {sb}")
+        if sa[1] != sb[0]:
             raise ShapeError(
                 f"mat1 and mat2 shapes cannot be multiplied ({self.shape[0]}x{self.shape[1]} and "
                 f"{other.shape[0]}x{other.shape[1]})"
@@ -339,7 +337,9 @@ class Tensor:
         count = int(np.prod([self.shape[d] for d in dims]))
         return self.sum(dims, keepdim) / count
 
-    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: int | None = None) -> Tensor:
+    def var(
+        self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: int | None = None
+    ) -> Tensor:
         """Variance with Bessel's correction by default (``correction=1``), as torch."""
         if correction is None:
             correction = 0 if unbiased is False else 1
@@ -352,7 +352,9 @@ class Tensor:
         if dim is None:
             return ops.MaxAll.apply(self, is_min)
         (d,) = ops.normalize_dims(dim, self.ndim) or (0,)
-        indices = (np.argmin if is_min else np.argmax)(self.data, axis=d, keepdims=True) if self.ndim else np.zeros((), int)
+        indices = (
+            (np.argmin if is_min else np.argmax)(self.data, axis=d, keepdims=True) if self.ndim else np.zeros((), int)
+        )
         values = self.gather(d, Tensor._wrap(indices)) if self.ndim else self
         if not keepdim and self.ndim:
             values, indices = values.squeeze(d), np.squeeze(indices, d)
@@ -410,22 +412,25 @@ class Tensor:
 
     def t(self) -> Tensor:
         """Transpose of a matrix; 0-D and 1-D tensors come back as they are (torch's rule)."""
-        if self.ndim > 2:
-            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D (shape {self.shape})")
-        return self if self.ndim < 2 else ops.Transpose.apply(self, 0, 1)
+        ndim = self.data.ndim
+        if ndim > 2:
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {ndim}D (shape {self.shape})")
+        return self if ndim < 2 else ops.Transpose.apply(self, 0, 1)
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 - torch's name
+    def T(self) -> Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     @property
-    def mT(self) -> Tensor:  # noqa: N802 - torch's name
+    def mT(self) -> Tensor:
         return ops.Transpose.apply(self, self.ndim - 2, self.ndim - 1)
 
     def permute(self, *dims: int) -> Tensor:
         dims = _shape(dims)
         if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
-            raise ShapeError(f"permute: dims {dims} are not a permutation of the {self.ndim} dims of shape {self.shape}")
+            raise ShapeError(
+                f"permute: dims {dims} are not a permutation of the {self.ndim} dims of shape {self.shape}"
+            )
         return ops.Permute.apply(self, tuple(d % self.ndim for d in dims))
 
     def squeeze(self, dim: Any = None) -> Tensor:
@@ -434,7 +439,9 @@ class Tensor:
 
     def unsqueeze(self, dim: int) -> Tensor:
         if not -self.ndim - 1 <= dim <= self.ndim:
-            raise ShapeError(f"Dimension out of range (expected to be in range of [{-self.ndim - 1}, {self.ndim}], but got {dim})")
+            raise ShapeError(
+                f"Dimension out of range (expected to be in range of [{-self.ndim - 1}, {self.ndim}], but got {dim})"
+            )
         dim = dim % (self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
@@ -442,7 +449,9 @@ class Tensor:
         sizes = _shape(sizes)
         lead = len(sizes) - self.ndim
         if lead < 0:
-            raise ShapeError(f"expand: the number of sizes {len(sizes)} is less than the number of dims of shape {self.shape}")
+            raise ShapeError(
+                f"expand: the number of sizes {len(sizes)} is less than the number of dims of shape {self.shape}"
+            )
         target = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
         for i, n in enumerate(self.shape):
             if n != 1 and n != target[i + lead]:
@@ -695,10 +704,9 @@ def full_like(t: Tensor, fill_value: Any, dtype: np.dtype | None = None, require
 def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - torch's name
     """Elementwise ``input if condition else other``; gradients flow to the chosen side."""
     cond = condition if isinstance(condition, Tensor) else Tensor._wrap(np.asarray(condition, dtype=bool))
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        input = Tensor(input)
-    like = input.dtype if isinstance(input, Tensor) else other.dtype
-    a, b = _to_tensor(input, like), _to_tensor(other, like)
+    a = input if isinstance(input, Tensor) or isinstance(other, Tensor) else Tensor(input)
+    like = a.dtype if isinstance(a, Tensor) else other.dtype
+    a, b = _to_tensor(a, like), _to_tensor(other, like)
     if a.dtype != b.dtype:
         common = np.result_type(a.dtype, b.dtype)
         a, b = a.to(common), b.to(common)

@@ -163,10 +163,17 @@ class Composition:
         return env[f"v{len(self.steps) - 1}"] if self.steps else inputs[0]
 
     def __repr__(self) -> str:
-        decl = [f"x{i} = lib.tensor({a.tolist()!r}, dtype=lib.float64, requires_grad=True)"
-                for i, a in enumerate(self.input_arrays)]
-        body = "\n".join(["for lib in (minigrad, torch):", *("    " + s for s in decl + self.lines()),
-                          f"    print(lib.__name__, v{len(self.steps) - 1})"])
+        decl = [
+            f"x{i} = lib.tensor({a.tolist()!r}, dtype=lib.float64, requires_grad=True)"
+            for i, a in enumerate(self.input_arrays)
+        ]
+        body = "\n".join(
+            [
+                "for lib in (minigrad, torch):",
+                *("    " + s for s in decl + self.lines()),
+                f"    print(lib.__name__, v{len(self.steps) - 1})",
+            ]
+        )
         return "\nimport minigrad, torch\n" + body + "\n"
 
 
@@ -196,6 +203,13 @@ def assert_composition_matches_torch(comp: Composition, atol: float = 1e-8, rtol
 
 
 __all__: Sequence[str] = [
-    "shapes", "broadcastable_shapes", "arrays", "broadcastable_arrays", "tensors",
-    "assert_matches_torch", "Composition", "compositions", "assert_composition_matches_torch",
+    "shapes",
+    "broadcastable_shapes",
+    "arrays",
+    "broadcastable_arrays",
+    "tensors",
+    "assert_matches_torch",
+    "Composition",
+    "compositions",
+    "assert_composition_matches_torch",
 ]

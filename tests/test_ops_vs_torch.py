@@ -79,8 +79,11 @@ def test_reductions_match_torch(op, data):
 @pytest.mark.parametrize("op", ["max", "min"])
 @given(data=st.data())
 def test_max_min_match_torch(op, data):
-    x = data.draw(testing.arrays(testing.shapes(min_dims=1), min_value=-100, max_value=100).filter(
-        lambda a: len(np.unique(a)) == a.size))  # ties: torch's with-dim choice is unspecified
+    x = data.draw(
+        testing.arrays(testing.shapes(min_dims=1), min_value=-100, max_value=100).filter(
+            lambda a: len(np.unique(a)) == a.size
+        )
+    )  # ties: torch's with-dim choice is unspecified
     testing.assert_matches_torch(lambda lib, a: getattr(a, op)(), x)
     dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
     keepdim = data.draw(st.booleans())
@@ -170,8 +173,9 @@ def test_cat_and_stack_match_torch(data):
     shape = data.draw(testing.shapes(min_dims=1, max_dims=3))
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     sizes = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
-    arrays = [data.draw(testing.arrays(shape[: dim % len(shape)] + (s,) + shape[dim % len(shape) + 1:]))
-              for s in sizes]
+    arrays = [
+        data.draw(testing.arrays(shape[: dim % len(shape)] + (s,) + shape[dim % len(shape) + 1 :])) for s in sizes
+    ]
     testing.assert_matches_torch(lambda lib, *ts: lib.cat(ts, dim=dim) * 2, *arrays)
     same = [data.draw(testing.arrays(shape)) for _ in sizes]
     testing.assert_matches_torch(lambda lib, *ts: lib.stack(ts, dim=dim) * 2, *same)

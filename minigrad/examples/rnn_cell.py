@@ -17,10 +17,12 @@ import minigrad as mg
 
 def rnn_cell(seed: int) -> dict[str, mg.Tensor]:
     mg.manual_seed(seed)
-    W_h = mg.randn(20, 20, requires_grad=True); W_x = mg.randn(20, 10, requires_grad=True)  # noqa: E702, N806
+    # fmt: off
+    W_h = mg.randn(20, 20, requires_grad=True); W_x = mg.randn(20, 10, requires_grad=True)  # noqa: E702
     x = mg.randn(1, 10); prev_h = mg.randn(1, 20)  # noqa: E702
     h2h = mg.mm(W_h, prev_h.t()); i2h = mg.mm(W_x, x.t())  # noqa: E702
     next_h = (h2h + i2h).tanh(); loss = next_h.sum(); loss.backward()  # noqa: E702
+    # fmt: on
     return {"W_h": W_h, "W_x": W_x, "x": x, "prev_h": prev_h, "loss": loss}
 
 
@@ -28,8 +30,8 @@ def torch_gradients(values: dict[str, mg.Tensor]) -> dict[str, np.ndarray]:
     """The same computation in torch, from the same numbers."""
     import torch
 
-    W_h = torch.tensor(values["W_h"].data, requires_grad=True)  # noqa: N806
-    W_x = torch.tensor(values["W_x"].data, requires_grad=True)  # noqa: N806
+    W_h = torch.tensor(values["W_h"].data, requires_grad=True)
+    W_x = torch.tensor(values["W_x"].data, requires_grad=True)
     x, prev_h = torch.tensor(values["x"].data), torch.tensor(values["prev_h"].data)
     next_h = (torch.mm(W_h, prev_h.t()) + torch.mm(W_x, x.t())).tanh()
     next_h.sum().backward()
