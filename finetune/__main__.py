@@ -1,0 +1,5 @@
+"""``python -m finetune`` is the ``finetune`` command."""
+
+from finetune.cli import main
+
+raise SystemExit(main())

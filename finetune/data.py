@@ -1,0 +1,239 @@
+"""GLUE data: build the Hub's datasets from local GLUE files, tokenize, batch with dynamic padding.
+
+``load_glue("mrpc", "/path/to/glue")`` gives the same ``DatasetDict`` as
+``datasets.load_dataset("nyu-mll/glue", "mrpc")``: same splits, features and rows. Without a
+directory (and without ``GLUE_DIR``) it loads from the Hub.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from finetune.tasks import GlueTask, get_task
+
+GLUE_DIR_ENV = "GLUE_DIR"
+
+
+class DataError(ValueError):
+    """Data that is missing or not in the expected GLUE format."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The GLUE root: the argument, else ``$GLUE_DIR``, else None (meaning: use the Hub)."""
+    chosen = data_dir if data_dir is not None else os.environ.get(GLUE_DIR_ENV) or None
+    return None if chosen is None else Path(chosen).expanduser()
+
+
+def load_glue(task: str, data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """The GLUE task as a DatasetDict, from the GLUE-layout folder ``data_dir`` (or ``$GLUE_DIR``),
+    or from the Hub's ``nyu-mll/glue`` when neither is given."""
+    spec = get_task(task)
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return _load_from_hub(spec)
+    folder = root / spec.folder
+    if not folder.is_dir():
+        raise DataError(
+            f"no {spec.folder}/ folder in {root}: point --data-dir (or {GLUE_DIR_ENV}) at the GLUE root "
+            f"that holds {spec.folder}/"
+        )
+    splits = _read_mrpc(spec, folder) if spec.name == "mrpc" else _read_generic(spec, folder)
+    features = _features(spec)
+    return DatasetDict(
+        {name: Dataset.from_dict(_columns(rows, spec), features=features) for name, rows in splits.items()}
+    )
+
+
+def _load_from_hub(spec: GlueTask) -> DatasetDict:
+    hint = f"pass --data-dir DIR or set {GLUE_DIR_ENV}=DIR, DIR being a GLUE-layout folder holding {spec.folder}/"
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise DataError(f"GLUE/{spec.name} has no local copy and the Hub is offline: {hint}")
+    from datasets import load_dataset
+
+    try:
+        return load_dataset("nyu-mll/glue", spec.name)
+    except Exception as e:
+        raise DataError(f"could not load GLUE/{spec.name} from the Hub ({type(e).__name__}): {hint}") from None
+
+
+def _features(spec: GlueTask) -> Features:
+    label = Value("float32") if spec.is_regression else ClassLabel(names=list(spec.label_names))
+    return Features({**{c: Value("string") for c in spec.text_columns}, "label": label, "idx": Value("int32")})
+
+
+def _columns(rows: list[dict[str, Any]], spec: GlueTask) -> dict[str, list]:
+    cols: dict[str, list] = {c: [] for c in (*spec.text_columns, "label", "idx")}
+    for i, row in enumerate(rows):
+        for c in spec.text_columns:
+            cols[c].append(row[c])
+        cols["label"].append(row["label"])
+        cols["idx"].append(i)
+    return cols
+
+
+def _read_tsv(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"missing data file {path}: the GLUE folder is incomplete")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _label(spec: GlueTask, raw: str, path: Path, line: int) -> int | float:
+    try:
+        if spec.is_regression:
+            return float(raw)
+        if raw in spec.label_names:
+            return spec.label_names.index(raw)
+        value = int(raw)
+        if not 0 <= value < spec.num_labels:
+            raise ValueError
+        return value
+    except ValueError:
+        raise DataError(f"{path}:{line}: bad label {raw!r} for {spec.name}") from None
+
+
+def _read_mrpc(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
+    """MRPC as GLUE builds it: validation = the train-file rows whose ID pair is in dev_ids.tsv."""
+    dev_path = folder / spec.files["validation"]
+    dev_ids = {tuple(r) for r in _read_tsv(dev_path) if r}
+    if any(len(pair) != 2 for pair in dev_ids):
+        raise DataError(f"{dev_path}: expected two tab-separated IDs per line")
+
+    def rows(path: Path) -> Iterator[tuple[tuple[str, str], dict]]:
+        table = _read_tsv(path)
+        header = table[0] if table else []
+        expected = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+        if header != expected:
+            raise DataError(f"{path}: header {header} is not MRPC's {expected}")
+        for line, r in enumerate(table[1:], start=2):
+            if len(r) != 5:
+                raise DataError(f"{path}:{line}: expected 5 tab-separated fields, found {len(r)}")
+            yield (r[1], r[2]), {"sentence1": r[3], "sentence2": r[4], "label": _label(spec, r[0], path, line)}
+
+    train, validation = [], []
+    for ids, row in rows(folder / spec.files["train"]):
+        (validation if ids in dev_ids else train).append(row)
+    test = [row for _, row in rows(folder / spec.files["test"])]
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _read_generic(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
+    """A GLUE TSV task; unlabeled (test) files get label -1, as on the Hub."""
+    splits = {}
+    for split, filename in spec.files.items():
+        path = folder / filename
+        table = _read_tsv(path)
+        labeled = not split.startswith("test")
+        has_header = spec.header or not labeled  # CoLA's test file has a header, train/dev don't
+        header = table[0] if has_header and table else []
+        body = table[1:] if has_header else table
+        start = 2 if has_header else 1
+
+        def column(ref: str | int, header: list[str] = header, path: Path = path) -> int:
+            if isinstance(ref, int):
+                return ref
+            if ref not in header:
+                raise DataError(f"{path}: no column {ref!r} in header {header}")
+            return header.index(ref)
+
+        text_refs = spec.file_text_columns if labeled or spec.header else ("sentence",)
+        text_idx = [column(c) for c in text_refs]
+        label_idx = column(spec.file_label_column) if labeled and spec.file_label_column is not None else None
+        rows = []
+        for line, r in enumerate(body, start=start):
+            if not r:
+                continue
+            needed = max([*text_idx, label_idx if label_idx is not None else 0])
+            if len(r) <= needed:
+                raise DataError(f"{path}:{line}: expected at least {needed + 1} tab-separated fields, found {len(r)}")
+            row = {c: r[i] for c, i in zip(spec.text_columns, text_idx)}
+            row["label"] = _label(spec, r[label_idx], path, line) if label_idx is not None else -1
+            rows.append(row)
+        splits[split] = rows
+    return splits
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+
+def tokenize_glue(
+    datasets: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    max_length: int = 128,
+    pad_to_max_length: bool = False,
+) -> DatasetDict:
+    """Tokenize every split with ``map(batched=True)`` and truncation; no padding here (the
+    collator pads each batch) unless ``pad_to_max_length``. Text columns and ``idx`` are dropped
+    and ``label`` becomes ``labels``, the name the models' forward takes."""
+    spec = get_task(task)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[c] for c in spec.text_columns]
+        padding = "max_length" if pad_to_max_length else False
+        return tokenizer(*texts, truncation=True, max_length=max_length, padding=padding)
+
+    drop = [*spec.text_columns, "idx"]
+    tokenized = datasets.map(encode, batched=True, remove_columns=drop, desc="tokenizing")
+    return tokenized.rename_column("label", "labels")
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Pads each batch to its own longest sequence (dynamic padding)."""
+    return DataCollatorWithPadding(tokenizer=tokenizer, return_tensors="pt")
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Random batches of similar length, so dynamic padding pads little.
+
+    Each epoch: shuffle all indices, cut them into mega-batches of ``batch_size * group``,
+    sort each mega-batch by length, cut it into batches, and shuffle the batches' order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 50) -> None:
+        self.lengths, self.batch_size, self.generator, self.group = lengths, batch_size, generator, group
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        mega = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
+def make_dataloader(
+    dataset: Dataset,
+    collator: DataCollatorWithPadding,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    group_by_length: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling is fixed by ``seed`` (the same batches on every run)."""
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle and group_by_length:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, generator)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)

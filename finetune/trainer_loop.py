@@ -1,0 +1,113 @@
+"""The same fine-tuning through the Hugging Face ``Trainer``, with the same hyperparameters,
+freezing and metrics as the native loop, so the two can be compared run for run."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from finetune.config import TrainConfig
+from finetune.loop import LoopResult
+from finetune.metrics import compute_metrics
+from finetune.tasks import GlueTask
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> TrainingArguments:
+    """TrainingArguments mirroring the native loop (linear schedule, warmup, clipping at 1.0,
+    no weight decay on biases and LayerNorm weights, evaluation each epoch)."""
+    kwargs: dict[str, Any] = {
+        "output_dir": output_dir,
+        "num_train_epochs": cfg.epochs,
+        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_eval_batch_size": cfg.eval_batch_size,
+        "learning_rate": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "lr_scheduler_type": "linear",
+        "eval_strategy": "epoch",
+        "save_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": cfg.logging_steps,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "group_by_length": cfg.group_by_length,
+        "report_to": "none",
+        "use_cpu": use_cpu,
+        "disable_tqdm": not cfg.show_progress,
+        "dataloader_num_workers": 0,
+    }
+    if cfg.mixed_precision in ("bf16", "fp16") and not use_cpu:
+        kwargs[cfg.mixed_precision] = True
+    elif cfg.mixed_precision == "auto" and not use_cpu:
+        import torch
+
+        kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
+    # transformers v5 takes a ratio as a float warmup_steps (warmup_ratio is deprecated there)
+    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters and not _warmup_steps_takes_ratio():
+        kwargs["warmup_ratio"] = cfg.warmup_ratio
+    else:
+        kwargs["warmup_steps"] = float(cfg.warmup_ratio)
+    return TrainingArguments(**kwargs)
+
+
+def _warmup_steps_takes_ratio() -> bool:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
+def train_with_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_set: Dataset,
+    eval_set: Dataset,
+    collator: DataCollatorWithPadding,
+    task: GlueTask,
+    cfg: TrainConfig,
+    output_dir: str,
+    use_cpu: bool,
+) -> tuple[Trainer, LoopResult]:
+    def metrics(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return compute_metrics(task, np.asarray(logits), np.asarray(prediction.label_ids))
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, output_dir, use_cpu),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=metrics,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    result = LoopResult(train_runtime_s=time.perf_counter() - start)
+    result.history = _history(trainer.state.log_history, len(eval_set))
+    result.optimizer_steps = trainer.state.global_step
+    result.samples_seen = math.ceil(len(train_set) * cfg.epochs)
+    return trainer, result
+
+
+def _history(log_history: list[dict[str, Any]], eval_examples: int) -> list[dict[str, Any]]:
+    """The Trainer's log in the native loop's format: step entries and per-epoch validation."""
+    history = []
+    for entry in log_history:
+        if "loss" in entry:
+            history.append(
+                {"step": entry["step"], "epoch": entry["epoch"], "loss": entry["loss"],
+                 "learning_rate": entry.get("learning_rate")}
+            )  # fmt: skip
+        elif "eval_loss" in entry:
+            metrics = {k[len("eval_") :]: v for k, v in entry.items() if k.startswith("eval_")}
+            metrics = {k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second"))}
+            metrics["examples"] = eval_examples
+            history.append({"step": entry["step"], "epoch": round(entry["epoch"]), "validation": metrics})
+    return history
