@@ -37,7 +37,6 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "logging_steps": cfg.logging_steps,
         "seed": cfg.seed,
         "data_seed": cfg.seed,
-        "group_by_length": cfg.group_by_length,
         "report_to": "none",
         "use_cpu": use_cpu,
         "disable_tqdm": not cfg.show_progress,
@@ -49,18 +48,18 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         import torch
 
         kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
-    # transformers v5 takes a ratio as a float warmup_steps (warmup_ratio is deprecated there)
-    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters and not _warmup_steps_takes_ratio():
+    # Names that moved in transformers v5: a float warmup_steps < 1 is the ratio, and length
+    # grouping is a train_sampling_strategy. Older versions take the v4 names.
+    accepted = inspect.signature(TrainingArguments).parameters
+    if "warmup_ratio" in accepted:
         kwargs["warmup_ratio"] = cfg.warmup_ratio
     else:
         kwargs["warmup_steps"] = float(cfg.warmup_ratio)
+    if "train_sampling_strategy" in accepted:
+        kwargs["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
+    else:
+        kwargs["group_by_length"] = cfg.group_by_length
     return TrainingArguments(**kwargs)
-
-
-def _warmup_steps_takes_ratio() -> bool:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0]) >= 5
 
 
 def train_with_trainer(

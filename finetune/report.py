@@ -1,0 +1,122 @@
+"""``finetune report``: a Markdown table across runs (mean and spread over seeds) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from finetune.config import ConfigError
+
+GROUP_KEYS = ("task", "loop", "strategy", "pooling")
+
+
+def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
+    """results.json of each run directory given, or of every run below a folder given."""
+    runs = []
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"no such run directory {path}")
+        files = [path / "results.json"] if (path / "results.json").exists() else sorted(path.rglob("results.json"))
+        for f in files:
+            run = json.loads(f.read_text())
+            run["_dir"] = str(f.parent)
+            runs.append(run)
+    if not runs:
+        raise ConfigError(f"no results.json under {', '.join(map(str, paths))}: pass run directories")
+    return runs
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def group_runs(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list] = defaultdict(list)
+    for run in runs:
+        groups[tuple(run["config"].get(k) for k in GROUP_KEYS)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
+    values = [r[split][metric] * 100 for r in runs if r.get(split) and metric in r[split]]
+    if not values:
+        return "-"
+    m, s = mean_std(values)
+    return f"{m:.1f} ± {s:.1f}" if len(values) > 1 else f"{m:.1f}"
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    """One row per task x loop x strategy x pooling: metrics as mean ± sample std over seeds (%)."""
+    names = ("accuracy", "f1", "matthews", "pearson", "spearman")
+    metrics = [m for m in names if any(m in (r.get("validation") or {}) for r in runs)]
+    header = ["task", "loop", "strategy", "pooling", "seeds"]
+    header += [f"val {m}" for m in metrics] + [f"test {m}" for m in metrics]
+    header += ["trainable params", "train time (s)", "samples/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, group in group_runs(runs).items():
+        time_m, _ = mean_std([r["train_runtime_s"] for r in group])
+        speed_m, _ = mean_std([r["train_samples_per_second"] for r in group])
+        row = [*map(str, key), str(len(group))]
+        row += [_cell(group, "validation", m) for m in metrics] + [_cell(group, "test", m) for m in metrics]
+        row += [f"{group[0]['trainable_params']:,}", f"{time_m:.0f}", f"{speed_m:.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_loss(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        steps = [h for h in run["history"] if "loss" in h]
+        c = run["config"]
+        ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], lw=1,
+                label=f"{c['loop']}/{c['strategy']} seed {c['seed']}")  # fmt: skip
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_metric_vs_time(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("accuracy", "f1") if any(m in (r.get("validation") or {}) for r in runs)] or ["accuracy"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for key, group in group_runs(runs).items():
+            xs = [r["train_runtime_s"] / 60 for r in group]
+            ys = [(r.get("validation") or {}).get(metric, float("nan")) * 100 for r in group]
+            ax.scatter(xs, ys, label=f"{key[1]}/{key[2]} ({key[3]})", s=30)
+        ax.set(xlabel="training time (min)", ylabel=f"validation {metric} (%)", title=f"Validation {metric} vs time")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(paths: list[Path], out: Path) -> str:
+    """Write report.md, loss.png and metric_vs_time.png into ``out``; return the table."""
+    runs = find_runs(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(runs)
+    plot_loss(runs, out / "loss.png")
+    plot_metric_vs_time(runs, out / "metric_vs_time.png")
+    (out / "report.md").write_text(
+        f"{table}\n\n![training loss](loss.png)\n\n![validation metric vs training time](metric_vs_time.png)\n"
+    )
+    return table
