@@ -105,19 +105,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
     cfg.output_dir = str(output_dir)
     set_seed(cfg.seed)
 
-    # data
+    # raw data and model first: bad input fails before any long work
+    raw = load_glue(cfg.task, cfg.data_dir)
     model_path = cfg.model or default_model_path()
     tokenizer = load_tokenizer(model_path)
-    val_name, test_name = validation_split(task), test_split(task)
-    data = tokenize_glue(load_glue(cfg.task, cfg.data_dir), tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
-    data = limit_samples(data, cfg, "train", [val_name, test_name])
-    collator = make_collator(tokenizer)
-
-    # model
     model = load_model(model_path, task, cfg.pooling)
     frozen_layers = apply_freezing(model, cfg.strategy, cfg.freeze_layers)
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    # data
+    val_name, test_name = validation_split(task), test_split(task)
+    data = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
+    data = limit_samples(data, cfg, "train", [val_name, test_name])
+    collator = make_collator(tokenizer)
 
     # train
     device = pick_device(cfg.device)

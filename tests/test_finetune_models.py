@@ -1,0 +1,86 @@
+"""Freezing strategies on BERT, RoBERTa and DistilBERT; the mean-pooling head; metrics."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from finetune import metrics
+from finetune.modeling import ModelError, apply_freezing, count_parameters, encoder_layers, load_model
+from finetune.tasks import get_task
+
+MRPC = get_task("mrpc")
+
+
+def _trainable_names(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_strategies_freeze_the_right_parameters(tiny_models, kind, pooling):
+    model = load_model(tiny_models[kind], MRPC, pooling)
+    base = model.base_model
+    base_names = {f"{model.base_model_prefix}.{n}" for n, _ in base.named_parameters()}
+    all_names = {n for n, _ in model.named_parameters()}
+
+    apply_freezing(model, "full")
+    assert _trainable_names(model) == all_names
+
+    apply_freezing(model, "head")
+    head = _trainable_names(model)
+    assert head == all_names - base_names and head  # every parameter outside the base model trains
+    if kind == "distilbert" and pooling == "cls":
+        assert any(n.startswith("pre_classifier") for n in head)
+    if kind == "roberta" and pooling == "cls":
+        assert any(n.startswith("classifier.dense") for n in head)
+    if kind == "bert":
+        assert not any("pooler" in n for n in head)  # BERT's pooler belongs to the base
+
+    layers = encoder_layers(model)
+    assert len(layers) == 4
+    frozen = apply_freezing(model, "partial")
+    assert frozen == 2  # default: half of the layers
+    trainable = _trainable_names(model)
+    assert not any(n for n in trainable if ".embeddings." in f".{n}")
+    for i, layer in enumerate(layers):
+        assert all(p.requires_grad == (i >= 2) for p in layer.parameters())
+    t, total = count_parameters(model)
+    assert 0 < t < total
+    with pytest.raises(ModelError, match="--freeze-layers 5 is more than the 4 encoder layers"):
+        apply_freezing(model, "partial", 5)
+
+
+def test_trainable_counts_on_the_default_checkpoint():
+    from finetune.modeling import default_model_path
+
+    model = load_model(default_model_path(), MRPC, "mean")
+    expected = {"full": 22_566_146, "partial": 5_324_162, "head": 770}
+    for strategy, count in expected.items():
+        apply_freezing(model, strategy)
+        assert count_parameters(model) == (count, 22_566_146)
+
+
+def test_mean_pooling_ignores_padding(tiny_models):
+    model = load_model(tiny_models["bert"], MRPC, "mean").eval()
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    short = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    padded_ids = torch.tensor([[101, 2023, 2003, 102, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    padded = model(input_ids=padded_ids, attention_mask=mask).logits
+    torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_metrics_match_reference_implementations():
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    assert metrics.f1(preds, labels) == pytest.approx(f1_score(labels, preds))
+    assert metrics.matthews(preds, labels) == pytest.approx(matthews_corrcoef(labels, preds))
+    x, y = rng.normal(size=100), rng.normal(size=100)
+    x[:10] = y[:10] = 1.0  # ties
+    assert metrics.pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0])
+    assert metrics.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+    logits = np.eye(2)[preds]
+    out = metrics.compute_metrics(MRPC, logits, labels)
+    assert out["accuracy"] == pytest.approx((preds == labels).mean()) and "f1" in out
