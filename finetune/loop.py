@@ -1,26 +1,32 @@
 """The training loop in plain PyTorch, written once for the native and the Accelerate runs.
 
 It reads like its pseudo-code: batches -> forward -> loss -> backward -> (every k micro-batches)
-clip, optimizer step, scheduler step -> log; evaluate after each epoch. What differs between
-running alone and under Accelerate (moving batches, backward, gradient sync, gathering
-predictions) sits behind the small ``Runtime`` interface; ``NativeRuntime`` is plain torch.
+clip, optimizer step, scheduler step -> log -> checkpoint; evaluate after each epoch. What
+differs between running alone and under Accelerate (moving batches, backward, gradient sync,
+gathering predictions, saving state) sits behind a small runtime interface:
+``NativeRuntime`` is plain torch, ``finetune.distributed.AccelerateRuntime`` is Accelerate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
+from finetune.checkpoint import load_checkpoint, save_checkpoint
 from finetune.config import TrainConfig
+from finetune.data import set_epoch
 from finetune.metrics import compute_metrics
 from finetune.modeling import classification_loss
 from finetune.tasks import GlueTask
@@ -50,6 +56,21 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 # ----------------------------------------------------------------------------- runtime
 
 
@@ -65,11 +86,18 @@ class NativeRuntime:
         self.dtype = autocast_dtype(device, precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.accumulation_steps = accumulation_steps
+        self.sync_gradients = True
         self._micro_step = 0
+        self._objects: dict[str, Any] = {}
 
-    def prepare(self, model: PreTrainedModel, optimizer: Any, scheduler: Any, *loaders: DataLoader) -> tuple:
+    def prepare(self, model: PreTrainedModel, optimizer: Any, *loaders: DataLoader) -> tuple:
         model.to(self.device)
-        return (model, optimizer, scheduler, *loaders)
+        self._objects.update(model=model, optimizer=optimizer)
+        return (model, optimizer, *loaders)
+
+    def prepare_scheduler(self, scheduler: Any) -> Any:
+        self._objects["scheduler"] = scheduler
+        return scheduler
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -101,8 +129,37 @@ class NativeRuntime:
         else:
             optimizer.step()
 
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        return bool(torch.isfinite(loss))
+
     def gather_for_metrics(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
+
+    def skip_first_batches(self, loader: DataLoader, n: int) -> Any:
+        """The loader's batches after the first ``n`` (they are collated, never run through the model)."""
+        it = iter(loader)
+        for _ in range(n):
+            next(it)
+        return it
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def save_state(self, directory: Path) -> list[str]:
+        state = {name: obj.state_dict() for name, obj in self._objects.items()}
+        if self.scaler:
+            state["scaler"] = self.scaler.state_dict()
+        state["rng"] = rng_state()
+        torch.save(state, directory / "state.pt")
+        return ["state.pt"]
+
+    def load_state(self, directory: Path) -> None:
+        state = torch.load(directory / "state.pt", weights_only=False)
+        for name, obj in self._objects.items():
+            obj.load_state_dict(state[name])
+        if self.scaler:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -134,7 +191,8 @@ def training_step(model: PreTrainedModel, batch: dict[str, torch.Tensor], runtim
 
 @torch.no_grad()
 def evaluate(model: PreTrainedModel, loader: DataLoader, task: GlueTask, runtime: Any) -> dict[str, float] | None:
-    """The task's metrics and mean loss over ``loader``; None for an unlabeled split."""
+    """The task's metrics and mean loss over ``loader`` (every example counted once, across
+    processes too); None for an unlabeled split."""
     model.eval()
     all_logits, all_labels = [], []
     for batch in loader:
@@ -148,9 +206,13 @@ def evaluate(model: PreTrainedModel, loader: DataLoader, task: GlueTask, runtime
     if not task.is_regression and bool((labels < 0).all()):
         return None  # a test split without labels
     metrics = compute_metrics(task, logits.numpy(), labels.numpy())
-    metrics["loss"] = float(classification_loss(logits, labels, model.config))
+    metrics["loss"] = float(classification_loss(logits, labels, getattr(model, "module", model).config))
     metrics["examples"] = len(labels)
     return metrics
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -159,6 +221,8 @@ class LoopResult:
     train_runtime_s: float = 0.0
     samples_seen: int = 0
     optimizer_steps: int = 0
+    batches_seen: int = 0  # micro-batches this process ran through the model
+    resumed_from: str | None = None
 
 
 def train_loop(
@@ -168,55 +232,76 @@ def train_loop(
     task: GlueTask,
     cfg: TrainConfig,
     runtime: Any,
+    output_dir: Path | None = None,
+    resume_from: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> LoopResult:
-    """Fine-tune ``model`` for ``cfg.epochs`` epochs; evaluate on ``eval_loader`` after each."""
+    """Fine-tune ``model`` for ``cfg.epochs`` epochs; evaluate on ``eval_loader`` after each;
+    with ``cfg.save_steps`` write a checkpoint every that many optimizer steps."""
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    model, optimizer, train_loader, eval_loader = runtime.prepare(model, optimizer, train_loader, eval_loader)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)
     total_steps = math.ceil(steps_per_epoch * cfg.epochs)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps), num_training_steps=total_steps
-    )
-    model, optimizer, scheduler, train_loader, eval_loader = runtime.prepare(
-        model, optimizer, scheduler, train_loader, eval_loader
-    )
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    scheduler = runtime.prepare_scheduler(get_scheduler("linear", optimizer, warmup, total_steps))
     params = [p for p in model.parameters() if p.requires_grad]
-    result = LoopResult()
-    window: list[torch.Tensor] = []
+
+    result, window, start_epoch, skip = LoopResult(), [], 0, 0
+    if resume_from is not None:
+        progress = load_checkpoint(runtime, resume_from)
+        result.history, window = progress["history"], progress["window"]
+        result.optimizer_steps, result.samples_seen = progress["optimizer_steps"], progress["samples_seen"]
+        start_epoch, skip = progress["epoch"], progress["batch_in_epoch"]
+        result.resumed_from = str(resume_from)
+        if runtime.is_main_process:
+            log(
+                f"resumed from {resume_from}: epoch {start_epoch + 1}, {skip} batches in, step {result.optimizer_steps}"
+            )
+
     model.train()
     start = time.perf_counter()
-    progress = tqdm(total=total_steps, desc="training", disable=not (cfg.show_progress and runtime.is_main_process))
-    for epoch in range(math.ceil(cfg.epochs)):
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        for i, batch in enumerate(train_loader):
+    show = cfg.show_progress and runtime.is_main_process
+    progress_bar = tqdm(total=total_steps, initial=result.optimizer_steps, desc="training", disable=not show)
+    for epoch in range(start_epoch, math.ceil(cfg.epochs)):
+        set_epoch(train_loader, epoch)
+        first = skip if epoch == start_epoch else 0
+        batches = runtime.skip_first_batches(train_loader, first) if first else train_loader
+        for i, batch in enumerate(batches, start=first):
             batch = runtime.to_device(batch)
             with runtime.accumulate(model, last_in_epoch=i + 1 == len(train_loader)):
                 loss = training_step(model, batch, runtime)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
+                if not runtime.all_finite(loss):
+                    raise NonFiniteLossError(
                         f"the training loss became {float(loss)} at step {result.optimizer_steps + 1} "
-                        f"(epoch {epoch + 1}, batch {i + 1}): lower --lr or check the data"
+                        f"(epoch {epoch + 1}, batch {i + 1}); the last good checkpoint is kept: lower --lr"
                     )
-                window.append(loss)
+                window.append(float(loss))
                 result.samples_seen += len(batch["labels"]) * runtime.world_size
+                result.batches_seen += 1
                 if runtime.sync_gradients:
                     runtime.clip_and_step(params, optimizer, cfg.max_grad_norm)
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     result.optimizer_steps += 1
-                    progress.update(1)
-            if runtime.sync_gradients and result.optimizer_steps % cfg.logging_steps == 0:
-                loss = float(torch.stack(window).float().mean())
-                window.clear()
+                    progress_bar.update(1)
+            if not runtime.sync_gradients:
+                continue
+            if result.optimizer_steps % cfg.logging_steps == 0:
                 entry = {
                     "step": result.optimizer_steps,
                     "epoch": round(epoch + (i + 1) / len(train_loader), 4),
-                    "loss": loss,
+                    "loss": sum(window) / len(window),
                     "learning_rate": scheduler.get_last_lr()[0],
                 }
+                window = []
                 result.history.append(entry)
-                progress.set_postfix(loss=f"{loss:.4f}")
+                progress_bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            if cfg.save_steps and result.optimizer_steps % cfg.save_steps == 0 and output_dir is not None:
+                progress = {
+                    "epoch": epoch, "batch_in_epoch": i + 1, "optimizer_steps": result.optimizer_steps,
+                    "samples_seen": result.samples_seen, "history": result.history, "window": window,
+                }  # fmt: skip
+                save_checkpoint(runtime, output_dir, result.optimizer_steps, progress, cfg.save_total_limit)
             if result.optimizer_steps >= total_steps:
                 break
         metrics = evaluate(model, eval_loader, task, runtime)
@@ -225,7 +310,7 @@ def train_loop(
             log(f"epoch {epoch + 1}: validation {_short(metrics)}")
         if result.optimizer_steps >= total_steps:
             break
-    progress.close()
+    progress_bar.close()
     result.train_runtime_s = time.perf_counter() - start
     return result
 

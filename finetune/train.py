@@ -1,5 +1,5 @@
 """``finetune.train(config) -> results``: data, model, freezing, the chosen loop, final
-evaluation, and the run directory (model, tokenizer, results.json), written all at once."""
+evaluation, and the run directory (model, tokenizer, results.json)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import torch
 from datasets import DatasetDict
 from transformers import set_seed
 
+from finetune.checkpoint import list_checkpoints, resolve_resume
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
+from finetune.distributed import check_single_process_loop
 from finetune.loop import NativeRuntime, evaluate, pick_device, train_loop
 from finetune.modeling import (
     apply_freezing,
@@ -43,14 +45,22 @@ def default_output_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to overwrite another run (or any non-empty directory) unless asked to."""
+def check_output_dir(path: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuse to overwrite another run (or any non-empty directory) unless asked to. Resuming
+    needs the directory of the interrupted run (checkpoints, no results.json yet)."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output directory {path} exists and is a file: choose another --output-dir")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        what = "another run's results.json" if (path / RESULTS_FILE).exists() else "files"
+    if overwrite or not path.is_dir():
+        return
+    if (path / RESULTS_FILE).exists():
         raise ConfigError(
-            f"output directory {path} already holds {what}: choose another --output-dir or pass --overwrite-output-dir"
+            f"output directory {path} already holds another run's results.json: choose another --output-dir "
+            "or pass --overwrite-output-dir"
+        )
+    if not resuming and any(path.iterdir()):
+        raise ConfigError(
+            f"output directory {path} is not empty: choose another --output-dir, pass --overwrite-output-dir, "
+            "or --resume-from-checkpoint latest to continue the run there"
         )
 
 
@@ -100,8 +110,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run one fine-tuning and return the dict also written to ``<output_dir>/results.json``."""
     cfg = config.resolved()
     task = get_task(cfg.task)
+    check_single_process_loop(cfg.loop)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
-    check_output_dir(output_dir, cfg.overwrite_output_dir)
+    check_output_dir(output_dir, cfg.overwrite_output_dir, resuming=cfg.resume_from_checkpoint is not None)
+    resume = resolve_resume(cfg.resume_from_checkpoint, output_dir)
     cfg.output_dir = str(output_dir)
     set_seed(cfg.seed)
 
@@ -120,80 +132,93 @@ def train(config: TrainConfig) -> dict[str, Any]:
     data = limit_samples(data, cfg, "train", [val_name, test_name])
     collator = make_collator(tokenizer)
 
+    def loader(split: str, shuffle: bool = False) -> torch.utils.data.DataLoader:
+        size = cfg.batch_size if shuffle else cfg.eval_batch_size
+        return make_dataloader(data[split], collator, size, shuffle, cfg.seed, cfg.group_by_length and shuffle)
+
     # train
-    device = pick_device(cfg.device)
-    runtime = NativeRuntime(device, cfg.mixed_precision, cfg.grad_accum_steps)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
-    try:
-        if cfg.loop == "trainer":
-            from finetune.trainer_loop import train_with_trainer
+    if cfg.loop == "accelerate":
+        from finetune.distributed import AccelerateRuntime
 
-            trainer, loop = train_with_trainer(
-                model, tokenizer, data["train"], data[val_name], collator, task, cfg, str(staging / "trainer"),
-                use_cpu=device.type == "cpu",
-            )  # fmt: skip
-            model = trainer.model
-            shutil.rmtree(staging / "trainer", ignore_errors=True)
-        elif cfg.loop == "native":
-            train_loader = make_dataloader(
-                data["train"],
-                collator,
-                cfg.batch_size,
-                shuffle=True,
-                seed=cfg.seed,
-                group_by_length=cfg.group_by_length,
-            )
-            eval_loader = make_dataloader(data[val_name], collator, cfg.eval_batch_size, shuffle=False)
-            loop = train_loop(model, train_loader, eval_loader, task, cfg, runtime)
-        else:
-            raise ConfigError(f"--loop {cfg.loop} is not available in this version")
+        runtime: Any = AccelerateRuntime(cfg.grad_accum_steps, cfg.mixed_precision)
+        device = runtime.device
+    else:
+        device = pick_device(cfg.device)
+        runtime = NativeRuntime(device, cfg.mixed_precision, cfg.grad_accum_steps)
+    is_main = runtime.is_main_process
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite_output_dir and resume is None:  # a fresh run: stale checkpoints must not be resumed
+            for _, old in list_checkpoints(output_dir):
+                shutil.rmtree(old)
 
-        # final evaluation of the last-epoch model, the same code for every loop
-        model.to(device)
-        final = {
-            split: evaluate(model, make_dataloader(data[name], collator, cfg.eval_batch_size, False), task, runtime)
-            for split, name in (("validation", val_name), ("test", test_name))
-        }
-        moved = [
-            n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])
-        ]
-        if moved:
-            raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
+    if cfg.loop == "trainer":
+        from finetune.trainer_loop import train_with_trainer
 
-        results = {
-            "config": cfg.to_dict(),
-            "versions": versions(),
-            "device": device_description(device),
-            "world_size": runtime.world_size,
-            "distributed_type": runtime.distributed_type,
-            "model": {**model_source(model_path), "class": type(model).__name__},
-            "trainable_params": trainable,
-            "total_params": total,
-            "frozen_encoder_layers": frozen_layers,
-            "history": loop.history,
-            "optimizer_steps": loop.optimizer_steps,
-            "train_runtime_s": round(loop.train_runtime_s, 3),
-            "train_samples_per_second": round(loop.samples_seen / loop.train_runtime_s, 3),
-            "validation": final["validation"],
-            "test": final["test"],
-        }
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        write_json_atomic(staging / RESULTS_FILE, results)
-        _move_into_place(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        trainer, loop = train_with_trainer(
+            model, tokenizer, data["train"], data[val_name], collator, task, cfg, str(output_dir),
+            use_cpu=device.type == "cpu", resume_from=resume,
+        )  # fmt: skip
+        model, is_main = trainer.model, trainer.is_world_process_zero()
+        world_size, distributed_type = trainer.args.world_size, str(trainer.accelerator.distributed_type).split(".")[-1]
+    else:
+        loop = train_loop(model, loader("train", True), loader(val_name), task, cfg, runtime, output_dir, resume)
+        world_size, distributed_type = runtime.world_size, runtime.distributed_type
+
+    # final evaluation of the last-epoch model, the same code for every loop
+    finals = {}
+    for split, name in (("validation", val_name), ("test", test_name)):
+        eval_loader = loader(name)
+        if cfg.loop == "accelerate":
+            eval_loader = runtime.accelerator.prepare(eval_loader)
+        finals[split] = evaluate(model, eval_loader, task, runtime if cfg.loop != "trainer" else NativeRuntime(
+            device, "no", 1))  # fmt: skip
+    if cfg.loop == "accelerate":
+        model = runtime.unwrap(model)
+    moved = [
+        n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])
+    ]
+    if moved:
+        raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
+
+    results = {
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "device": device_description(device),
+        "world_size": world_size,
+        "distributed_type": distributed_type,
+        "model": {**model_source(model_path), "class": type(model).__name__},
+        "trainable_params": trainable,
+        "total_params": total,
+        "frozen_encoder_layers": frozen_layers,
+        "history": loop.history,
+        "optimizer_steps": loop.optimizer_steps,
+        "resumed_from": loop.resumed_from,
+        "train_runtime_s": round(loop.train_runtime_s, 3),
+        "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
+        "batches_seen_per_process": loop.batches_seen,
+        "validation": finals["validation"],
+        "test": finals["test"],
+    }
+    if is_main:
+        save_run(model, tokenizer, results, output_dir)
+    if cfg.loop == "accelerate":
+        runtime.wait_for_everyone()
     return results
 
 
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    """Replace ``output_dir`` by the finished ``staging`` directory (old contents removed only
-    after the new run is complete)."""
-    if output_dir.exists():
-        trash = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-        os.replace(output_dir, trash)
-        os.replace(staging, output_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, output_dir)
+def save_run(model: Any, tokenizer: Any, results: dict[str, Any], output_dir: Path) -> None:
+    """Model, tokenizer, then results.json: each written beside its place and renamed into it,
+    so an interrupted save leaves no half-written file (results.json marks a finished run)."""
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".final-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        for item in staging.iterdir():
+            target = output_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        write_json_atomic(output_dir / RESULTS_FILE, results)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

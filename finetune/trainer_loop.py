@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "lr_scheduler_type": "linear",
         "eval_strategy": "epoch",
-        "save_strategy": "no",
+        "save_strategy": "steps" if cfg.save_steps else "no",
         "logging_strategy": "steps",
         "logging_steps": cfg.logging_steps,
         "seed": cfg.seed,
@@ -48,6 +49,8 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         import torch
 
         kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
+    if cfg.save_steps:
+        kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
     # Names that moved in transformers v5: a float warmup_steps < 1 is the ratio, and length
     # grouping is a train_sampling_strategy. Older versions take the v4 names.
     accepted = inspect.signature(TrainingArguments).parameters
@@ -72,6 +75,7 @@ def train_with_trainer(
     cfg: TrainConfig,
     output_dir: str,
     use_cpu: bool,
+    resume_from: Path | None = None,
 ) -> tuple[Trainer, LoopResult]:
     def metrics(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -87,8 +91,9 @@ def train_with_trainer(
         compute_metrics=metrics,
     )
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_runtime_s=time.perf_counter() - start)
+    result.resumed_from = str(resume_from) if resume_from else None
     result.history = _history(trainer.state.log_history, len(eval_set))
     result.optimizer_steps = trainer.state.global_step
     result.samples_seen = math.ceil(len(train_set) * cfg.epochs)
