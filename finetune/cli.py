@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from finetune.train import train
 
     results = train(config_from_args(args))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under a multi-process launcher only the main process reports
     summary = {k: results[k] for k in ("validation", "test", "trainable_params", "train_runtime_s")}
     print(json.dumps({"output_dir": results["config"]["output_dir"], **summary}, indent=2))
     return 0
