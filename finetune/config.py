@@ -18,9 +18,9 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 # Chosen on MRPC validation with the default checkpoint (README: "Choosing the recipe").
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "full": {"lr": 5e-5, "epochs": 5, "batch_size": 16, "warmup_ratio": 0.1},
-    "partial": {"lr": 1e-4, "epochs": 5, "batch_size": 16, "warmup_ratio": 0.1},
-    "head": {"lr": 2e-3, "epochs": 5, "batch_size": 32, "warmup_ratio": 0.1},
+    "full": {"lr": 5e-5, "epochs": 3, "batch_size": 16, "warmup_ratio": 0.1},
+    "partial": {"lr": 1e-4, "epochs": 3, "batch_size": 16, "warmup_ratio": 0.1},
+    "head": {"lr": 1e-3, "epochs": 3, "batch_size": 32, "warmup_ratio": 0.1},
 }
 
 
