@@ -42,6 +42,9 @@ from minigrad.tensor import (
     zeros_like,
 )
 
+from minigrad import nn, optim  # noqa: E402 - they build on the names above
+from minigrad.nn import load, save  # noqa: E402
+
 bool = bool_  # noqa: A001 - torch's dtype aliases
 float = float32  # noqa: A001
 double = float64

@@ -351,6 +351,42 @@ class Sigmoid(Op):
         return grad * out * (1 - out)  # d s(x)/dx = s(x)(1 - s(x))
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+    except ImportError:  # scipy is optional: the exact scalar erf, elementwise
+        import math
+
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return erf(x).astype(x.dtype, copy=False)
+
+
+class Erf(Op):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _erf(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (2 / np.sqrt(np.pi)) * exp(-(x * x))  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
+
+
+class Softplus(Op):
+    """log(1 + e^x), computed without overflow; its derivative is sigmoid(x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.logaddexp(0, x.data).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad / (1 + exp(-x))  # d softplus(x)/dx = sigmoid(x)
+
+
 class Relu(Op):
     @staticmethod
     def forward(ctx, x):

@@ -315,6 +315,9 @@ class Tensor:
     def relu(self) -> Tensor:
         return ops.Relu.apply(self)
 
+    def erf(self) -> Tensor:
+        return ops.Erf.apply(self)
+
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
