@@ -25,7 +25,7 @@ from finetune.tasks import get_task
 MODES = ("pad-128", "dynamic", "grouped")
 
 
-def samples_per_second(model, loader, steps: int, runtime: NativeRuntime) -> tuple[float, float]:  # noqa: ANN001
+def samples_per_second(model, loader, steps: int, runtime: NativeRuntime) -> tuple[float, float]:
     """(samples/s, mean padded length) over ``steps`` training steps, after one warm-up step."""
     optimizer = build_optimizer(model, 1e-5, 0.0)
     params = [p for p in model.parameters() if p.requires_grad]

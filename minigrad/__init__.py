@@ -6,6 +6,7 @@ Torch's names, NumPy underneath, and every op's forward next to its backward in
 
 import numpy as np
 
+from minigrad import nn, optim
 from minigrad.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.errors import (
     BackwardError,
@@ -18,6 +19,7 @@ from minigrad.errors import (
 from minigrad.functional import *  # noqa: F403 - torch-style free functions
 from minigrad.functional import __all__ as _functional_names
 from minigrad.gradcheck import gradcheck
+from minigrad.nn import load, save
 from minigrad.tensor import (
     Tensor,
     arange,
@@ -42,9 +44,6 @@ from minigrad.tensor import (
     zeros_like,
 )
 
-from minigrad import nn, optim  # noqa: E402 - they build on the names above
-from minigrad.nn import load, save  # noqa: E402
-
 bool = bool_  # noqa: A001 - torch's dtype aliases
 float = float32  # noqa: A001
 double = float64
@@ -54,6 +53,10 @@ dtype = np.dtype
 __version__ = "0.1.0"
 
 __all__ = [
+    "nn",
+    "optim",
+    "save",
+    "load",
     "Tensor",
     "Function",
     "tensor",
