@@ -6,7 +6,7 @@ Torch's names, NumPy underneath, and every op's forward next to its backward in
 
 import numpy as np
 
-from minigrad import nn, optim
+from minigrad import nn, optim, viz
 from minigrad.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.errors import (
     BackwardError,
@@ -43,6 +43,7 @@ from minigrad.tensor import (
     zeros,
     zeros_like,
 )
+from minigrad.viz import trace
 
 bool = bool_  # noqa: A001 - torch's dtype aliases
 float = float32  # noqa: A001
@@ -55,6 +56,8 @@ __version__ = "0.1.0"
 __all__ = [
     "nn",
     "optim",
+    "viz",
+    "trace",
     "save",
     "load",
     "Tensor",

@@ -94,6 +94,9 @@ class enable_grad(_GradMode):
 
 _sequence = itertools.count(1)
 
+# Set by ``minigrad.trace()``: called as tracer(node, grad, input_grads) for each node visited.
+_tracer: Callable | None = None
+
 # True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
 _backward_on_tensors = True
 
@@ -166,6 +169,7 @@ class Function:
         if record:
             out._requires_grad = True
             out.grad_fn = ctx
+            ctx.out_shape = out.data.shape  # for pictures and traces of the graph
         return out
 
     # -- what backward may use
@@ -286,6 +290,8 @@ def run_backward(
                 input_grads = _call_user_backward(node, grad)
             if type(input_grads) is not tuple:
                 input_grads = (input_grads,)
+            if _tracer is not None:
+                _tracer(node, grad, input_grads)
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     fn = t.grad_fn

@@ -130,15 +130,21 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
 
 class Op(Function):
     """Base of minigrad's built-in ops: forward on arrays; backward formulas that run on arrays
-    or Tensors alike (see ``Function``)."""
+    or Tensors alike (see ``Function``). ``rule`` states the local derivative in words (shown by
+    ``minigrad.trace``); ``broadcasts`` marks ops whose inputs may have been broadcast."""
 
     on_arrays = True
+    rule = ""
+    broadcasts = False
 
 
 # ----------------------------------------------------------------------------- arithmetic
 
 
 class Add(Op):
+    rule = "d(a+b)/da = 1, d(a+b)/db = 1"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.data.shape, b.data.shape
@@ -153,6 +159,9 @@ class Add(Op):
 
 
 class Sub(Op):
+    rule = "d(a-b)/da = 1, d(a-b)/db = -1"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.data.shape, b.data.shape
@@ -167,6 +176,9 @@ class Sub(Op):
 
 
 class Mul(Op):
+    rule = "d(a*b)/da = b, d(a*b)/db = a"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -184,6 +196,9 @@ class Mul(Op):
 
 
 class Div(Op):
+    rule = "d(a/b)/da = 1/b, d(a/b)/db = -a/b^2"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -202,6 +217,9 @@ class Div(Op):
 
 class Pow(Op):
     """a ** b; d/da = b * a^(b-1), d/db = a^b * log(a)."""
+
+    rule = "d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)"
+    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -223,6 +241,9 @@ class Pow(Op):
 class Maximum(Op):
     """Elementwise max; on a tie each side gets half the gradient (as torch does)."""
 
+    rule = "d max(a,b) = 1 to the larger input (half each on a tie)"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, a, b):
         try:
@@ -240,6 +261,8 @@ class Maximum(Op):
 
 
 class Neg(Op):
+    rule = "d(-u)/du = -1"
+
     @staticmethod
     def forward(ctx, x):
         return -x.data
@@ -250,6 +273,8 @@ class Neg(Op):
 
 
 class Clone(Op):
+    rule = "d u/du = 1"
+
     @staticmethod
     def forward(ctx, x):
         return x.data.copy()
@@ -260,6 +285,8 @@ class Clone(Op):
 
 
 class Cast(Op):
+    rule = "the gradient is cast back to the input's dtype"
+
     @staticmethod
     def forward(ctx, x, dtype):
         ctx.dtype = x.dtype
@@ -274,6 +301,8 @@ class Cast(Op):
 
 
 class Exp(Op):
+    rule = "d exp(u)/du = exp(u)"
+
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.exp(x.data))
@@ -287,6 +316,8 @@ class Exp(Op):
 
 
 class Log(Op):
+    rule = "d log(u)/du = 1/u"
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -299,6 +330,8 @@ class Log(Op):
 
 
 class Sqrt(Op):
+    rule = "d sqrt(u)/du = 1/(2 sqrt(u))"
+
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.sqrt(x.data))
@@ -312,6 +345,8 @@ class Sqrt(Op):
 
 
 class Abs(Op):
+    rule = "d|u|/du = sign(u)"
+
     @staticmethod
     def forward(ctx, x):
         ctx.sign = np.sign(x.data)
@@ -323,6 +358,8 @@ class Abs(Op):
 
 
 class Tanh(Op):
+    rule = "d tanh(u)/du = 1 - tanh(u)^2"
+
     @staticmethod
     def forward(ctx, x):
         out = Tensor._wrap(np.tanh(x.data))
@@ -336,6 +373,8 @@ class Tanh(Op):
 
 
 class Sigmoid(Op):
+    rule = "d s(u)/du = s(u) (1 - s(u))"
+
     @staticmethod
     def forward(ctx, x):
         data = x.data
@@ -362,6 +401,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 class Erf(Op):
+    rule = "d erf(u)/du = 2/sqrt(pi) exp(-u^2)"
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -376,6 +417,8 @@ class Erf(Op):
 class Softplus(Op):
     """log(1 + e^x), computed without overflow; its derivative is sigmoid(x)."""
 
+    rule = "d softplus(u)/du = sigmoid(u)"
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -388,6 +431,8 @@ class Softplus(Op):
 
 
 class Relu(Op):
+    rule = "d relu(u)/du = 1 where u > 0, else 0"
+
     @staticmethod
     def forward(ctx, x):
         ctx.mask = x.data > 0
@@ -399,6 +444,8 @@ class Relu(Op):
 
 
 class Clamp(Op):
+    rule = "d clamp(u)/du = 1 inside [min, max], else 0"
+
     @staticmethod
     def forward(ctx, x, lo, hi):
         data = x.data
@@ -415,6 +462,9 @@ class Clamp(Op):
 
 
 class Where(Op):
+    rule = "the gradient goes to the side the condition chose"
+    broadcasts = True
+
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.cond = np.asarray(cond.data, dtype=bool)
@@ -433,6 +483,8 @@ class Where(Op):
 
 
 class Sum(Op):
+    rule = "d sum(u)/du_i = 1: the gradient is copied back to every summed element"
+
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         ctx.shape, ctx.dims = x.data.shape, dims
@@ -448,6 +500,8 @@ class Sum(Op):
 class MaxAll(Op):
     """max() or min() over all elements; ties share the gradient evenly (torch's rule)."""
 
+    rule = "d max(u)/du_i = 1 at the maximum (shared on ties), else 0"
+
     @staticmethod
     def forward(ctx, x, is_min):
         value = x.data.min() if is_min else x.data.max()
@@ -461,6 +515,8 @@ class MaxAll(Op):
 
 
 class LogSumExp(Op):
+    rule = "d logsumexp(u)/du = softmax(u)"
+
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         m = np.max(x.data, axis=dims, keepdims=True)
@@ -479,6 +535,8 @@ class LogSumExp(Op):
 
 
 class Softmax(Op):
+    rule = "d softmax: y * (g - sum(g * y))"
+
     @staticmethod
     def forward(ctx, x, dim):
         shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
@@ -496,6 +554,8 @@ class Softmax(Op):
 
 
 class LogSoftmax(Op):
+    rule = "d log_softmax: g - softmax(u) * sum(g)"
+
     @staticmethod
     def forward(ctx, x, dim):
         shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
@@ -515,6 +575,8 @@ class LogSoftmax(Op):
 
 class MatMul(Op):
     """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
+
+    rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
 
     @staticmethod
     def forward(ctx, a, b):
@@ -550,6 +612,8 @@ class MatMul(Op):
 
 
 class Reshape(Op):
+    rule = "reshape the gradient back to the input's shape"
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -566,6 +630,8 @@ class Reshape(Op):
 
 
 class Transpose(Op):
+    rule = "transpose the gradient back"
+
     @staticmethod
     def forward(ctx, x, dim0, dim1):
         ctx.dims = dim0, dim1
@@ -577,6 +643,8 @@ class Transpose(Op):
 
 
 class Permute(Op):
+    rule = "permute the gradient back (inverse permutation)"
+
     @staticmethod
     def forward(ctx, x, dims):
         ctx.inverse = tuple(np.argsort(dims))
@@ -588,6 +656,8 @@ class Permute(Op):
 
 
 class Expand(Op):
+    rule = "sum the gradient over the expanded axes"
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -621,6 +691,8 @@ def _is_basic(index: tuple) -> bool:
 class Index(Op):
     """x[index]: ints, slices, None, ..., integer arrays and boolean masks."""
 
+    rule = "scatter the gradient into zeros at the indexed places (adding repeats)"
+
     @staticmethod
     def forward(ctx, x, index):
         ctx.shape, ctx.index = x.shape, index
@@ -638,6 +710,8 @@ class IndexAdd(Op):
     """Scatter ``grad`` into zeros of ``shape`` at ``index``, adding where indices repeat (the
     backward of indexing; its own backward is indexing again)."""
 
+    rule = "gather the gradient at the scattered places"
+
     @staticmethod
     def forward(ctx, grad, shape, index):
         ctx.index = index
@@ -650,6 +724,8 @@ class IndexAdd(Op):
 
 class IndexPut(Op):
     """Out-of-place ``x[index] = value``: the result of ``__setitem__`` on a graph tensor."""
+
+    rule = "the overwritten places get no gradient; the value gets theirs"
 
     @staticmethod
     def forward(ctx, x, index, value):
@@ -668,6 +744,8 @@ class IndexPut(Op):
 
 
 class Cat(Op):
+    rule = "split the gradient into the pieces that were joined"
+
     @staticmethod
     def forward(ctx, dim, *tensors):
         ctx.dim = dim

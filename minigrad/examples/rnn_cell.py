@@ -3,12 +3,17 @@
 The five lines in ``rnn_cell`` are the tutorial's, with ``torch`` renamed ``mg``. The same
 numbers then go through torch, and the largest gradient differences are printed.
 
-    python -m minigrad.examples.rnn_cell [--seed 0]
+    python -m minigrad.examples.rnn_cell [--seed 0] [--graph rnn.svg] [--trace]
+
+``--graph`` writes a picture of the graph (.svg/.png need Graphviz's ``dot``; .dot and .txt
+always work); ``--trace`` prints what backward does at every node.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 
@@ -41,14 +46,24 @@ def torch_gradients(values: dict[str, mg.Tensor]) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed for minigrad.manual_seed")
+    parser.add_argument("--graph", metavar="PATH", help="write the graph (.svg, .png, .dot or .txt)")
+    parser.add_argument("--trace", action="store_true", help="narrate backward node by node")
     args = parser.parse_args(argv)
 
-    values = rnn_cell(args.seed)
+    with mg.trace() if args.trace else contextlib.nullcontext():  # trace narrates the backward() inside
+        values = rnn_cell(args.seed)
     reference = torch_gradients(values)
     print(f"loss = {values['loss'].item():.6f}")
     for name in ("W_h", "W_x"):
         diff = np.abs(values[name].grad.data - reference[name]).max()
         print(f"max |minigrad - torch| for {name}.grad {values[name].grad.shape}: {diff:.3e}")
+    if args.graph:
+        names = {k: values[k] for k in ("W_h", "W_x", "x", "prev_h")}
+        try:
+            print(f"graph written to {mg.viz.render(values['loss'], args.graph, names=names)}")
+        except mg.viz.GraphvizNotFoundError as e:
+            print(f"rnn_cell: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
