@@ -151,3 +151,14 @@ def test_clip_grad_norm_matches_torch():
     assert norm.item() == pytest.approx(tnorm.item())
     for p, tp in zip(mine, theirs):
         np.testing.assert_allclose(p.grad.data, tp.grad.numpy(), rtol=1e-6)
+
+
+def test_train_mlp_example_matches_torch_step_for_step():
+    pytest.importorskip("sklearn", reason="scikit-learn (dev extra) ships the digits dataset")
+    from minigrad.examples.train_mlp import train_both
+
+    out = train_both(steps=300, batch=64, lr=1e-2, dtype="float64")
+    diffs = [abs(a - b) for a, b in zip(out["minigrad"], out["torch"])]
+    assert len(diffs) == 300 and max(diffs) < 1e-4
+    assert out["minigrad"][-1] < out["minigrad"][0] / 10
+    assert out["accuracy"] > 0.95
