@@ -177,7 +177,7 @@ class Function:
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; an in-place change to one of them is detected later."""
         self._saved = tensors
-        self._versions = tuple(t._version if t is not None else 0 for t in tensors)
+        self._versions = tuple([0 if t is None else t._version for t in tensors])
 
     @property
     def saved_tensors(self) -> tuple:
@@ -187,6 +187,15 @@ class Function:
                 "Trying to backward through the graph a second time (or to read saved tensors "
                 "after they were freed). Pass retain_graph=True to the first backward() call."
             )
+        if tuple([0 if t is None else t._version for t in self._saved]) == self._versions:
+            pass  # the common case: nothing saved was changed in place
+        else:
+            self._raise_if_modified()
+        if _backward_on_tensors or not self.on_arrays:
+            return self._saved
+        return tuple([None if t is None else t.data for t in self._saved])
+
+    def _raise_if_modified(self) -> None:
         for i, (t, v) in enumerate(zip(self._saved, self._versions)):
             if t is not None and t._version != v:
                 raise InplaceError(
@@ -194,9 +203,6 @@ class Function:
                     f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} is at "
                     f"version {t._version}; expected version {v}. Use an out-of-place op instead."
                 )
-        if _backward_on_tensors or not self.on_arrays:
-            return self._saved
-        return tuple(None if t is None else t.data for t in self._saved)
 
     @property
     def next_functions(self) -> tuple:

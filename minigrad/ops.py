@@ -488,7 +488,7 @@ class Sum(Op):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         ctx.shape, ctx.dims = x.data.shape, dims
-        return x.data.sum(axis=dims, keepdims=keepdim)
+        return x.data.sum(axis=None if len(dims) == x.data.ndim and not keepdim else dims, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, grad):
