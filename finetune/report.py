@@ -69,6 +69,30 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def loop_agreement(runs: list[dict[str, Any]], metric: str = "accuracy") -> str:
+    """For each setting run with both the native loop and the Trainer: the difference of their
+    mean validation ``metric`` against two standard errors of that difference."""
+    by_loop: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        c = run["config"]
+        value = (run.get("validation") or {}).get(metric)
+        if value is not None:
+            by_loop[(c["task"], c["strategy"], c.get("pooling"))][c["loop"]].append(value * 100)
+    lines = []
+    for (task, strategy, pooling), loops in sorted(by_loop.items()):
+        a, b = loops.get("native", []), loops.get("trainer", [])
+        if len(a) < 2 or len(b) < 2:
+            continue
+        (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+        se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+        verdict = "agree" if abs(ma - mb) <= 2 * se else "differ"
+        lines.append(
+            f"- {task}/{strategy}/{pooling}: native {ma:.1f} vs Trainer {mb:.1f} validation {metric} "
+            f"(n={len(a)}/{len(b)}): difference {ma - mb:+.1f}, two standard errors {2 * se:.1f}: {verdict}"
+        )
+    return "\n".join(lines)
+
+
 def plot_loss(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -114,6 +138,9 @@ def write_report(paths: list[Path], out: Path) -> str:
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(runs)
+    agreement = loop_agreement(runs)
+    if agreement:
+        table += "\n\nNative loop vs Trainer:\n" + agreement
     plot_loss(runs, out / "loss.png")
     plot_metric_vs_time(runs, out / "metric_vs_time.png")
     (out / "report.md").write_text(

@@ -1,0 +1,49 @@
+"""The report: mean and spread over seeds, the native-vs-Trainer check, the plots."""
+
+import json
+
+import pytest
+
+from finetune.config import ConfigError
+from finetune.report import loop_agreement, markdown_table, write_report
+
+
+def fake_run(loop, strategy, seed, acc, f1, time_s=100.0):
+    return {
+        "config": {"task": "mrpc", "loop": loop, "strategy": strategy, "pooling": "mean", "seed": seed},
+        "validation": {"accuracy": acc, "f1": f1}, "test": {"accuracy": acc - 0.01, "f1": f1 - 0.01},
+        "trainable_params": 770, "train_runtime_s": time_s, "train_samples_per_second": 36.68,
+        "history": [{"step": 10, "epoch": 0.1, "loss": 0.7, "learning_rate": 1e-3},
+                    {"step": 20, "epoch": 0.2, "loss": 0.6, "learning_rate": 1e-3}],
+    }  # fmt: skip
+
+
+def test_table_means_and_spreads():
+    runs = [fake_run("native", "head", s, a, 0.8) for s, a in ((1, 0.70), (2, 0.72), (3, 0.74))]
+    table = markdown_table(runs)
+    row = next(line for line in table.splitlines() if "| head |" in line)
+    assert (
+        "| mrpc | native | head | mean | 3 | 72.0 ± 2.0 | 80.0 ± 0.0 | 71.0 ± 2.0 | 79.0 ± 0.0 | 770 | 100 | 36.7 |"
+        == row
+    )
+
+
+def test_loop_agreement_uses_two_standard_errors():
+    close = [fake_run("native", "full", s, a, 0.8) for s, a in ((1, 0.80), (2, 0.82), (3, 0.81))]
+    close += [fake_run("trainer", "full", s, a, 0.8) for s, a in ((1, 0.81), (2, 0.80), (3, 0.82))]
+    assert "agree" in loop_agreement(close)
+    far = close[:3] + [fake_run("trainer", "full", s, a, 0.8) for s, a in ((1, 0.70), (2, 0.71), (3, 0.70))]
+    assert "differ" in loop_agreement(far)
+
+
+def test_write_report_finds_runs_below_a_folder(tmp_path):
+    for i, loop in enumerate(("native", "trainer")):
+        d = tmp_path / "runs" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(fake_run(loop, "full", 1, 0.8, 0.85)))
+    table = write_report([tmp_path / "runs"], tmp_path / "out")
+    assert table.count("| mrpc |") == 2
+    for name in ("loss.png", "metric_vs_time.png", "report.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 100
+    with pytest.raises(ConfigError, match="no results.json"):
+        write_report([tmp_path / "out"], tmp_path / "out2")
