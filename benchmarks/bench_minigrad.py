@@ -10,26 +10,12 @@ is faster. Run it with nothing else on the machine:  python benchmarks/bench_min
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from timing import best_time
 
 import minigrad as mg
-
-
-def best_time(step: Callable[[], object], iters: int, repeats: int) -> float:
-    """Seconds per call: the best over ``repeats`` means of ``iters`` calls (after a warm-up)."""
-    for _ in range(max(iters // 10, 3)):
-        step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(iters):
-            step()
-        best = min(best, (time.perf_counter() - start) / iters)
-    return best
 
 
 def rnn_steps(lib):

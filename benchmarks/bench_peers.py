@@ -11,28 +11,10 @@ ratios measured in one run (below 1.0: minigrad is faster).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
+from timing import best_time
 
 import minigrad
-
-
-def best_time(step: Callable[[], object], min_time: float = 0.5, repeats: int = 5) -> float:
-    """Seconds per call: the best of ``repeats`` means, each over enough calls to last ``min_time``."""
-    step()
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_time / 5:
-        step()
-        calls += 1
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def rnn_step(lib):
@@ -126,9 +108,9 @@ def main() -> None:
     import mygrad
 
     print(f"minigrad {minigrad.__version__}, MyGrad {mygrad.__version__}, micrograd {micrograd.__name__}")
-    t_rnn_mg, t_rnn_my = best_time(rnn_step(minigrad)), best_time(rnn_step(mygrad))
-    t_mlp_mg, t_mlp_my = best_time(tensor_mlp_step(minigrad)), best_time(tensor_mlp_step(mygrad))
-    t_mlp_micro = best_time(micrograd_step(), min_time=2.0, repeats=3)
+    t_rnn_mg, t_rnn_my = best_time(rnn_step(minigrad), 2000, 5), best_time(rnn_step(mygrad), 2000, 5)
+    t_mlp_mg, t_mlp_my = best_time(tensor_mlp_step(minigrad), 300, 5), best_time(tensor_mlp_step(mygrad), 300, 5)
+    t_mlp_micro = best_time(micrograd_step(), 2, 3)
     print(f"{'case':34} {'minigrad':>11} {'MyGrad':>11} {'micrograd':>11} {'vs MyGrad':>10} {'vs micrograd':>13}")
     print(f"{'(a) RNN cell fwd+bwd':34} {t_rnn_mg * 1e6:9.1f}us {t_rnn_my * 1e6:9.1f}us {'-':>11} "
           f"{t_rnn_mg / t_rnn_my:10.2f} {'-':>13}")  # fmt: skip

@@ -110,6 +110,14 @@ def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
     return ShapeError(f"{name}: shapes {sa} and {sb} do not broadcast")
 
 
+def broadcasting(name: str, fn: Any, a: Tensor, b: Tensor) -> np.ndarray:
+    """``fn(a.data, b.data)`` with NumPy broadcasting; a shape mismatch names both shapes."""
+    try:
+        return fn(a.data, b.data)
+    except ValueError:
+        raise _broadcast_error(name, a, b) from None
+
+
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
     dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
@@ -148,10 +156,7 @@ class Add(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.data.shape, b.data.shape
-        try:
-            return a.data + b.data
-        except ValueError:
-            raise _broadcast_error("add", a, b) from None
+        return broadcasting("add", np.add, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -165,10 +170,7 @@ class Sub(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.data.shape, b.data.shape
-        try:
-            return a.data - b.data
-        except ValueError:
-            raise _broadcast_error("sub", a, b) from None
+        return broadcasting("sub", np.subtract, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -182,10 +184,7 @@ class Mul(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try:
-            return a.data * b.data
-        except ValueError:
-            raise _broadcast_error("mul", a, b) from None
+        return broadcasting("mul", np.multiply, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -202,10 +201,7 @@ class Div(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try:
-            return a.data / b.data
-        except ValueError:
-            raise _broadcast_error("div", a, b) from None
+        return broadcasting("div", np.true_divide, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -223,10 +219,7 @@ class Pow(Op):
 
     @staticmethod
     def forward(ctx, a, b):
-        try:
-            out = Tensor._wrap(np.power(a.data, b.data))
-        except ValueError:
-            raise _broadcast_error("pow", a, b) from None
+        out = Tensor._wrap(broadcasting("pow", np.power, a, b))
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -246,10 +239,7 @@ class Maximum(Op):
 
     @staticmethod
     def forward(ctx, a, b):
-        try:
-            out = np.maximum(a.data, b.data)
-        except ValueError:
-            raise _broadcast_error("maximum", a, b) from None
+        out = broadcasting("maximum", np.maximum, a, b)
         ctx.a_share = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(out.dtype)
         ctx.shapes = a.data.shape, b.data.shape
         return out
