@@ -59,3 +59,14 @@ def test_native_loop_under_a_launcher_stops_clearly(tiny_models, glue_dir, tmp_p
     done = run([torchrun, "--nproc_per_node", "2"], args, tmp_path)
     assert done.returncode != 0
     assert "--loop native runs one process, but the launcher started 2: use --loop accelerate" in done.stderr
+
+
+def test_nan_loss_stops_every_rank(tiny_models, glue_dir, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    args = common(tiny_models["bert"], glue_dir, tmp_path / "nan", 8)
+    args[args.index("--lr") + 1] = "1e4"
+    args += ["--max-grad-norm", "1e12", "--save-steps", "1"]
+    done = run([torchrun, "--nproc_per_node", "2"], args, tmp_path)  # returns: no rank hangs (timeout 600 s)
+    assert done.returncode != 0
+    assert done.stderr.count("the training loss became") == 2  # both ranks stopped, naming the step
+    assert not (tmp_path / "nan" / "results.json").exists()
