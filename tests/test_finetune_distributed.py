@@ -70,3 +70,14 @@ def test_nan_loss_stops_every_rank(tiny_models, glue_dir, tmp_path):
     assert done.returncode != 0
     assert done.stderr.count("the training loss became") == 2  # both ranks stopped, naming the step
     assert not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_trainer_runs_under_torchrun(tiny_models, glue_dir, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    args = common(tiny_models["bert"], glue_dir, tmp_path / "trainer", 8)
+    args[args.index("accelerate")] = "trainer"
+    done = run([torchrun, "--nproc_per_node", "2"], args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "trainer" / "results.json").read_text())
+    assert (results["world_size"], results["distributed_type"]) == (2, "MULTI_CPU")
+    assert results["optimizer_steps"] == 64 // (8 * 2) * 2  # the global batch is 16
