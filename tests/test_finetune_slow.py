@@ -13,7 +13,7 @@ def test_one_full_epoch_on_mrpc_learns(glue_dir, tmp_path):
     results = finetune.train(
         TrainConfig(
             strategy="full", epochs=1, seed=1, data_dir=glue_dir, output_dir=str(tmp_path / "run"), show_progress=False
-        )  # fmt: skip
+        )
     )
     assert results["validation"]["examples"] == 408 and results["test"]["examples"] == 1725
     assert results["validation"]["accuracy"] > 0.72 and results["validation"]["f1"] > 0.82
