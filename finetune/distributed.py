@@ -30,9 +30,7 @@ def launched_world_size() -> int:
 
 def check_single_process_loop(loop: str) -> None:
     """The native loop is one process; under a multi-process launcher it would silently run N copies."""
-    if launched_world_size() > 1 and loop != "accelerate":
-        if loop == "trainer":
-            return  # the Trainer joins the process group itself
+    if launched_world_size() > 1 and loop == "native":  # (the Trainer joins the process group itself)
         raise ConfigError(
             f"--loop {loop} runs one process, but the launcher started {launched_world_size()}: "
             "use --loop accelerate (or --loop trainer) under torchrun / accelerate launch"

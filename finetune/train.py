@@ -166,13 +166,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         world_size, distributed_type = runtime.world_size, runtime.distributed_type
 
     # final evaluation of the last-epoch model, the same code for every loop
+    eval_runtime = NativeRuntime(device, "no", 1) if cfg.loop == "trainer" else runtime
     finals = {}
     for split, name in (("validation", val_name), ("test", test_name)):
         eval_loader = loader(name)
         if cfg.loop == "accelerate":
             eval_loader = runtime.accelerator.prepare(eval_loader)
-        finals[split] = evaluate(model, eval_loader, task, runtime if cfg.loop != "trainer" else NativeRuntime(
-            device, "no", 1))  # fmt: skip
+        finals[split] = evaluate(model, eval_loader, task, eval_runtime)
     if cfg.loop == "accelerate":
         model = runtime.unwrap(model)
     moved = [

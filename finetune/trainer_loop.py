@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from finetune.config import TrainConfig
-from finetune.loop import LoopResult
+from finetune.loop import LoopResult, autocast_dtype
 from finetune.metrics import compute_metrics
 from finetune.tasks import GlueTask
 
@@ -43,12 +44,9 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "disable_tqdm": not cfg.show_progress,
         "dataloader_num_workers": 0,
     }
-    if cfg.mixed_precision in ("bf16", "fp16") and not use_cpu:
-        kwargs[cfg.mixed_precision] = True
-    elif cfg.mixed_precision == "auto" and not use_cpu:
-        import torch
-
-        kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
+    dtype = None if use_cpu else autocast_dtype(torch.device("cuda"), cfg.mixed_precision)
+    if dtype is not None:  # the native loop's rule: bf16 where the GPU has it, else fp16
+        kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
     if cfg.save_steps:
         kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
     # Names that moved in transformers v5: a float warmup_steps < 1 is the ratio, and length

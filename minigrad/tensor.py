@@ -370,15 +370,17 @@ class Tensor:
     def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
         return self._extremum(dim, keepdim, is_min=True)
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    def _arg(self, find: Callable, dim: int | None, keepdim: bool) -> Tensor:
+        """Indices (int64, never in the graph) of np.argmax/np.argmin over ``dim`` or all elements."""
         if dim is None:
-            return Tensor._wrap(np.asarray(np.argmax(self.data), dtype=np.int64))
-        return Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+            return Tensor._wrap(np.asarray(find(self.data), dtype=np.int64))
+        return Tensor._wrap(find(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return self._arg(np.argmax, dim, keepdim)
 
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        if dim is None:
-            return Tensor._wrap(np.asarray(np.argmin(self.data), dtype=np.int64))
-        return Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+        return self._arg(np.argmin, dim, keepdim)
 
     def gather(self, dim: int, index: Tensor) -> Tensor:
         """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
