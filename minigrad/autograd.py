@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigrad.errors import BackwardError, InplaceError
+from minigrad.errors import BackwardError, InplaceError, ShapeError
 
 if TYPE_CHECKING:
     from minigrad.tensor import Tensor
@@ -100,6 +100,18 @@ _tracer: Callable | None = None
 # True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
 _backward_on_tensors = True
 
+# Ticks once per in-place change of any tensor. A node notes the clock when it saves tensors:
+# if the clock has not moved by backward time, none of them can have changed (the fast path).
+_inplace_clock = 0
+
+
+def bump_version(t: Tensor) -> None:
+    """Record an in-place change of ``t``: its version goes up, and the clock ticks."""
+    global _inplace_clock
+    _inplace_clock += 1
+    t._version += 1
+    t._changed_at = _inplace_clock
+
 
 class Function:
     """A differentiable op: ``forward`` computes the value, ``backward`` the local chain rule.
@@ -126,7 +138,7 @@ class Function:
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
     _saved: tuple = ()
-    _versions: tuple = ()
+    _saved_at = 0  # the in-place clock when the tensors were saved
     _freed = False
     _hooks: tuple | list = ()
     _retained = None
@@ -146,30 +158,25 @@ class Function:
         global _grad_enabled
         Tensor = _tensor.Tensor
         ctx = cls()
-        record = False
+        if cls.on_arrays or not _grad_enabled:
+            out = cls.forward(ctx, *args)
+        else:  # a user's forward may use Tensor ops: they must not be recorded
+            _grad_enabled = False
+            try:
+                out = cls.forward(ctx, *args)
+            finally:
+                _grad_enabled = True
+        if not isinstance(out, Tensor):
+            out = Tensor._wrap(out)
         if _grad_enabled:
             needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
-            if True in needs:
-                record = True
+            if True in needs:  # record: the node joins the graph as the output's grad_fn
                 ctx.inputs = args
                 ctx.needs_input_grad = needs
                 ctx._sequence_nr = next(_sequence)
-            if cls.on_arrays:
-                out = cls.forward(ctx, *args)
-            else:  # a user's forward may use Tensor ops: they must not be recorded
-                _grad_enabled = False
-                try:
-                    out = cls.forward(ctx, *args)
-                finally:
-                    _grad_enabled = True
-        else:
-            out = cls.forward(ctx, *args)
-        if not isinstance(out, Tensor):
-            out = Tensor._wrap(out)
-        if record:
-            out._requires_grad = True
-            out.grad_fn = ctx
-            ctx.out_shape = out.data.shape  # for pictures and traces of the graph
+                ctx.out_shape = out.data.shape  # for pictures and traces of the graph
+                out._requires_grad = True
+                out.grad_fn = ctx
         return out
 
     # -- what backward may use
@@ -177,7 +184,7 @@ class Function:
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; an in-place change to one of them is detected later."""
         self._saved = tensors
-        self._versions = tuple([0 if t is None else t._version for t in tensors])
+        self._saved_at = _inplace_clock
 
     @property
     def saved_tensors(self) -> tuple:
@@ -187,31 +194,26 @@ class Function:
                 "Trying to backward through the graph a second time (or to read saved tensors "
                 "after they were freed). Pass retain_graph=True to the first backward() call."
             )
-        if tuple([0 if t is None else t._version for t in self._saved]) == self._versions:
-            pass  # the common case: nothing saved was changed in place
-        else:
+        saved = self._saved
+        if _inplace_clock != self._saved_at:  # something changed in place since: was it ours?
             self._raise_if_modified()
         if _backward_on_tensors or not self.on_arrays:
-            return self._saved
-        return tuple([None if t is None else t.data for t in self._saved])
+            return saved
+        return tuple([None if t is None else t.data for t in saved])
 
     def _raise_if_modified(self) -> None:
-        for i, (t, v) in enumerate(zip(self._saved, self._versions)):
-            if t is not None and t._version != v:
+        for i, t in enumerate(self._saved):
+            if t is not None and t._changed_at > self._saved_at:
                 raise InplaceError(
                     f"one of the tensors needed for gradient computation has been modified by an "
-                    f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} is at "
-                    f"version {t._version}; expected version {v}. Use an out-of-place op instead."
+                    f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} was changed "
+                    f"after it was saved (it is now at version {t._version}). Use an out-of-place op instead."
                 )
 
     @property
     def next_functions(self) -> tuple:
         """The nodes feeding this one (None for leaves and constants), as in torch."""
         return tuple(getattr(t, "grad_fn", None) for t in self.inputs)
-
-    def _free(self) -> None:
-        self._saved = ()
-        self._freed = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}Backward>"
@@ -222,8 +224,7 @@ class Function:
 
 def _call_user_backward(node: Function, grad: Any) -> tuple:
     """A user-written Function on the array path: hand its backward Tensors, take back arrays."""
-    wrap = _tensor.Tensor._wrap
-    out = node.backward(node, wrap(grad))
+    out = node.backward(node, _tensor.Tensor._wrap(grad))
     out = out if isinstance(out, tuple) else (out,)
     return tuple(g.data if isinstance(g, _tensor.Tensor) else g for g in out)
 
@@ -236,6 +237,20 @@ def _run_hooks(hooks: list[Callable], grad: Any, on_tensors: bool) -> Any:
         if new is not None:
             tensor = new
     return tensor if on_tensors else tensor.data
+
+
+def _visit_extras(node: Function, grad: Any, on_tensors: bool, grads: dict, inputs: Sequence[Tensor] | None) -> Any:
+    """The rarely used parts of a visit: the node's hooks, ``retain_grad``, and capturing the
+    gradient of a non-leaf that ``minigrad.grad`` asked for."""
+    if node._hooks:
+        grad = _run_hooks(node._hooks, grad, on_tensors)
+    if node._retained is not None and (owner := node._retained()) is not None:
+        owner.grad = grad if on_tensors else _tensor.Tensor._wrap(np.array(grad))
+    if inputs is not None:
+        for t in inputs:
+            if t.grad_fn is node:
+                grads[id(t)] = grad
+    return grad
 
 
 def run_backward(
@@ -259,37 +274,36 @@ def run_backward(
     # over every path that reaches it (the multivariate chain rule).
     grads: dict[Any, Any] = {}
     leaves: dict[int, Tensor] = {}
+    heap = []
     for out, g in zip(outputs, grad_outputs):
         if not out._requires_grad:
             raise BackwardError(
                 "element 0 of tensors does not require grad and does not have a grad_fn: "
                 "make a leaf with requires_grad=True before computing the output"
             )
-        key = out.grad_fn if out.grad_fn is not None else id(out)
-        if out.grad_fn is None:
+        key = out.grad_fn
+        if key is None:
+            key = id(out)
             leaves[key] = out
+        elif key not in grads:
+            heap.append((-key._sequence_nr, key))
         g = g if on_tensors else g.data
         grads[key] = grads[key] + g if key in grads else g
     # Visit nodes newest first (a max-heap on creation order, as torch's engine does): every
     # consumer of a node's output was created after it, so by the time a node is popped all
     # the gradient it will ever receive has arrived.
-    heap = [(-fn._sequence_nr, fn) for fn in {o.grad_fn for o in outputs if o.grad_fn is not None}]
     heapq.heapify(heap)
+    pop, push = heapq.heappop, heapq.heappush
+    extras = inputs is not None
 
     previous = _backward_on_tensors, _grad_enabled
     _backward_on_tensors = _grad_enabled = on_tensors
     try:
         while heap:
-            node = heapq.heappop(heap)[1]
+            node = pop(heap)[1]
             grad = grads.pop(node)
-            if node._hooks:
-                grad = _run_hooks(node._hooks, grad, on_tensors)
-            if node._retained is not None and (owner := node._retained()) is not None:
-                owner.grad = grad if on_tensors else wrap(np.array(grad))
-            if inputs is not None:
-                for t in inputs:
-                    if t.grad_fn is node:
-                        grads[id(t)] = grad
+            if extras or node._hooks or node._retained is not None:
+                grad = _visit_extras(node, grad, on_tensors, grads, inputs)
             if on_tensors or node.on_arrays:
                 input_grads = node.backward(node, grad)
             else:
@@ -301,16 +315,17 @@ def run_backward(
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     fn = t.grad_fn
-                    if fn is None:
+                    if fn is None:  # a leaf: its gradient is kept by id until the end
                         fn = id(t)
                         leaves[fn] = t
-                        prev = grads.get(fn)
+                    prev = grads.get(fn)
+                    if prev is None:
+                        grads[fn] = g
+                        if type(fn) is not int:  # the node's first gradient: schedule it
+                            push(heap, (-fn._sequence_nr, fn))
                     else:
-                        prev = grads.get(fn)
-                        if prev is None:  # first gradient for this node: schedule it
-                            heapq.heappush(heap, (-fn._sequence_nr, fn))
-                    grads[fn] = g if prev is None else prev + g
-            if not retain_graph:
+                        grads[fn] = prev + g
+            if not retain_graph:  # free what the node saved: its arrays can go now
                 node._saved = ()
                 node._freed = True
 
@@ -323,7 +338,7 @@ def run_backward(
             if on_tensors:
                 leaf.grad = grad if leaf.grad is None else leaf.grad + grad
             elif leaf.grad is None:
-                leaf.grad = wrap(np.array(grad, dtype=leaf.dtype))  # a copy the leaf owns
+                leaf.grad = wrap(np.array(grad, dtype=leaf.data.dtype))  # a copy the leaf owns
             else:
                 leaf.grad.data += grad  # accumulate in place, as torch does
         return None
@@ -353,8 +368,7 @@ def grad(
     Unlike ``backward`` it leaves every ``.grad`` untouched. With ``create_graph=True`` the
     returned gradients are differentiable, which gives second and higher derivatives.
     """
-    from minigrad.tensor import Tensor
-
+    Tensor = _tensor.Tensor
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
@@ -379,15 +393,13 @@ def grad(
 
 def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
     """The gradient seeding backward: 1 for a scalar; a non-scalar needs an explicit one."""
-    from minigrad.errors import ShapeError
-
     if grad_output is None:
         if output.data.size != 1:
             raise BackwardError(
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
                 f"{output.shape}: pass gradient=<a tensor of that shape>"
             )
-        return _tensor.Tensor._wrap(np.ones(output.shape, dtype=output.dtype))
+        return _tensor.Tensor._wrap(np.array(1, dtype=output.data.dtype).reshape(output.data.shape))
     if grad_output.shape != output.shape:
         raise ShapeError(
             f"Mismatch in shape: gradient has shape {grad_output.shape} and output has shape {output.shape}"

@@ -61,11 +61,18 @@ def expand_to(x: Any, shape: tuple[int, ...]) -> Any:
 
 
 def swap_dims(x: Any, dim0: int, dim1: int) -> Any:
-    return x.transpose(dim0, dim1) if isinstance(x, Tensor) else np.swapaxes(x, dim0, dim1)
+    if isinstance(x, Tensor):
+        return x.transpose(dim0, dim1)
+    return x.T if x.ndim == 2 and dim0 != dim1 else x.swapaxes(dim0, dim1)
 
 
 def permute_dims(x: Any, dims: tuple[int, ...]) -> Any:
     return x.permute(*dims) if isinstance(x, Tensor) else np.transpose(x, dims)
+
+
+def mm(x: Any, y: Any) -> Any:
+    """2-D matrix product (``ndarray.dot`` is NumPy's quickest route for small matrices)."""
+    return x.mm(y) if isinstance(x, Tensor) else x.dot(y)
 
 
 def exp(x: Any) -> Any:
@@ -359,7 +366,7 @@ class Tanh(Op):
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        return grad * (1 - out * out)  # d tanh(x)/dx = 1 - tanh(x)^2
+        return grad - grad * out * out  # d tanh(x)/dx = 1 - tanh(x)^2 (no scalar: quicker)
 
 
 class Sigmoid(Op):
@@ -477,14 +484,18 @@ class Sum(Op):
 
     @staticmethod
     def forward(ctx, x, dims, keepdim):
+        """``dims=None``: every axis, giving a 0-d result."""
         ctx.shape, ctx.dims = x.data.shape, dims
-        return x.data.sum(axis=None if len(dims) == x.data.ndim and not keepdim else dims, keepdims=keepdim)
+        if dims is None:
+            return x.data.sum()
+        return x.data.sum(axis=dims, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, grad):
         # every input element contributed with weight 1: copy the gradient back out
-        kept = tuple(1 if i in ctx.dims else n for i, n in enumerate(ctx.shape))
-        return expand_to(grad.reshape(kept), ctx.shape), None, None
+        if ctx.dims is not None:
+            grad = grad.reshape(tuple(1 if i in ctx.dims else n for i, n in enumerate(ctx.shape)))
+        return expand_to(grad, ctx.shape), None, None
 
 
 class MaxAll(Op):
@@ -571,8 +582,9 @@ class MatMul(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
+        x, y = a.data, b.data
         try:
-            return np.matmul(a.data, b.data)
+            return x.dot(y) if x.ndim == 2 and y.ndim == 2 else np.matmul(x, y)
         except ValueError:
             raise ShapeError(
                 f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dim of the first "
@@ -583,8 +595,8 @@ class MatMul(Op):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         if len(a.shape) == 2 and len(b.shape) == 2:  # the common case, written plainly
-            ga = grad @ b.mT if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
-            gb = a.mT @ grad if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
+            ga = mm(grad, b.mT) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
+            gb = mm(a.mT, grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
             return ga, gb
         # view 1-D operands as matrices, as forward did: a (n,) -> (1, n); b (n,) -> (n, 1)
         a2 = a.reshape((1, *a.shape)) if len(a.shape) == 1 else a
@@ -625,7 +637,7 @@ class Transpose(Op):
     @staticmethod
     def forward(ctx, x, dim0, dim1):
         ctx.dims = dim0, dim1
-        return x.data.swapaxes(dim0, dim1)
+        return x.data.T if x.data.ndim == 2 and dim0 != dim1 else x.data.swapaxes(dim0, dim1)
 
     @staticmethod
     def backward(ctx, grad):

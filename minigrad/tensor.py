@@ -25,6 +25,7 @@ int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
 _default_float = float32
+_new = object.__new__
 
 
 def _is_floating(dtype: np.dtype) -> bool:
@@ -69,7 +70,8 @@ class Tensor:
     _requires_grad = False
     grad: Tensor | None = None
     grad_fn: autograd.Function | None = None
-    _version = 0
+    _version = 0  # in-place changes so far (see autograd.bump_version)
+    _changed_at = 0  # the in-place clock at the last change
     _hooks: tuple | list = ()
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
@@ -80,7 +82,7 @@ class Tensor:
     @classmethod
     def _wrap(cls, array: np.ndarray) -> Tensor:
         """Fast constructor for op results: no conversion, no checks."""
-        t = cls.__new__(cls)
+        t = _new(cls)
         t.data = array if type(array) is np.ndarray else np.asarray(array)
         return t
 
@@ -284,7 +286,7 @@ class Tensor:
         sa, sb = self.data.shape, other.data.shape
         if len(sa) != 2 or len(sb) != 2:
             raise ShapeError(f"mm expects two 2-D tensors, got shapes {sa} and {sb}")
-        if sa[1] != sb[0]:
+        if sa[1] != sb[0]:  # checked here to give torch's message
             raise ShapeError(
                 f"mat1 and mat2 shapes cannot be multiplied ({self.shape[0]}x{self.shape[1]} and "
                 f"{other.shape[0]}x{other.shape[1]})"
@@ -333,6 +335,8 @@ class Tensor:
         return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        if dim is None and not keepdim:
+            return ops.Sum.apply(self, None, False)
         return ops.Sum.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
@@ -534,7 +538,7 @@ class Tensor:
             with autograd.no_grad():
                 result = fn(self, *args)
         self.data[...] = result.data
-        self._version += 1
+        autograd.bump_version(self)
         return self
 
     def add_(self, other: Any, alpha: float = 1) -> Tensor:
@@ -573,7 +577,7 @@ class Tensor:
         index = ops.normalize_index(index)
         if not (autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False))):
             self.data[index] = value.data if isinstance(value, Tensor) else value
-            self._version += 1
+            autograd.bump_version(self)
             return
         self._inplace(lambda t, v: ops.IndexPut.apply(t, index, v), _to_tensor(value, self.dtype))
 
