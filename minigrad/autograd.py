@@ -137,9 +137,8 @@ class Function:
     # Class-level defaults keep making a node cheap: one is made per op call.
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
-    _saved: tuple = ()
+    _saved: tuple | None = ()  # None once backward has freed them
     _saved_at = 0  # the in-place clock when the tensors were saved
-    _freed = False
     _hooks: tuple | list = ()
     _retained = None
     _sequence_nr = 0  # creation order: a node's inputs were always made before it
@@ -170,14 +169,18 @@ class Function:
             out = Tensor._wrap(out)
         if _grad_enabled:
             needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
-            if True in needs:  # record: the node joins the graph as the output's grad_fn
-                ctx.inputs = args
-                ctx.needs_input_grad = needs
-                ctx._sequence_nr = next(_sequence)
-                ctx.out_shape = out.data.shape  # for pictures and traces of the graph
-                out._requires_grad = True
-                out.grad_fn = ctx
+            if True in needs:
+                ctx._record(args, needs, out)
         return out
+
+    def _record(self, args: tuple, needs: tuple[bool, ...], out: Tensor) -> None:
+        """Join the graph: this node becomes ``out.grad_fn`` and remembers its inputs."""
+        self.inputs = args
+        self.needs_input_grad = needs
+        self._sequence_nr = next(_sequence)
+        self.out_shape = out.data.shape  # for pictures and traces of the graph
+        out._requires_grad = True
+        out.grad_fn = self
 
     # -- what backward may use
 
@@ -189,17 +192,17 @@ class Function:
     @property
     def saved_tensors(self) -> tuple:
         """The saved tensors (their arrays, when backward runs on arrays)."""
-        if self._freed:
+        saved = self._saved
+        if saved is None:
             raise BackwardError(
                 "Trying to backward through the graph a second time (or to read saved tensors "
                 "after they were freed). Pass retain_graph=True to the first backward() call."
             )
-        saved = self._saved
         if _inplace_clock != self._saved_at:  # something changed in place since: was it ours?
             self._raise_if_modified()
         if _backward_on_tensors or not self.on_arrays:
             return saved
-        return tuple([None if t is None else t.data for t in saved])
+        return tuple([t.data for t in saved])  # minigrad's own ops save only Tensors
 
     def _raise_if_modified(self) -> None:
         for i, t in enumerate(self._saved):
@@ -326,8 +329,7 @@ def run_backward(
                     else:
                         grads[fn] = prev + g
             if not retain_graph:  # free what the node saved: its arrays can go now
-                node._saved = ()
-                node._freed = True
+                node._saved = None
 
         if inputs is not None:
             return [_captured(grads.get(id(t)), t, on_tensors) for t in inputs]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from minigrad import autograd
 from minigrad.autograd import Function
 from minigrad.errors import ShapeError
 from minigrad.tensor import Tensor, _is_floating, _to_tensor
@@ -146,11 +147,43 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
 class Op(Function):
     """Base of minigrad's built-in ops: forward on arrays; backward formulas that run on arrays
     or Tensors alike (see ``Function``). ``rule`` states the local derivative in words (shown by
-    ``minigrad.trace``); ``broadcasts`` marks ops whose inputs may have been broadcast."""
+    ``minigrad.trace``); ``broadcasts`` marks ops whose inputs may have been broadcast.
+
+    ``arity`` says how many leading arguments are Tensors (the rest are settings such as dims
+    or shapes), which lets ``apply`` skip ``Function.apply``'s scan of every argument: small
+    ops are where an engine's own overhead shows. ``needs_input_grad`` then has one entry per
+    Tensor operand. Ops with Tensors elsewhere in their arguments set ``arity = None``."""
 
     on_arrays = True
     rule = ""
     broadcasts = False
+    arity: int | None = 1
+
+    @classmethod
+    def apply(cls, *args: Any) -> Tensor:
+        if cls.arity is None:
+            return super().apply(*args)
+        ctx = cls()
+        out = cls.forward(ctx, *args)
+        if type(out) is not Tensor:
+            out = Tensor._wrap(out)
+        if autograd._grad_enabled:
+            if cls.arity == 1:
+                if not args[0]._requires_grad:
+                    return out
+                needs = _NEEDS_ONE
+            else:
+                if cls.arity == 2:
+                    needs = (args[0]._requires_grad, args[1]._requires_grad)
+                else:
+                    needs = tuple([a._requires_grad for a in args[: cls.arity]])
+                if True not in needs:
+                    return out
+            ctx._record(args, needs, out)
+        return out
+
+
+_NEEDS_ONE = (True,)
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -158,6 +191,7 @@ class Op(Function):
 
 class Add(Op):
     rule = "d(a+b)/da = 1, d(a+b)/db = 1"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -172,6 +206,7 @@ class Add(Op):
 
 class Sub(Op):
     rule = "d(a-b)/da = 1, d(a-b)/db = -1"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -186,6 +221,7 @@ class Sub(Op):
 
 class Mul(Op):
     rule = "d(a*b)/da = b, d(a*b)/db = a"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -203,6 +239,7 @@ class Mul(Op):
 
 class Div(Op):
     rule = "d(a/b)/da = 1/b, d(a/b)/db = -a/b^2"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -222,6 +259,7 @@ class Pow(Op):
     """a ** b; d/da = b * a^(b-1), d/db = a^b * log(a)."""
 
     rule = "d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -242,6 +280,7 @@ class Maximum(Op):
     """Elementwise max; on a tie each side gets half the gradient (as torch does)."""
 
     rule = "d max(a,b) = 1 to the larger input (half each on a tie)"
+    arity = 2
     broadcasts = True
 
     @staticmethod
@@ -460,6 +499,7 @@ class Clamp(Op):
 
 class Where(Op):
     rule = "the gradient goes to the side the condition chose"
+    arity = 3
     broadcasts = True
 
     @staticmethod
@@ -578,6 +618,7 @@ class MatMul(Op):
     """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
 
     rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
+    arity = 2
 
     @staticmethod
     def forward(ctx, a, b):
@@ -586,6 +627,11 @@ class MatMul(Op):
         try:
             return x.dot(y) if x.ndim == 2 and y.ndim == 2 else np.matmul(x, y)
         except ValueError:
+            if x.ndim == 2 and y.ndim == 2:  # torch's words for matrices
+                raise ShapeError(
+                    f"mat1 and mat2 shapes cannot be multiplied ({x.shape[0]}x{x.shape[1]} and "
+                    f"{y.shape[0]}x{y.shape[1]})"
+                ) from None
             raise ShapeError(
                 f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dim of the first "
                 "must equal the second-to-last (or only) dim of the second"
@@ -728,6 +774,7 @@ class IndexPut(Op):
     """Out-of-place ``x[index] = value``: the result of ``__setitem__`` on a graph tensor."""
 
     rule = "the overwritten places get no gradient; the value gets theirs"
+    arity = None
 
     @staticmethod
     def forward(ctx, x, index, value):
@@ -747,6 +794,7 @@ class IndexPut(Op):
 
 class Cat(Op):
     rule = "split the gradient into the pieces that were joined"
+    arity = None
 
     @staticmethod
     def forward(ctx, dim, *tensors):

@@ -146,7 +146,10 @@ class Tensor:
         self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
     ) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
-        seed = autograd._default_grad(self, gradient)
+        if gradient is None and self.data.shape == ():  # the usual case: d(loss)/d(loss) = 1
+            seed = Tensor._wrap(np.array(1, dtype=self.data.dtype))
+        else:
+            seed = autograd._default_grad(self, gradient)
         if retain_graph is None:
             retain_graph = create_graph
         autograd.run_backward([self], [seed], retain_graph, create_graph)
@@ -283,14 +286,8 @@ class Tensor:
 
     def mm(self, other: Tensor) -> Tensor:
         """2-D matrix product (``matmul`` also batches and broadcasts)."""
-        sa, sb = self.data.shape, other.data.shape
-        if len(sa) != 2 or len(sb) != 2:
-            raise ShapeError(f"mm expects two 2-D tensors, got shapes {sa} and {sb}")
-        if sa[1] != sb[0]:  # checked here to give torch's message
-            raise ShapeError(
-                f"mat1 and mat2 shapes cannot be multiplied ({self.shape[0]}x{self.shape[1]} and "
-                f"{other.shape[0]}x{other.shape[1]})"
-            )
+        if self.data.ndim != 2 or other.data.ndim != 2:
+            raise ShapeError(f"mm expects two 2-D tensors, got shapes {self.shape} and {other.shape}")
         return ops.MatMul.apply(self, other)
 
     def maximum(self, other: Any) -> Tensor:

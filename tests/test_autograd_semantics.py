@@ -275,8 +275,10 @@ def test_shape_errors_name_both_shapes():
         mg.ones(2, 3) + mg.ones(4)
     with pytest.raises(mg.ShapeError, match="1x10 and 20x10"):
         mg.mm(mg.ones(1, 10), mg.ones(20, 10))
-    with pytest.raises(mg.ShapeError, match=r"\(2, 3\) and \(2, 3\)"):
+    with pytest.raises(mg.ShapeError, match="2x3 and 2x3"):  # torch's words for 2-D operands
         mg.ones(2, 3) @ mg.ones(2, 3)
+    with pytest.raises(mg.ShapeError, match=r"\(5, 2, 3\) and \(2, 3\)"):
+        mg.ones(5, 2, 3) @ mg.ones(2, 3)
     with pytest.raises(mg.ShapeError, match="invalid for input of size 6"):
         mg.ones(2, 3).reshape(4)
     with pytest.raises(mg.ShapeError, match="Dimension out of range"):
