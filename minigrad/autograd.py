@@ -15,6 +15,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,8 @@ _backward_on_tensors = True
 # if the clock has not moved by backward time, none of them can have changed (the fast path).
 _inplace_clock = 0
 
+_array_of = operator.attrgetter("data")
+
 
 def bump_version(t: Tensor) -> None:
     """Record an in-place change of ``t``: its version goes up, and the clock ticks."""
@@ -178,7 +181,7 @@ class Function:
         self.inputs = args
         self.needs_input_grad = needs
         self._sequence_nr = next(_sequence)
-        self.out_shape = out.data.shape  # for pictures and traces of the graph
+        self._saved_at = _inplace_clock  # forward saved its tensors just now
         out._requires_grad = True
         out.grad_fn = self
 
@@ -186,8 +189,7 @@ class Function:
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; an in-place change to one of them is detected later."""
-        self._saved = tensors
-        self._saved_at = _inplace_clock
+        self._saved = tensors  # the in-place clock is noted when the node is recorded
 
     @property
     def saved_tensors(self) -> tuple:
@@ -202,7 +204,7 @@ class Function:
             self._raise_if_modified()
         if _backward_on_tensors or not self.on_arrays:
             return saved
-        return tuple([t.data for t in saved])  # minigrad's own ops save only Tensors
+        return tuple(map(_array_of, saved))  # minigrad's own ops save only Tensors
 
     def _raise_if_modified(self) -> None:
         for i, t in enumerate(self._saved):
@@ -252,7 +254,7 @@ def _visit_extras(node: Function, grad: Any, on_tensors: bool, grads: dict, inpu
     if inputs is not None:
         for t in inputs:
             if t.grad_fn is node:
-                grads[id(t)] = grad
+                grads[t] = grad
     return grad
 
 
@@ -273,10 +275,9 @@ def run_backward(
     global _backward_on_tensors, _grad_enabled
     on_tensors = create_graph
     wrap = _tensor.Tensor._wrap
-    # grads[node] is the gradient of a node's output, grads[id(leaf)] a leaf's, each summed
+    # grads[node] is the gradient of a node's output, grads[leaf] a leaf's, each summed
     # over every path that reaches it (the multivariate chain rule).
     grads: dict[Any, Any] = {}
-    leaves: dict[int, Tensor] = {}
     heap = []
     for out, g in zip(outputs, grad_outputs):
         if not out._requires_grad:
@@ -284,11 +285,8 @@ def run_backward(
                 "element 0 of tensors does not require grad and does not have a grad_fn: "
                 "make a leaf with requires_grad=True before computing the output"
             )
-        key = out.grad_fn
-        if key is None:
-            key = id(out)
-            leaves[key] = out
-        elif key not in grads:
+        key = out if out.grad_fn is None else out.grad_fn
+        if key not in grads and key is out.grad_fn:
             heap.append((-key._sequence_nr, key))
         g = g if on_tensors else g.data
         grads[key] = grads[key] + g if key in grads else g
@@ -318,23 +316,22 @@ def run_backward(
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     fn = t.grad_fn
-                    if fn is None:  # a leaf: its gradient is kept by id until the end
-                        fn = id(t)
-                        leaves[fn] = t
+                    if fn is None:  # a leaf: its gradient waits in grads until the end
+                        prev = grads.get(t)
+                        grads[t] = g if prev is None else prev + g
+                        continue
                     prev = grads.get(fn)
-                    if prev is None:
+                    if prev is None:  # the node's first gradient: schedule it
                         grads[fn] = g
-                        if type(fn) is not int:  # the node's first gradient: schedule it
-                            push(heap, (-fn._sequence_nr, fn))
+                        push(heap, (-fn._sequence_nr, fn))
                     else:
                         grads[fn] = prev + g
             if not retain_graph:  # free what the node saved: its arrays can go now
                 node._saved = None
 
         if inputs is not None:
-            return [_captured(grads.get(id(t)), t, on_tensors) for t in inputs]
-        for key, leaf in leaves.items():
-            grad = grads[key]
+            return [_captured(grads.get(t), t, on_tensors) for t in inputs]
+        for leaf, grad in grads.items():  # every node's entry is gone: what is left are leaves
             if leaf._hooks:
                 grad = _run_hooks(leaf._hooks, grad, on_tensors)
             if on_tensors:

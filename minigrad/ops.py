@@ -165,8 +165,9 @@ class Op(Function):
             return super().apply(*args)
         ctx = cls()
         out = cls.forward(ctx, *args)
-        if type(out) is not Tensor:
-            out = Tensor._wrap(out)
+        if type(out) is not Tensor:  # Tensor._wrap, inlined: this is the hottest path
+            data, out = out, _new(Tensor)
+            out.data = data if type(data) is np.ndarray else np.asarray(data)
         if autograd._grad_enabled:
             if cls.arity == 1:
                 if not args[0]._requires_grad:
@@ -184,6 +185,7 @@ class Op(Function):
 
 
 _NEEDS_ONE = (True,)
+_new = object.__new__
 
 
 # ----------------------------------------------------------------------------- arithmetic

@@ -68,7 +68,8 @@ def to_dot(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
     lines = ["digraph minigrad {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];']
     declared: set[int] = set()
 
-    def declare(obj: Any) -> str:
+    def declare(obj: Any, shape: tuple[int, ...] = ()) -> str:
+        """A box for an op node (labelled with its output's shape) or an ellipse for a tensor."""
         key = f"n{id(obj)}"
         if id(obj) in declared:
             return key
@@ -78,7 +79,6 @@ def to_dot(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
             label = _tensor_label(obj, label_of.get(id(obj)))
             lines.append(f'  {key} [shape=ellipse, style=filled, fillcolor={color}, label="{label}"];')
         else:
-            shape = getattr(obj, "out_shape", "")
             lines.append(f'  {key} [shape=box, style=rounded, label="{type(obj).__name__}\\n{shape}"];')
         return key
 
@@ -86,9 +86,9 @@ def to_dot(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
     label = _tensor_label(root, label_of.get(id(root)) or "output")
     lines.append(f'  {out_key} [shape=doubleoctagon, style=filled, fillcolor=gold, label="{label}"];')
     if root.grad_fn is not None:
-        lines.append(f"  {declare(root.grad_fn)} -> {out_key};")
+        lines.append(f"  {declare(root.grad_fn, root.shape)} -> {out_key};")
     for node, t in _walk(root):
-        source = declare(t.grad_fn) if t.grad_fn is not None else declare(t)
+        source = declare(t.grad_fn, t.shape) if t.grad_fn is not None else declare(t)
         lines.append(f"  {source} -> {declare(node)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -102,7 +102,7 @@ def to_text(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
 
     def describe(t: Tensor) -> str:
         if t.grad_fn is not None:
-            return f"{type(t.grad_fn).__name__} -> {t.grad_fn.out_shape}"
+            return f"{type(t.grad_fn).__name__} -> {t.shape}"
         kind = "leaf, requires grad" if t.requires_grad else "constant"
         name = label_of.get(id(t), "")
         grad = f", grad {_summary(t.grad.data)}" if t.grad is not None else ""
