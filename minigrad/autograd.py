@@ -290,6 +290,8 @@ def run_backward(
             heap.append((-key._sequence_nr, key))
         g = g if on_tensors else g.data
         grads[key] = grads[key] + g if key in grads else g
+    # Leaves whose gradient is an array nobody else holds: it becomes their .grad as it is.
+    owned: set[Tensor] = set()
     # Visit nodes newest first (a max-heap on creation order, as torch's engine does): every
     # consumer of a node's output was created after it, so by the time a node is popped all
     # the gradient it will ever receive has arrived.
@@ -318,7 +320,16 @@ def run_backward(
                     fn = t.grad_fn
                     if fn is None:  # a leaf: its gradient waits in grads until the end
                         prev = grads.get(t)
-                        grads[t] = g if prev is None else prev + g
+                        if prev is not None:
+                            grads[t] = prev + g
+                            owned.add(t)
+                        else:
+                            grads[t] = g
+                            # Built-in formulas make new arrays, or pass the incoming one (or a
+                            # view of it) along; only a new array is safe to keep without a copy
+                            # (torch's AccumulateGrad "steals" such a gradient too).
+                            if node.on_arrays and g is not grad and not on_tensors and g.base is None:
+                                owned.add(t)
                         continue
                     prev = grads.get(fn)
                     if prev is None:  # the node's first gradient: schedule it
@@ -337,7 +348,9 @@ def run_backward(
             if on_tensors:
                 leaf.grad = grad if leaf.grad is None else leaf.grad + grad
             elif leaf.grad is None:
-                leaf.grad = wrap(np.array(grad, dtype=leaf.data.dtype))  # a copy the leaf owns
+                if leaf not in owned or leaf._hooks or grad.dtype != leaf.data.dtype:
+                    grad = np.array(grad, dtype=leaf.data.dtype)  # a copy the leaf owns
+                leaf.grad = wrap(grad)
             else:
                 leaf.grad.data += grad  # accumulate in place, as torch does
         return None

@@ -420,7 +420,11 @@ class Tensor:
         ndim = self.data.ndim
         if ndim > 2:
             raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {ndim}D (shape {self.shape})")
-        return self if ndim < 2 else ops.Transpose.apply(self, 0, 1)
+        if ndim < 2:
+            return self
+        if not self._requires_grad:  # outside the graph: just NumPy's transposed view
+            return Tensor._wrap(self.data.T)
+        return ops.Transpose.apply(self, 0, 1)
 
     @property
     def T(self) -> Tensor:

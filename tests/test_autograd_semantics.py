@@ -1,11 +1,15 @@
 """The autograd semantics, one test each: accumulation, retain_graph, no_grad, higher order,
 hooks, in-place rules, dtypes and error messages."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
 
 import minigrad as mg
+from minigrad import testing
 
 
 def test_rnn_cell_example_matches_torch():
@@ -38,6 +42,37 @@ def test_gradients_accumulate_across_backward_calls():
     x.grad = None
     (x * 3).sum().backward()
     np.testing.assert_allclose(x.grad.data, [3, 3])
+
+
+@given(testing.compositions())
+def test_leaf_grads_own_their_memory(comp):
+    """The engine keeps a new gradient array as a leaf's .grad without copying it; no .grad may
+    share memory with another one or with the seed, else accumulating into one would change
+    the other."""
+    core = testing.Composition(comp.input_arrays, comp.steps[:-1])  # without the final v + v
+    xs = [mg.tensor(a, requires_grad=True) for a in comp.input_arrays]
+    out = core(mg, *xs)
+    seed = mg.ones(*out.shape, dtype=out.dtype)
+    out.backward(seed, retain_graph=True)
+    grads = [x.grad.data for x in xs if x.grad is not None]
+    for g in grads:
+        assert not np.shares_memory(g, seed.data)
+    for g, h in itertools.combinations(grads, 2):
+        assert not np.shares_memory(g, h)
+    first = [x.grad.data.copy() if x.grad is not None else None for x in xs]
+    out.backward(seed)  # accumulates in place: each leaf's gradient exactly doubles
+    for x, g in zip(xs, first):
+        if g is not None:
+            np.testing.assert_allclose(x.grad.data, 2 * g)
+
+
+def test_pass_through_gradients_are_copied_for_each_leaf():
+    a, b = mg.ones(3, requires_grad=True), mg.ones(3, requires_grad=True)
+    seed = mg.tensor([1.0, 2.0, 3.0])
+    (a + b).backward(seed)  # Add hands the same incoming array to both inputs
+    a.grad += 1  # .grad itself does not require grad: a plain in-place add
+    np.testing.assert_allclose(b.grad.data, [1, 2, 3])
+    np.testing.assert_allclose(seed.data, [1, 2, 3])
 
 
 def test_shared_subexpression_sums_paths():
