@@ -93,7 +93,10 @@ class enable_grad(_GradMode):
 
 # ----------------------------------------------------------------------------- Function
 
-_sequence = itertools.count(1)
+# One clock orders everything: each recorded node takes the next tick (its ``_sequence_nr``:
+# a node's inputs always tick before it), and so does each in-place change of a tensor.
+_clock = itertools.count(1)
+_last_inplace = 0  # the tick of the latest in-place change anywhere
 
 # Set by ``minigrad.trace()``: called as tracer(node, grad, input_grads) for each node visited.
 _tracer: Callable | None = None
@@ -101,19 +104,14 @@ _tracer: Callable | None = None
 # True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
 _backward_on_tensors = True
 
-# Ticks once per in-place change of any tensor. A node notes the clock when it saves tensors:
-# if the clock has not moved by backward time, none of them can have changed (the fast path).
-_inplace_clock = 0
-
 _array_of = operator.attrgetter("data")
 
 
 def bump_version(t: Tensor) -> None:
-    """Record an in-place change of ``t``: its version goes up, and the clock ticks."""
-    global _inplace_clock
-    _inplace_clock += 1
+    """Record an in-place change of ``t``: its version goes up, and it notes the clock's tick."""
+    global _last_inplace
+    _last_inplace = t._changed_at = next(_clock)
     t._version += 1
-    t._changed_at = _inplace_clock
 
 
 class Function:
@@ -141,7 +139,6 @@ class Function:
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
     _saved: tuple | None = ()  # None once backward has freed them
-    _saved_at = 0  # the in-place clock when the tensors were saved
     _hooks: tuple | list = ()
     _retained = None
     _sequence_nr = 0  # creation order: a node's inputs were always made before it
@@ -180,8 +177,7 @@ class Function:
         """Join the graph: this node becomes ``out.grad_fn`` and remembers its inputs."""
         self.inputs = args
         self.needs_input_grad = needs
-        self._sequence_nr = next(_sequence)
-        self._saved_at = _inplace_clock  # forward saved its tensors just now
+        self._sequence_nr = next(_clock)  # forward saved its tensors just before this tick
         out._requires_grad = True
         out.grad_fn = self
 
@@ -189,7 +185,7 @@ class Function:
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; an in-place change to one of them is detected later."""
-        self._saved = tensors  # the in-place clock is noted when the node is recorded
+        self._saved = tensors  # checked against the clock: see _raise_if_modified
 
     @property
     def saved_tensors(self) -> tuple:
@@ -200,7 +196,7 @@ class Function:
                 "Trying to backward through the graph a second time (or to read saved tensors "
                 "after they were freed). Pass retain_graph=True to the first backward() call."
             )
-        if _inplace_clock != self._saved_at:  # something changed in place since: was it ours?
+        if _last_inplace > self._sequence_nr:  # something changed in place since: was it ours?
             self._raise_if_modified()
         if _backward_on_tensors or not self.on_arrays:
             return saved
@@ -208,7 +204,7 @@ class Function:
 
     def _raise_if_modified(self) -> None:
         for i, t in enumerate(self._saved):
-            if t is not None and t._changed_at > self._saved_at:
+            if t is not None and t._changed_at > self._sequence_nr:
                 raise InplaceError(
                     f"one of the tensors needed for gradient computation has been modified by an "
                     f"in-place operation: saved tensor {i} of {self!r} with shape {t.shape} was changed "

@@ -161,7 +161,8 @@ class Op(Function):
 
     @classmethod
     def apply(cls, *args: Any) -> Tensor:
-        if cls.arity is None:
+        arity = cls.arity
+        if arity is None:
             return super().apply(*args)
         ctx = cls()
         out = cls.forward(ctx, *args)
@@ -169,15 +170,15 @@ class Op(Function):
             data, out = out, _new(Tensor)
             out.data = data if type(data) is np.ndarray else np.asarray(data)
         if autograd._grad_enabled:
-            if cls.arity == 1:
+            if arity == 1:
                 if not args[0]._requires_grad:
                     return out
                 needs = _NEEDS_ONE
             else:
-                if cls.arity == 2:
+                if arity == 2:
                     needs = (args[0]._requires_grad, args[1]._requires_grad)
                 else:
-                    needs = tuple([a._requires_grad for a in args[: cls.arity]])
+                    needs = tuple([a._requires_grad for a in args[:arity]])
                 if True not in needs:
                     return out
             ctx._record(args, needs, out)

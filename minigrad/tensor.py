@@ -71,7 +71,7 @@ class Tensor:
     grad: Tensor | None = None
     grad_fn: autograd.Function | None = None
     _version = 0  # in-place changes so far (see autograd.bump_version)
-    _changed_at = 0  # the in-place clock at the last change
+    _changed_at = 0  # the autograd clock's tick at the last change
     _hooks: tuple | list = ()
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
