@@ -105,6 +105,8 @@ _tracer: Callable | None = None
 _backward_on_tensors = True
 
 _array_of = operator.attrgetter("data")
+_new = object.__new__
+_NEEDS_ONE = (True,)
 
 
 def bump_version(t: Tensor) -> None:
@@ -135,6 +137,10 @@ class Function:
     """
 
     on_arrays = False
+    # How many leading arguments are Tensors, where an op knows (the rest are settings such
+    # as dims or shapes): ``apply`` then looks only at those, and ``needs_input_grad`` has one
+    # entry per Tensor operand. None: every argument is looked at, as torch does.
+    arity: int | None = None
     # Class-level defaults keep making a node cheap: one is made per op call.
     inputs: tuple = ()
     needs_input_grad: tuple[bool, ...] = ()
@@ -153,7 +159,10 @@ class Function:
 
     @classmethod
     def apply(cls, *args: Any) -> Tensor:
-        """Run forward and, when grad mode is on and an input requires grad, record the node."""
+        """Run forward and, when grad mode is on and an input requires grad, record the node.
+
+        This runs for every op call, so it is written for speed (small ops are where an
+        engine's own overhead shows): no helper calls on the way."""
         global _grad_enabled
         Tensor = _tensor.Tensor
         ctx = cls()
@@ -165,21 +174,32 @@ class Function:
                 out = cls.forward(ctx, *args)
             finally:
                 _grad_enabled = True
-        if not isinstance(out, Tensor):
-            out = Tensor._wrap(out)
-        if _grad_enabled:
-            needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
-            if True in needs:
-                ctx._record(args, needs, out)
-        return out
-
-    def _record(self, args: tuple, needs: tuple[bool, ...], out: Tensor) -> None:
-        """Join the graph: this node becomes ``out.grad_fn`` and remembers its inputs."""
-        self.inputs = args
-        self.needs_input_grad = needs
-        self._sequence_nr = next(_clock)  # forward saved its tensors just before this tick
+        if not isinstance(out, Tensor):  # an array (or a NumPy scalar): Tensor._wrap, inlined
+            data, out = out, _new(Tensor)
+            out.data = data if type(data) is np.ndarray else np.asarray(data)
+        if not _grad_enabled:
+            return out
+        arity = cls.arity
+        if arity == 1:
+            if not args[0]._requires_grad:
+                return out
+            needs = _NEEDS_ONE
+        else:
+            if arity == 2:
+                needs = (args[0]._requires_grad, args[1]._requires_grad)
+            elif arity is None:
+                needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
+            else:
+                needs = tuple([a._requires_grad for a in args[:arity]])
+            if True not in needs:
+                return out
+        # record: the node joins the graph as the output's grad_fn
+        ctx.inputs = args
+        ctx.needs_input_grad = needs
+        ctx._sequence_nr = next(_clock)  # forward saved its tensors just before this tick
         out._requires_grad = True
-        out.grad_fn = self
+        out.grad_fn = ctx
+        return out
 
     # -- what backward may use
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import autograd
 from minigrad.autograd import Function
 from minigrad.errors import ShapeError
 from minigrad.tensor import Tensor, _is_floating, _to_tensor
@@ -148,45 +147,12 @@ class Op(Function):
     """Base of minigrad's built-in ops: forward on arrays; backward formulas that run on arrays
     or Tensors alike (see ``Function``). ``rule`` states the local derivative in words (shown by
     ``minigrad.trace``); ``broadcasts`` marks ops whose inputs may have been broadcast.
-
-    ``arity`` says how many leading arguments are Tensors (the rest are settings such as dims
-    or shapes), which lets ``apply`` skip ``Function.apply``'s scan of every argument: small
-    ops are where an engine's own overhead shows. ``needs_input_grad`` then has one entry per
-    Tensor operand. Ops with Tensors elsewhere in their arguments set ``arity = None``."""
+    Each sets ``arity``, the number of leading Tensor arguments (see ``Function``)."""
 
     on_arrays = True
     rule = ""
     broadcasts = False
     arity: int | None = 1
-
-    @classmethod
-    def apply(cls, *args: Any) -> Tensor:
-        arity = cls.arity
-        if arity is None:
-            return super().apply(*args)
-        ctx = cls()
-        out = cls.forward(ctx, *args)
-        if type(out) is not Tensor:  # Tensor._wrap, inlined: this is the hottest path
-            data, out = out, _new(Tensor)
-            out.data = data if type(data) is np.ndarray else np.asarray(data)
-        if autograd._grad_enabled:
-            if arity == 1:
-                if not args[0]._requires_grad:
-                    return out
-                needs = _NEEDS_ONE
-            else:
-                if arity == 2:
-                    needs = (args[0]._requires_grad, args[1]._requires_grad)
-                else:
-                    needs = tuple([a._requires_grad for a in args[:arity]])
-                if True not in needs:
-                    return out
-            ctx._record(args, needs, out)
-        return out
-
-
-_NEEDS_ONE = (True,)
-_new = object.__new__
 
 
 # ----------------------------------------------------------------------------- arithmetic
