@@ -15,7 +15,6 @@ import contextlib
 import functools
 import heapq
 import itertools
-import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +103,6 @@ _tracer: Callable | None = None
 # True while backward runs on Tensors (create_graph=True); False while it runs on raw arrays.
 _backward_on_tensors = True
 
-_array_of = operator.attrgetter("data")
 _new = object.__new__
 _NEEDS_ONE = (True,)
 
@@ -205,24 +203,25 @@ class Function:
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; an in-place change to one of them is detected later."""
-        self._saved = tensors  # checked against the clock: see _raise_if_modified
+        self._saved = tensors  # checked against the clock: see _check_saved
 
     @property
     def saved_tensors(self) -> tuple:
         """The saved tensors (their arrays, when backward runs on arrays)."""
         saved = self._saved
-        if saved is None:
+        if saved is None or _last_inplace > self._sequence_nr:  # freed, or something changed
+            self._check_saved()
+        if _backward_on_tensors or not self.on_arrays:
+            return saved
+        return tuple([t.data for t in saved])  # minigrad's own ops save only Tensors
+
+    def _check_saved(self) -> None:
+        """Raise if backward already freed the saved tensors or one was changed in place since."""
+        if self._saved is None:
             raise BackwardError(
                 "Trying to backward through the graph a second time (or to read saved tensors "
                 "after they were freed). Pass retain_graph=True to the first backward() call."
             )
-        if _last_inplace > self._sequence_nr:  # something changed in place since: was it ours?
-            self._raise_if_modified()
-        if _backward_on_tensors or not self.on_arrays:
-            return saved
-        return tuple(map(_array_of, saved))  # minigrad's own ops save only Tensors
-
-    def _raise_if_modified(self) -> None:
         for i, t in enumerate(self._saved):
             if t is not None and t._changed_at > self._sequence_nr:
                 raise InplaceError(

@@ -585,8 +585,36 @@ class LogSoftmax(Op):
 # ----------------------------------------------------------------------------- matmul
 
 
+class Mm(Op):
+    """2-D matrix product, ``torch.mm`` (and ``@`` on two matrices)."""
+
+    rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
+    arity = 2
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y = a.data, b.data
+        if x.ndim != 2 or y.ndim != 2:
+            raise ShapeError(f"mm expects two 2-D tensors, got shapes {a.shape} and {b.shape}")
+        ctx.save_for_backward(a, b)
+        try:
+            return x.dot(y)  # ndarray.dot: NumPy's quickest route for matrices
+        except ValueError:
+            raise ShapeError(
+                f"mat1 and mat2 shapes cannot be multiplied ({x.shape[0]}x{x.shape[1]} and {y.shape[0]}x{y.shape[1]})"
+            ) from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        ga = mm(grad, b.T) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
+        gb = mm(a.T, grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
+        return ga, gb
+
+
 class MatMul(Op):
-    """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
+    """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims
+    (two matrices go to ``Mm``)."""
 
     rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
     arity = 2
@@ -594,15 +622,9 @@ class MatMul(Op):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        x, y = a.data, b.data
         try:
-            return x.dot(y) if x.ndim == 2 and y.ndim == 2 else np.matmul(x, y)
+            return np.matmul(a.data, b.data)
         except ValueError:
-            if x.ndim == 2 and y.ndim == 2:  # torch's words for matrices
-                raise ShapeError(
-                    f"mat1 and mat2 shapes cannot be multiplied ({x.shape[0]}x{x.shape[1]} and "
-                    f"{y.shape[0]}x{y.shape[1]})"
-                ) from None
             raise ShapeError(
                 f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dim of the first "
                 "must equal the second-to-last (or only) dim of the second"
@@ -611,10 +633,6 @@ class MatMul(Op):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        if len(a.shape) == 2 and len(b.shape) == 2:  # the common case, written plainly
-            ga = mm(grad, b.mT) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
-            gb = mm(a.mT, grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
-            return ga, gb
         # view 1-D operands as matrices, as forward did: a (n,) -> (1, n); b (n,) -> (n, 1)
         a2 = a.reshape((1, *a.shape)) if len(a.shape) == 1 else a
         b2 = b.reshape((*b.shape, 1)) if len(b.shape) == 1 else b

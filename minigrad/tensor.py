@@ -275,19 +275,20 @@ class Tensor:
         return ops.Neg.apply(self)
 
     def __matmul__(self, other: Tensor) -> Tensor:
-        return ops.MatMul.apply(self, other)
+        return self.matmul(other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return ops.MatMul.apply(Tensor(other), self)
+        return Tensor(other).matmul(self)
 
     def matmul(self, other: Tensor) -> Tensor:
+        """Matrix product; batches and broadcasts, and treats 1-D operands as NumPy does."""
+        if self.data.ndim == 2 and other.data.ndim == 2:
+            return ops.Mm.apply(self, other)
         return ops.MatMul.apply(self, other)
 
     def mm(self, other: Tensor) -> Tensor:
         """2-D matrix product (``matmul`` also batches and broadcasts)."""
-        if self.data.ndim != 2 or other.data.ndim != 2:
-            raise ShapeError(f"mm expects two 2-D tensors, got shapes {self.shape} and {other.shape}")
-        return ops.MatMul.apply(self, other)
+        return ops.Mm.apply(self, other)
 
     def maximum(self, other: Any) -> Tensor:
         return ops.binary(ops.Maximum, self, other)

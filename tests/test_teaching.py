@@ -29,7 +29,7 @@ def test_to_dot_shows_ops_leaves_and_constants():
     loss.backward()
     dot = viz.to_dot(loss, names)
     assert dot.startswith("digraph minigrad {") and dot.rstrip().endswith("}")
-    for op in ("Sum", "Tanh", "Add", "MatMul"):
+    for op in ("Sum", "Tanh", "Add", "Mm"):
         assert f'label="{op}\\n' in dot
     assert dot.count("fillcolor=palegreen") == 2 and "W_h\\nleaf, requires grad (4, 4)" in dot
     assert "grad: mean" in dot and dot.count("fillcolor=lightgrey") == 3  # prev_h.t(), x.t(), ones
@@ -61,7 +61,7 @@ def test_render_svg_and_png_with_graphviz(tmp_path):
         pytest.skip("Graphviz's dot is not installed (apt-get install graphviz)")
     loss, names = rnn_graph()
     svg = viz.render(loss, tmp_path / "g.svg", names)
-    assert "<svg" in open(svg).read() and "MatMul" in open(svg).read()
+    assert "<svg" in open(svg).read() and "Mm" in open(svg).read()
     png = viz.render(loss, tmp_path / "g.png", names)
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_trace_narrates_backward_in_engine_order():
         loss.backward()
     text = out.getvalue()
     steps = [line.split("]")[1].split(":")[0].strip() for line in text.splitlines() if line.startswith("[")]
-    assert steps == ["SumBackward", "AddBackward", "TanhBackward", "AddBackward", "MatMulBackward", "MatMulBackward"]
+    assert steps == ["SumBackward", "AddBackward", "TanhBackward", "AddBackward", "MmBackward", "MmBackward"]
     assert "rule: d tanh(u)/du = 1 - tanh(u)^2" in text
     assert "summed over axes (1,) to undo broadcasting" in text  # (4, 1) + (4,) broadcast to (4, 4)
     assert "incoming grad (4, 4), norm 4" in text
