@@ -213,6 +213,10 @@ class Function:
             self._check_saved()
         if _backward_on_tensors or not self.on_arrays:
             return saved
+        if len(saved) == 1:  # the usual counts, spelled out: this runs once per node
+            return (saved[0].data,)
+        if len(saved) == 2:
+            return saved[0].data, saved[1].data
         return tuple([t.data for t in saved])  # minigrad's own ops save only Tensors
 
     def _check_saved(self) -> None:

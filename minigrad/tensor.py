@@ -79,10 +79,10 @@ class Tensor:
         if requires_grad:
             self.requires_grad = True
 
-    @classmethod
-    def _wrap(cls, array: np.ndarray) -> Tensor:
+    @staticmethod
+    def _wrap(array: np.ndarray) -> Tensor:
         """Fast constructor for op results: no conversion, no checks."""
-        t = _new(cls)
+        t = _new(Tensor)
         t.data = array if type(array) is np.ndarray else np.asarray(array)
         return t
 
