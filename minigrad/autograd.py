@@ -162,8 +162,7 @@ class Function:
         This runs for every op call, so it is written for speed (small ops are where an
         engine's own overhead shows): no helper calls on the way."""
         global _grad_enabled
-        Tensor = _tensor.Tensor
-        ctx = cls()
+        ctx = _new(cls)
         if cls.on_arrays or not _grad_enabled:
             out = cls.forward(ctx, *args)
         else:  # a user's forward may use Tensor ops: they must not be recorded
@@ -248,14 +247,14 @@ class Function:
 
 def _call_user_backward(node: Function, grad: Any) -> tuple:
     """A user-written Function on the array path: hand its backward Tensors, take back arrays."""
-    out = node.backward(node, _tensor.Tensor._wrap(grad))
+    out = node.backward(node, _wrap(grad))
     out = out if isinstance(out, tuple) else (out,)
-    return tuple(g.data if isinstance(g, _tensor.Tensor) else g for g in out)
+    return tuple(g.data if isinstance(g, Tensor) else g for g in out)
 
 
 def _run_hooks(hooks: list[Callable], grad: Any, on_tensors: bool) -> Any:
     """Hooks see and return Tensors, whatever number type backward is running on."""
-    tensor = grad if on_tensors else _tensor.Tensor._wrap(grad)
+    tensor = grad if on_tensors else _wrap(grad)
     for hook in hooks:
         new = hook(tensor)
         if new is not None:
@@ -269,7 +268,7 @@ def _visit_extras(node: Function, grad: Any, on_tensors: bool, grads: dict, inpu
     if node._hooks:
         grad = _run_hooks(node._hooks, grad, on_tensors)
     if node._retained is not None and (owner := node._retained()) is not None:
-        owner.grad = grad if on_tensors else _tensor.Tensor._wrap(np.array(grad))
+        owner.grad = grad if on_tensors else _wrap(np.array(grad))
     if inputs is not None:
         for t in inputs:
             if t.grad_fn is node:
@@ -293,7 +292,6 @@ def run_backward(
     """
     global _backward_on_tensors, _grad_enabled
     on_tensors = create_graph
-    wrap = _tensor.Tensor._wrap
     # grads[node] is the gradient of a node's output, grads[leaf] a leaf's, each summed
     # over every path that reaches it (the multivariate chain rule).
     grads: dict[Any, Any] = {}
@@ -364,14 +362,15 @@ def run_backward(
         for leaf, grad in grads.items():  # every node's entry is gone: what is left are leaves
             if leaf._hooks:
                 grad = _run_hooks(leaf._hooks, grad, on_tensors)
+                owned.discard(leaf)  # a hook may hand back an array someone else holds
             if on_tensors:
                 leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-            elif leaf.grad is None:
-                if leaf not in owned or leaf._hooks or grad.dtype != leaf.data.dtype:
-                    grad = np.array(grad, dtype=leaf.data.dtype)  # a copy the leaf owns
-                leaf.grad = wrap(grad)
-            else:
+            elif leaf.grad is not None:
                 leaf.grad.data += grad  # accumulate in place, as torch does
+            elif leaf in owned and grad.dtype is leaf.data.dtype:
+                leaf.grad = _wrap(grad)
+            else:
+                leaf.grad = _wrap(np.array(grad, dtype=leaf.data.dtype))  # a copy the leaf owns
         return None
     finally:
         _backward_on_tensors, _grad_enabled = previous
@@ -383,7 +382,7 @@ def _captured(grad: Any, t: Tensor, on_tensors: bool) -> Tensor | None:
         return None
     if t.grad_fn is None and t._hooks:
         grad = _run_hooks(t._hooks, grad, on_tensors)
-    return grad if on_tensors else _tensor.Tensor._wrap(np.asarray(grad))
+    return grad if on_tensors else _wrap(np.asarray(grad))
 
 
 def grad(
@@ -399,7 +398,6 @@ def grad(
     Unlike ``backward`` it leaves every ``.grad`` untouched. With ``create_graph=True`` the
     returned gradients are differentiable, which gives second and higher derivatives.
     """
-    Tensor = _tensor.Tensor
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
@@ -430,7 +428,7 @@ def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
                 f"{output.shape}: pass gradient=<a tensor of that shape>"
             )
-        return _tensor.Tensor._wrap(np.array(1, dtype=output.data.dtype).reshape(output.data.shape))
+        return _wrap(np.array(1, dtype=output.data.dtype).reshape(output.data.shape))
     if grad_output.shape != output.shape:
         raise ShapeError(
             f"Mismatch in shape: gradient has shape {grad_output.shape} and output has shape {output.shape}"
@@ -438,4 +436,8 @@ def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
     return grad_output
 
 
-from minigrad import tensor as _tensor  # noqa: E402  (tensor.py imports this module first)
+def _bind_tensor(cls: type) -> None:
+    """Called by ``minigrad.tensor`` once its class exists (it imports this module first, so
+    the engine cannot import the class itself): the hot paths then find it as a global."""
+    global Tensor, _wrap
+    Tensor, _wrap = cls, cls._wrap

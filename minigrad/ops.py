@@ -128,8 +128,8 @@ def broadcasting(name: str, fn: Any, a: Tensor, b: Tensor) -> np.ndarray:
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
     dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype == b.data.dtype:
-        return cls.apply(a, b)  # the common case
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype is b.data.dtype:
+        return cls.apply(a, b)  # the common case (NumPy reuses one object per built-in dtype)
     if not isinstance(a, Tensor):
         a = _to_tensor(a, b.dtype)
     elif not isinstance(b, Tensor):

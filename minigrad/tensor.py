@@ -723,4 +723,5 @@ def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - tor
     return ops.Where.apply(cond, a, b)
 
 
+autograd._bind_tensor(Tensor)
 from minigrad import ops  # noqa: E402  (ops needs Tensor defined first)
