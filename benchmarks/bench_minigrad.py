@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
-    cases = [("(a) RNN cell fwd+bwd", rnn_steps, 2000), ("(b) MLP 512-512-512-10 step", mlp_steps, 30)]
+    cases = [("(a) RNN cell fwd+bwd", rnn_steps, 10000), ("(b) MLP 512-512-512-10 step", mlp_steps, 30)]
     print(f"torch {torch.__version__}, numpy {np.__version__}, torch default threads = {default_threads}")
     print(f"{'case':30} {'minigrad':>12} {'torch 1 thr':>12} {'torch def':>12} {'ratio 1thr':>10} {'ratio def':>10}")
     for name, make, iters in cases:
