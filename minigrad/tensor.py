@@ -542,17 +542,43 @@ class Tensor:
         autograd.bump_version(self)
         return self
 
+    def _update(self, ufunc: np.ufunc, other: Any, out_of_place: Callable[[Tensor, Any], Tensor]) -> Tensor:
+        """``self = ufunc(self, other)`` in place. Outside the graph NumPy writes straight into
+        this tensor's array (no temporaries: how optimizers and ``p -= lr * p.grad`` stay
+        cheap); inside it, the out-of-place op is recorded and grafted on (``_inplace``)."""
+        if autograd._grad_enabled and (self._requires_grad or getattr(other, "_requires_grad", False)):
+            return self._inplace(out_of_place, other)
+        value = other.data if isinstance(other, Tensor) else other
+        try:
+            ufunc(self.data, value, out=self.data, casting="same_kind")
+        except TypeError:  # NumPy's UFuncTypeError: e.g. a float result into an integer tensor
+            raise DtypeError(
+                f"result type of {ufunc.__name__} can't be cast to this tensor's dtype {self.dtype} in place: "
+                "use the out-of-place op"
+            ) from None
+        except ValueError:
+            raise ShapeError(
+                f"output with shape {self.shape} doesn't match the broadcast shape of the in-place "
+                f"{ufunc.__name__} with shape {np.shape(value)}"
+            ) from None
+        autograd.bump_version(self)
+        return self
+
     def add_(self, other: Any, alpha: float = 1) -> Tensor:
-        return self._inplace(lambda t, o: t + o * alpha if alpha != 1 else t + o, other)
+        if alpha != 1:
+            other = other * alpha
+        return self._update(np.add, other, lambda t, o: t + o)
 
     def sub_(self, other: Any, alpha: float = 1) -> Tensor:
-        return self.add_(other, alpha=-alpha)
+        if alpha != 1:
+            other = other * alpha
+        return self._update(np.subtract, other, lambda t, o: t - o)
 
     def mul_(self, other: Any) -> Tensor:
-        return self._inplace(lambda t, o: t * o, other)
+        return self._update(np.multiply, other, lambda t, o: t * o)
 
     def div_(self, other: Any) -> Tensor:
-        return self._inplace(lambda t, o: t / o, other)
+        return self._update(np.true_divide, other, lambda t, o: t / o)
 
     def zero_(self) -> Tensor:
         return self.fill_(0)

@@ -272,6 +272,32 @@ def test_inplace_without_grad_writes_through():
     np.testing.assert_allclose(a.data, [[2.5, 4.5, 2.5], [0.5, 2.5, 0.5]])
 
 
+def test_inplace_outside_the_graph_updates_the_array_itself():
+    w = mg.ones(2, 3, requires_grad=True)
+    (w * w).sum().backward()
+    array, version = w.data, w._version
+    with mg.no_grad():
+        w -= 0.5 * w.grad  # written straight into w's array: no temporary copy of w
+        w.mul_(2)
+    assert w.data is array and w._version == version + 2
+    np.testing.assert_allclose(w.data, np.zeros((2, 3)))
+    y = w * w  # saves w; a later in-place change is still caught
+    with mg.no_grad():
+        w.add_(1)
+    with pytest.raises(mg.InplaceError, match="modified by an in-place operation"):
+        y.sum().backward()
+
+
+def test_inplace_errors_name_the_problem():
+    with pytest.raises(mg.DtypeError, match="can't be cast.*int64"):
+        mg.arange(3).div_(2)  # torch refuses a float result in an integer tensor too
+    with pytest.raises(mg.ShapeError, match=r"output with shape \(3,\).*\(2, 3\)"):
+        mg.zeros(3).add_(mg.ones(2, 3))
+    a = mg.arange(3)
+    a *= 2  # an integer result is fine
+    assert a.tolist() == [0, 2, 4] and a.dtype == mg.int64
+
+
 def test_dtypes_follow_torch():
     assert mg.tensor([1.0, 2.0]).dtype == mg.float32
     assert mg.tensor([1, 2]).dtype == mg.int64
