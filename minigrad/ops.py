@@ -498,7 +498,7 @@ class Sum(Op):
         """``dims=None``: every axis, giving a 0-d result."""
         ctx.shape, ctx.dims = x.data.shape, dims
         if dims is None:
-            return np.add.reduce(x.data, axis=None)  # x.data.sum() without its Python wrapper
+            return np.add.reduce(x.data, None)  # x.data.sum() without its Python wrapper
         return x.data.sum(axis=dims, keepdims=keepdim)
 
     @staticmethod
