@@ -584,7 +584,11 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value: Any) -> Tensor:
-        return self._inplace(lambda t: t * 0 + value)
+        if autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False)):
+            return self._inplace(lambda t: t * 0 + value)
+        self.data[...] = value.data if isinstance(value, Tensor) else value
+        autograd.bump_version(self)
+        return self
 
     def __iadd__(self, other: Any) -> Tensor:
         return self.add_(other)

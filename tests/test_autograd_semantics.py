@@ -288,6 +288,16 @@ def test_inplace_outside_the_graph_updates_the_array_itself():
         y.sum().backward()
 
 
+def test_optimizer_step_makes_a_saved_parameter_stale():
+    w = mg.ones(3, requires_grad=True)
+    opt = mg.optim.SGD([w], lr=0.1)
+    (w * 2).sum().backward()
+    y = w * w  # saves w
+    opt.step()
+    with pytest.raises(mg.InplaceError, match="modified by an in-place operation"):
+        y.sum().backward()
+
+
 def test_inplace_errors_name_the_problem():
     with pytest.raises(mg.DtypeError, match="can't be cast.*int64"):
         mg.arange(3).div_(2)  # torch refuses a float result in an integer tensor too
