@@ -557,6 +557,11 @@ class Tensor:
                 "use the out-of-place op"
             ) from None
         except ValueError:
+            if not self.data.flags.writeable:
+                raise InplaceError(
+                    "this tensor's memory is shared across elements (a view from expand()): clone() it "
+                    "before changing it in place"
+                ) from None
             raise ShapeError(
                 f"output with shape {self.shape} doesn't match the broadcast shape of the in-place "
                 f"{ufunc.__name__} with shape {np.shape(value)}"

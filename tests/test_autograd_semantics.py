@@ -303,6 +303,8 @@ def test_inplace_errors_name_the_problem():
         mg.arange(3).div_(2)  # torch refuses a float result in an integer tensor too
     with pytest.raises(mg.ShapeError, match=r"output with shape \(3,\).*\(2, 3\)"):
         mg.zeros(3).add_(mg.ones(2, 3))
+    with pytest.raises(mg.InplaceError, match="clone"):
+        mg.ones(3).expand(2, 3).add_(1)
     a = mg.arange(3)
     a *= 2  # an integer result is fine
     assert a.tolist() == [0, 2, 4] and a.dtype == mg.int64
