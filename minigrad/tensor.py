@@ -531,6 +531,7 @@ class Tensor:
                     "in-place operation: do it under minigrad.no_grad() (as optimizers do) or "
                     "use the out-of-place op"
                 )
+            self._check_writable()
             snapshot = Tensor._wrap(self.data.copy())
             snapshot._requires_grad, snapshot.grad_fn = self._requires_grad, self.grad_fn
             result = fn(snapshot, *args)
@@ -542,12 +543,20 @@ class Tensor:
         autograd.bump_version(self)
         return self
 
+    def _check_writable(self) -> None:
+        if not self.data.flags.writeable:
+            raise InplaceError(
+                "this tensor's memory is shared across elements (a view from expand()): clone() it "
+                "before changing it in place"
+            )
+
     def _update(self, ufunc: np.ufunc, other: Any, out_of_place: Callable[[Tensor, Any], Tensor]) -> Tensor:
         """``self = ufunc(self, other)`` in place. Outside the graph NumPy writes straight into
         this tensor's array (no temporaries: how optimizers and ``p -= lr * p.grad`` stay
         cheap); inside it, the out-of-place op is recorded and grafted on (``_inplace``)."""
         if autograd._grad_enabled and (self._requires_grad or getattr(other, "_requires_grad", False)):
             return self._inplace(out_of_place, other)
+        self._check_writable()
         value = other.data if isinstance(other, Tensor) else other
         try:
             ufunc(self.data, value, out=self.data, casting="same_kind")
@@ -557,11 +566,6 @@ class Tensor:
                 "use the out-of-place op"
             ) from None
         except ValueError:
-            if not self.data.flags.writeable:
-                raise InplaceError(
-                    "this tensor's memory is shared across elements (a view from expand()): clone() it "
-                    "before changing it in place"
-                ) from None
             raise ShapeError(
                 f"output with shape {self.shape} doesn't match the broadcast shape of the in-place "
                 f"{ufunc.__name__} with shape {np.shape(value)}"
@@ -591,6 +595,7 @@ class Tensor:
     def fill_(self, value: Any) -> Tensor:
         if autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False)):
             return self._inplace(lambda t: t * 0 + value)
+        self._check_writable()
         self.data[...] = value.data if isinstance(value, Tensor) else value
         autograd.bump_version(self)
         return self
@@ -612,6 +617,7 @@ class Tensor:
 
         index = ops.normalize_index(index)
         if not (autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False))):
+            self._check_writable()
             self.data[index] = value.data if isinstance(value, Tensor) else value
             autograd.bump_version(self)
             return

@@ -305,6 +305,10 @@ def test_inplace_errors_name_the_problem():
         mg.zeros(3).add_(mg.ones(2, 3))
     with pytest.raises(mg.InplaceError, match="clone"):
         mg.ones(3).expand(2, 3).add_(1)
+    with pytest.raises(mg.InplaceError, match="clone"):
+        mg.ones(3).expand(2, 3)[0] = 2.0
+    with pytest.raises(mg.InplaceError, match="clone"):
+        (mg.ones(3, requires_grad=True) * 1).expand(2, 3).mul_(2)
     a = mg.arange(3)
     a *= 2  # an integer result is fine
     assert a.tolist() == [0, 2, 4] and a.dtype == mg.int64
