@@ -4,12 +4,15 @@
 (b) one training step of an MLP 512-512-512-10 on a batch of 128 (MSE, inline SGD update).
 
 torch runs with one thread and with its default thread count. A ratio below 1.0 means minigrad
-is faster. Run it with nothing else on the machine:  python benchmarks/bench_minigrad.py
+is faster. It also prints the minor page faults per call (freed memory faulted in again: what
+made (b) slow before in-place updates wrote straight into the arrays). Run it with nothing else
+on the machine:  python benchmarks/bench_minigrad.py
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 
 import numpy as np
 import torch
@@ -68,16 +71,29 @@ def main() -> None:
     cases = [("(a) RNN cell fwd+bwd", rnn_steps, 10000), ("(b) MLP 512-512-512-10 step", mlp_steps, 30)]
     print(f"torch {torch.__version__}, numpy {np.__version__}, torch default threads = {default_threads}")
     print(f"{'case':30} {'minigrad':>12} {'torch 1 thr':>12} {'torch def':>12} {'ratio 1thr':>10} {'ratio def':>10}")
+    faults = {}
     for name, make, iters in cases:
-        t_mg = best_time(make(mg), iters, args.repeats)
+        t_mg, faults["minigrad", name] = timed(make(mg), iters, args.repeats)
         torch.set_num_threads(1)
-        t_1 = best_time(make(torch), iters, args.repeats)
+        t_1, faults["torch 1 thr", name] = timed(make(torch), iters, args.repeats)
         torch.set_num_threads(default_threads)
-        t_d = best_time(make(torch), iters, args.repeats)
+        t_d, faults["torch def", name] = timed(make(torch), iters, args.repeats)
         print(
             f"{name:30} {t_mg * 1e6:10.1f}us {t_1 * 1e6:10.1f}us {t_d * 1e6:10.1f}us "
             f"{t_mg / t_1:10.2f} {t_mg / t_d:10.2f}"
         )
+    print("page faults per call (memory handed back to the OS and faulted in again):")
+    for name, _, _ in cases:
+        counts = "  ".join(f"{lib} {faults[lib, name]:.1f}" for lib in ("minigrad", "torch 1 thr", "torch def"))
+        print(f"  {name:28} {counts}")
+
+
+def timed(step, iters: int, repeats: int) -> tuple[float, float]:
+    """best_time's seconds per call, and the minor page faults per call while it ran."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = best_time(step, iters, repeats)
+    calls = max(iters // 10, 1) + iters * repeats
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 if __name__ == "__main__":
