@@ -146,10 +146,7 @@ class Tensor:
         self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
     ) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
-        if gradient is None and self.data.shape == ():  # the usual case: d(loss)/d(loss) = 1
-            seed = Tensor._wrap(np.array(1, dtype=self.data.dtype))
-        else:
-            seed = autograd._default_grad(self, gradient)
+        seed = autograd._default_grad(self, gradient)
         if retain_graph is None:
             retain_graph = create_graph
         autograd.run_backward([self], [seed], retain_graph, create_graph)
@@ -516,29 +513,26 @@ class Tensor:
 
     # -- in-place ops
 
-    def _inplace(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
-        """Apply out-of-place ``fn(self, *args)`` and write the result into this tensor.
+    def _records(self, other: Any = None) -> bool:
+        """Must an in-place change of this tensor (by ``other``) join the graph? Yes when grad
+        mode is on and this tensor or ``other`` requires grad; otherwise the array is just written."""
+        return autograd._grad_enabled and (self._requires_grad or getattr(other, "_requires_grad", False))
 
-        With grad recording on and a tensor that requires grad involved, the result's graph is
-        grafted onto ``self`` (its old value is kept in a snapshot for backward). A leaf that
-        requires grad may only be changed under ``no_grad()``.
-        """
-        involved = self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
-        if autograd._grad_enabled and involved:
-            if self._requires_grad and self.grad_fn is None:
-                raise InplaceError(
-                    f"a leaf Tensor that requires grad (shape {self.shape}) is being used in an "
-                    "in-place operation: do it under minigrad.no_grad() (as optimizers do) or "
-                    "use the out-of-place op"
-                )
-            self._check_writable()
-            snapshot = Tensor._wrap(self.data.copy())
-            snapshot._requires_grad, snapshot.grad_fn = self._requires_grad, self.grad_fn
-            result = fn(snapshot, *args)
-            self.grad_fn, self._requires_grad = result.grad_fn, result._requires_grad
-        else:
-            with autograd.no_grad():
-                result = fn(self, *args)
+    def _inplace(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
+        """Record out-of-place ``fn(self, *args)`` and write the result into this tensor: the
+        result's graph is grafted onto ``self`` (its old value is kept in a snapshot for
+        backward). A leaf that requires grad may only be changed under ``no_grad()``."""
+        if self._requires_grad and self.grad_fn is None:
+            raise InplaceError(
+                f"a leaf Tensor that requires grad (shape {self.shape}) is being used in an "
+                "in-place operation: do it under minigrad.no_grad() (as optimizers do) or "
+                "use the out-of-place op"
+            )
+        self._check_writable()
+        snapshot = Tensor._wrap(self.data.copy())
+        snapshot._requires_grad, snapshot.grad_fn = self._requires_grad, self.grad_fn
+        result = fn(snapshot, *args)
+        self.grad_fn, self._requires_grad = result.grad_fn, result._requires_grad
         self.data[...] = result.data
         autograd.bump_version(self)
         return self
@@ -554,7 +548,7 @@ class Tensor:
         """``self = ufunc(self, other)`` in place. Outside the graph NumPy writes straight into
         this tensor's array (no temporaries: how optimizers and ``p -= lr * p.grad`` stay
         cheap); inside it, the out-of-place op is recorded and grafted on (``_inplace``)."""
-        if autograd._grad_enabled and (self._requires_grad or getattr(other, "_requires_grad", False)):
+        if self._records(other):
             return self._inplace(out_of_place, other)
         self._check_writable()
         value = other.data if isinstance(other, Tensor) else other
@@ -593,7 +587,7 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value: Any) -> Tensor:
-        if autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False)):
+        if self._records():  # a value that requires grad joins only a graph this tensor is in
             return self._inplace(lambda t: t * 0 + value)
         self._check_writable()
         self.data[...] = value.data if isinstance(value, Tensor) else value
@@ -616,7 +610,7 @@ class Tensor:
         from minigrad import ops
 
         index = ops.normalize_index(index)
-        if not (autograd._grad_enabled and (self._requires_grad or getattr(value, "_requires_grad", False))):
+        if not self._records(value):
             self._check_writable()
             self.data[index] = value.data if isinstance(value, Tensor) else value
             autograd.bump_version(self)
