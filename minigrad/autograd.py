@@ -428,7 +428,8 @@ def _default_grad(output: Tensor, grad_output: Tensor | None) -> Tensor:
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
                 f"{output.shape}: pass gradient=<a tensor of that shape>"
             )
-        return _wrap(np.array(1, dtype=output.data.dtype).reshape(output.data.shape))
+        one = np.array(1, dtype=output.data.dtype)  # d(loss)/d(loss) = 1
+        return _wrap(one if output.data.ndim == 0 else one.reshape(output.data.shape))
     if grad_output.shape != output.shape:
         raise ShapeError(
             f"Mismatch in shape: gradient has shape {grad_output.shape} and output has shape {output.shape}"

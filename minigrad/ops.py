@@ -170,8 +170,6 @@ class Add(Op):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.shapes[0] == ctx.shapes[1] == grad.shape:  # nothing was broadcast
-            return grad, grad
         return unbroadcast(grad, ctx.shapes[0]), unbroadcast(grad, ctx.shapes[1])
 
 
