@@ -145,6 +145,9 @@ class Function:
     _saved: tuple | None = ()  # None once backward has freed them
     _hooks: tuple | list = ()
     _retained = None
+    # A plain node needs only its backward formula run on arrays: a built-in op (``Op`` sets
+    # this) with no hooks and no retain_grad. Anything else takes the engine's full visit.
+    _plain = False
     _sequence_nr = 0  # creation order: a node's inputs were always made before it
 
     @staticmethod
@@ -164,7 +167,13 @@ class Function:
         global _grad_enabled
         ctx = _new(cls)
         if cls.on_arrays or not _grad_enabled:
-            out = cls.forward(ctx, *args)
+            n = len(args)  # the usual counts spelled out: a call with *args costs more than this
+            if n == 1:
+                out = cls.forward(ctx, args[0])
+            elif n == 2:
+                out = cls.forward(ctx, args[0], args[1])
+            else:
+                out = cls.forward(ctx, *args)
         else:  # a user's forward may use Tensor ops: they must not be recorded
             _grad_enabled = False
             try:
@@ -262,9 +271,11 @@ def _run_hooks(hooks: list[Callable], grad: Any, on_tensors: bool) -> Any:
     return tensor if on_tensors else tensor.data
 
 
-def _visit_extras(node: Function, grad: Any, on_tensors: bool, grads: dict, inputs: Sequence[Tensor] | None) -> Any:
-    """The rarely used parts of a visit: the node's hooks, ``retain_grad``, and capturing the
-    gradient of a non-leaf that ``minigrad.grad`` asked for."""
+def _visit(node: Function, grad: Any, on_tensors: bool, grads: dict, inputs: Sequence[Tensor] | None) -> Any:
+    """One node's visit, all of it: its hooks, ``retain_grad``, capturing the gradient of a
+    non-leaf that ``minigrad.grad`` asked for, its backward (a user's Function on the array
+    path gets Tensors and gives back arrays), and the tracer of ``minigrad.trace``. The engine
+    comes here unless the node is plain (see ``Function._plain``)."""
     if node._hooks:
         grad = _run_hooks(node._hooks, grad, on_tensors)
     if node._retained is not None and (owner := node._retained()) is not None:
@@ -273,7 +284,15 @@ def _visit_extras(node: Function, grad: Any, on_tensors: bool, grads: dict, inpu
         for t in inputs:
             if t.grad_fn is node:
                 grads[t] = grad
-    return grad
+    if on_tensors or node.on_arrays:
+        input_grads = node.backward(node, grad)
+    else:
+        input_grads = _call_user_backward(node, grad)
+    if type(input_grads) is not tuple:
+        input_grads = (input_grads,)
+    if _tracer is not None:
+        _tracer(node, grad, input_grads)
+    return input_grads
 
 
 def run_backward(
@@ -314,7 +333,7 @@ def run_backward(
     # the gradient it will ever receive has arrived.
     heapq.heapify(heap)
     pop, push = heapq.heappop, heapq.heappush
-    extras = inputs is not None
+    slow = on_tensors or inputs is not None or _tracer is not None  # every node goes through _visit
 
     previous = _backward_on_tensors, _grad_enabled
     _backward_on_tensors = _grad_enabled = on_tensors
@@ -322,16 +341,12 @@ def run_backward(
         while heap:
             node = pop(heap)[1]
             grad = grads.pop(node)
-            if extras or node._hooks or node._retained is not None:
-                grad = _visit_extras(node, grad, on_tensors, grads, inputs)
-            if on_tensors or node.on_arrays:
+            if slow or not node._plain:
+                input_grads = _visit(node, grad, on_tensors, grads, inputs)
+            else:  # the usual case: a built-in formula on arrays, nothing else to do
                 input_grads = node.backward(node, grad)
-            else:
-                input_grads = _call_user_backward(node, grad)
-            if type(input_grads) is not tuple:
-                input_grads = (input_grads,)
-            if _tracer is not None:
-                _tracer(node, grad, input_grads)
+                if type(input_grads) is not tuple:
+                    input_grads = (input_grads,)
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     fn = t.grad_fn

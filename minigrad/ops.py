@@ -150,6 +150,7 @@ class Op(Function):
     Each sets ``arity``, the number of leading Tensor arguments (see ``Function``)."""
 
     on_arrays = True
+    _plain = True
     rule = ""
     broadcasts = False
     arity: int | None = 1
@@ -492,7 +493,7 @@ class Sum(Op):
     rule = "d sum(u)/du_i = 1: the gradient is copied back to every summed element"
 
     @staticmethod
-    def forward(ctx, x, dims, keepdim):
+    def forward(ctx, x, dims=None, keepdim=False):
         """``dims=None``: every axis, giving a 0-d result."""
         ctx.shape, ctx.dims = x.data.shape, dims
         if dims is None:

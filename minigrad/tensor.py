@@ -126,6 +126,7 @@ class Tensor:
         """Keep ``.grad`` on a non-leaf tensor too (leaves always keep theirs)."""
         if self.grad_fn is not None:
             self.grad_fn._retained = weakref.ref(self)
+            self.grad_fn._plain = False
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> _HookHandle:
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
@@ -139,6 +140,7 @@ class Tensor:
             if not isinstance(self.grad_fn._hooks, list):
                 self.grad_fn._hooks = []
             hooks = self.grad_fn._hooks
+            self.grad_fn._plain = False
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 
@@ -330,7 +332,7 @@ class Tensor:
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         if dim is None and not keepdim:
-            return ops.Sum.apply(self, None, False)
+            return ops.Sum.apply(self)  # all of it: the shortest call
         return ops.Sum.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
