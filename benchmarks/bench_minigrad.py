@@ -79,8 +79,8 @@ def main() -> None:
         torch.set_num_threads(default_threads)
         t_d, faults["torch def", name] = timed(make(torch), iters, args.repeats)
         print(
-            f"{name:30} {t_mg * 1e6:10.1f}us {t_1 * 1e6:10.1f}us {t_d * 1e6:10.1f}us "
-            f"{t_mg / t_1:10.2f} {t_mg / t_d:10.2f}"
+            f"{name:30} {t_mg * 1e6:10.2f}us {t_1 * 1e6:10.2f}us {t_d * 1e6:10.2f}us "
+            f"{t_mg / t_1:10.3f} {t_mg / t_d:10.3f}"
         )
     print("page faults per call (memory handed back to the OS and faulted in again):")
     for name, _, _ in cases:
