@@ -66,6 +66,41 @@ def test_leaf_grads_own_their_memory(comp):
             np.testing.assert_allclose(x.grad.data, 2 * g)
 
 
+@given(testing.compositions())
+def test_full_visit_agrees_with_the_short_path(comp):
+    """A node with a hook or retain_grad takes the engine's full visit (``autograd._visit``), a
+    plain one its short path: both must give the same gradients, bit for bit."""
+
+    def leaf_grads(hooked: bool) -> list:
+        xs = [mg.tensor(a, requires_grad=True) for a in comp.input_arrays]
+        out = comp(mg, *xs)
+        made = _intermediates(out)
+        if hooked:
+            for t in made:
+                t.register_hook(lambda g: None)  # returns None: the gradient passes unchanged
+                t.retain_grad()
+        out.sum().backward()
+        if hooked:
+            assert all(t.grad is not None for t in made)
+        return [None if x.grad is None else x.grad.data for x in xs]
+
+    for plain, full in zip(leaf_grads(False), leaf_grads(True)):
+        assert (plain is None) == (full is None)
+        if plain is not None:
+            np.testing.assert_array_equal(plain, full)
+
+
+def _intermediates(out):
+    """Every tensor in out's graph that an op made (not the leaves), out included."""
+    found, todo = {}, [out]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, mg.Tensor) and t.grad_fn is not None and id(t) not in found:
+            found[id(t)] = t
+            todo.extend(t.grad_fn.inputs)
+    return list(found.values())
+
+
 def test_pass_through_gradients_are_copied_for_each_leaf():
     a, b = mg.ones(3, requires_grad=True), mg.ones(3, requires_grad=True)
     seed = mg.tensor([1.0, 2.0, 3.0])
