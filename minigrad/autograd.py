@@ -105,6 +105,9 @@ _backward_on_tensors = True
 
 _new = object.__new__
 _NEEDS_ONE = (True,)
+# The type checks on every op call use this name, not ``np.ndarray``: Python 3.11 cannot cache
+# a lookup in NumPy's module (it defines a module __getattr__), and each one costs ~20 ns.
+_ndarray = np.ndarray
 
 
 def bump_version(t: Tensor) -> None:
@@ -182,7 +185,7 @@ class Function:
                 _grad_enabled = True
         if not isinstance(out, Tensor):  # an array (or a NumPy scalar): Tensor._wrap, inlined
             data, out = out, _new(Tensor)
-            out.data = data if type(data) is np.ndarray else np.asarray(data)
+            out.data = data if type(data) is _ndarray else np.asarray(data)
         if not _grad_enabled:
             return out
         arity = cls.arity

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from minigrad import autograd
+from minigrad.autograd import _ndarray  # np.ndarray, bound once (see there)
 from minigrad.errors import DtypeError, InplaceError, ShapeError
 
 # ----------------------------------------------------------------------------- dtypes
@@ -83,7 +84,7 @@ class Tensor:
     def _wrap(array: np.ndarray) -> Tensor:
         """Fast constructor for op results: no conversion, no checks."""
         t = _new(Tensor)
-        t.data = array if type(array) is np.ndarray else np.asarray(array)
+        t.data = array if type(array) is _ndarray else np.asarray(array)
         return t
 
     # -- autograd attributes
