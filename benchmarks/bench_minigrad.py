@@ -12,11 +12,12 @@ on the machine:  python benchmarks/bench_minigrad.py
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 
 import numpy as np
 import torch
-from timing import best_time
+from timing import race
 
 import minigrad as mg
 
@@ -72,28 +73,31 @@ def main() -> None:
     print(f"torch {torch.__version__}, numpy {np.__version__}, torch default threads = {default_threads}")
     print(f"{'case':30} {'minigrad':>12} {'torch 1 thr':>12} {'torch def':>12} {'ratio 1thr':>10} {'ratio def':>10}")
     faults = {}
+    contenders = [("minigrad", mg, default_threads), ("torch 1 thr", torch, 1), ("torch def", torch, default_threads)]
     for name, make, iters in cases:
-        t_mg, faults["minigrad", name] = timed(make(mg), iters, args.repeats)
-        torch.set_num_threads(1)
-        t_1, faults["torch 1 thr", name] = timed(make(torch), iters, args.repeats)
-        torch.set_num_threads(default_threads)
-        t_d, faults["torch def", name] = timed(make(torch), iters, args.repeats)
+        steps = [make(lib) for _, lib, _ in contenders]
+        threads = [functools.partial(torch.set_num_threads, n) for _, _, n in contenders]
+        t_mg, t_1, t_d = race(steps, iters, args.repeats, before=threads)
+        for (who, _, n), step in zip(contenders, steps):
+            torch.set_num_threads(n)
+            faults[who, name] = faults_per_call(step, iters)
         print(
             f"{name:30} {t_mg * 1e6:10.2f}us {t_1 * 1e6:10.2f}us {t_d * 1e6:10.2f}us "
             f"{t_mg / t_1:10.3f} {t_mg / t_d:10.3f}"
         )
+    torch.set_num_threads(default_threads)
     print("page faults per call (memory handed back to the OS and faulted in again):")
     for name, _, _ in cases:
-        counts = "  ".join(f"{lib} {faults[lib, name]:.1f}" for lib in ("minigrad", "torch 1 thr", "torch def"))
+        counts = "  ".join(f"{who} {faults[who, name]:.1f}" for who, _, _ in contenders)
         print(f"  {name:28} {counts}")
 
 
-def timed(step, iters: int, repeats: int) -> tuple[float, float]:
-    """best_time's seconds per call, and the minor page faults per call while it ran."""
+def faults_per_call(step, calls: int) -> float:
+    """Minor page faults per call of ``step`` (after it has been warmed up)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    seconds = best_time(step, iters, repeats)
-    calls = max(iters // 10, 1) + iters * repeats
-    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+    for _ in range(calls):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ ratios measured in one run (below 1.0: minigrad is faster).
 from __future__ import annotations
 
 import numpy as np
-from timing import best_time
+from timing import race
 
 import minigrad
 
@@ -108,9 +108,9 @@ def main() -> None:
     import mygrad
 
     print(f"minigrad {minigrad.__version__}, MyGrad {mygrad.__version__}, micrograd {micrograd.__name__}")
-    t_rnn_mg, t_rnn_my = best_time(rnn_step(minigrad), 2000, 5), best_time(rnn_step(mygrad), 2000, 5)
-    t_mlp_mg, t_mlp_my = best_time(tensor_mlp_step(minigrad), 300, 5), best_time(tensor_mlp_step(mygrad), 300, 5)
-    t_mlp_micro = best_time(micrograd_step(), 2, 3)
+    t_rnn_mg, t_rnn_my = race([rnn_step(minigrad), rnn_step(mygrad)], 2000, 5)
+    t_mlp_mg, t_mlp_my = race([tensor_mlp_step(minigrad), tensor_mlp_step(mygrad)], 300, 5)
+    (t_mlp_micro,) = race([micrograd_step()], 2, 3)
     print(f"{'case':34} {'minigrad':>11} {'MyGrad':>11} {'micrograd':>11} {'vs MyGrad':>10} {'vs micrograd':>13}")
     print(f"{'(a) RNN cell fwd+bwd':34} {t_rnn_mg * 1e6:9.1f}us {t_rnn_my * 1e6:9.1f}us {'-':>11} "
           f"{t_rnn_mg / t_rnn_my:10.2f} {'-':>13}")  # fmt: skip
