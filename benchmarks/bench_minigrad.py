@@ -23,6 +23,7 @@ import minigrad as mg
 
 
 def rnn_steps(lib):
+    """(a) for ``lib`` (minigrad or torch): the step, and the tensors it trains."""
     rng = np.random.default_rng(0)
     W_h = lib.tensor(rng.standard_normal((20, 20)).astype(np.float32), requires_grad=True)
     W_x = lib.tensor(rng.standard_normal((20, 10)).astype(np.float32), requires_grad=True)
@@ -34,10 +35,11 @@ def rnn_steps(lib):
         next_h = (lib.mm(W_h, prev_h.t()) + lib.mm(W_x, x.t())).tanh()
         next_h.sum().backward()
 
-    return step
+    return step, [W_h, W_x]
 
 
 def mlp_steps(lib, lr: float = 1e-3):
+    """(b) for ``lib``: the step, and the parameters it updates."""
     rng = np.random.default_rng(0)
     sizes = [512, 512, 512, 10]
     params = []
@@ -61,7 +63,7 @@ def mlp_steps(lib, lr: float = 1e-3):
             for p in params:
                 p -= lr * p.grad
 
-    return step
+    return step, params
 
 
 def main() -> None:
@@ -75,7 +77,7 @@ def main() -> None:
     faults = {}
     contenders = [("minigrad", mg, default_threads), ("torch 1 thr", torch, 1), ("torch def", torch, default_threads)]
     for name, make, iters in cases:
-        steps = [make(lib) for _, lib, _ in contenders]
+        steps = [make(lib)[0] for _, lib, _ in contenders]
         threads = [functools.partial(torch.set_num_threads, n) for _, _, n in contenders]
         t_mg, t_1, t_d = race(steps, iters, args.repeats, before=threads)
         for (who, _, n), step in zip(contenders, steps):

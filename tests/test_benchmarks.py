@@ -1,0 +1,41 @@
+"""The benchmark scripts: their timer, and that each case computes the same thing in both libraries."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import minigrad as mg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_minigrad
+from timing import race
+
+
+def test_race_times_each_step_and_runs_its_setup_before_each_block():
+    calls = []
+    best = race(
+        [lambda: None, lambda: time.sleep(0.002)], iters=5, repeats=3, before=[lambda: calls.append(1), None]
+    )
+    assert best[1] > 0.0015 > best[0]  # each step keeps its own best block
+    assert calls == [1, 1, 1]  # once per round, for the step that has one
+
+
+@pytest.mark.parametrize("case", [bench_minigrad.rnn_steps, bench_minigrad.mlp_steps])
+def test_each_case_does_the_same_in_minigrad_and_torch(case):
+    """Two steps from the same numbers: the same gradients, and (b) the same updated weights."""
+    results = {}
+    for lib in (mg, torch):
+        step, tensors = case(lib)
+        step()
+        step()
+        results[lib] = [(t.detach().numpy().copy(), t.grad.numpy().copy()) for t in tensors]
+    for (value, grad), (value_t, grad_t) in zip(results[mg], results[torch]):
+        np.testing.assert_allclose(value, value_t, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(grad, grad_t, rtol=1e-3, atol=1e-5)
