@@ -20,9 +20,7 @@ from timing import race
 
 def test_race_times_each_step_and_runs_its_setup_before_each_block():
     calls = []
-    best = race(
-        [lambda: None, lambda: time.sleep(0.002)], iters=5, repeats=3, before=[lambda: calls.append(1), None]
-    )
+    best = race([lambda: None, lambda: time.sleep(0.002)], iters=5, repeats=3, before=[lambda: calls.append(1), None])
     assert best[1] > 0.0015 > best[0]  # each step keeps its own best block
     assert calls == [1, 1, 1]  # once per round, for the step that has one
 
