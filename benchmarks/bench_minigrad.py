@@ -76,9 +76,9 @@ def main() -> None:
     print(f"{'case':30} {'minigrad':>12} {'torch 1 thr':>12} {'torch def':>12} {'ratio 1thr':>10} {'ratio def':>10}")
     faults = {}
     contenders = [("minigrad", mg, default_threads), ("torch 1 thr", torch, 1), ("torch def", torch, default_threads)]
+    threads = [functools.partial(torch.set_num_threads, n) for _, _, n in contenders]
     for name, make, iters in cases:
         steps = [make(lib)[0] for _, lib, _ in contenders]
-        threads = [functools.partial(torch.set_num_threads, n) for _, _, n in contenders]
         t_mg, t_1, t_d = race(steps, iters, args.repeats, before=threads)
         for (who, _, n), step in zip(contenders, steps):
             torch.set_num_threads(n)
