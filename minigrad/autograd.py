@@ -150,6 +150,9 @@ class Function:
     _retained = None
     # A plain node needs only its backward formula run on arrays: a built-in op (``Op`` sets
     # this) with no hooks and no retain_grad. Anything else takes the engine's full visit.
+    # It could be derived (on_arrays, _hooks, _retained), but one attribute read per node
+    # instead of three saves ~0.25 µs on the RNN example; register_hook and retain_grad clear
+    # it (and it stays cleared after a hook's removal: the full visit is then merely slower).
     _plain = False
     _sequence_nr = 0  # creation order: a node's inputs were always made before it
 
