@@ -1,34 +1,29 @@
 """Checkpoints that resume exactly: ``checkpoint-<step>/`` folders inside the run directory.
 
-A checkpoint of the native or Accelerate loop holds the runtime's state (model, optimizer,
-scheduler, RNG states: ``Runtime.save_state``) and ``progress.json`` (epoch, position in the
-epoch, optimizer steps, history so far). It is written into a temporary folder and renamed into
-place, and ``progress.json`` is written last, so a crash while saving never leaves a checkpoint
-that looks whole. The Trainer writes its own ``checkpoint-<step>/`` folders (same names), which
-count as whole when their ``trainer_state.json`` is there.
+Every checkpoint, whichever loop wrote it, ends with ``progress.json``: the run's configuration,
+the size and SHA-256 of every file in the folder and, for the native and Accelerate loops, the
+position in training (epoch, batch, optimizer steps, history so far). Our loops write the folder
+under a temporary name and rename it into place; the Trainer writes its folder in place and we add
+``progress.json`` after it (a ``TrainerCallback``). Either way a folder without ``progress.json``
+was cut off while being written: ``latest`` does not see it, and the next run removes it.
+Resuming checks the files against their recorded hashes and the configuration against the
+current one before any work starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune.config import ConfigError
+from finetune.config import ConfigError, differing_settings
 
 PREFIX = "checkpoint-"
 PROGRESS_FILE = "progress.json"
-TRAINER_STATE_FILE = "trainer_state.json"
-
-
-def is_complete(path: Path) -> bool:
-    """A checkpoint folder that was written to the end (by our loops or by the Trainer)."""
-    if (path / PROGRESS_FILE).is_file():
-        progress = json.loads((path / PROGRESS_FILE).read_text())
-        return all((path / name).exists() for name in progress.get("files", []))
-    return (path / TRAINER_STATE_FILE).is_file()
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -43,8 +38,72 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
-    """``latest``: the newest whole checkpoint in ``output_dir``; a path: that checkpoint, checked."""
+def is_complete(path: Path) -> bool:
+    """A checkpoint folder written to the end: its ``progress.json`` is there (it comes last)."""
+    return (path / PROGRESS_FILE).is_file()
+
+
+def remove_incomplete(output_dir: Path) -> list[Path]:
+    """Delete what a crash while saving left behind: temporary folders and checkpoints without
+    ``progress.json``. Returns what was removed."""
+    if not output_dir.is_dir():
+        return []
+    stale = [p for p in output_dir.glob(f".{PREFIX}*.tmp") if p.is_dir()]
+    stale += [p for _, p in list_checkpoints(output_dir) if not is_complete(p)]
+    for p in stale:
+        shutil.rmtree(p)
+    return stale
+
+
+def file_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``directory`` (``progress.json`` aside)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != PROGRESS_FILE)
+    return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}
+
+
+def sha256_of(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_progress(directory: Path, config: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
+    """Seal a checkpoint folder: ``progress.json`` with the config and the files' hashes, written
+    beside its place and renamed in, so it is whole or absent."""
+    record = {"config": config, "files": file_manifest(directory), **(progress or {})}
+    tmp = directory / f".{PROGRESS_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, directory / PROGRESS_FILE)
+
+
+def read_progress(path: Path) -> dict[str, Any]:
+    """The checkpoint's record, after checking that every file is as it was written."""
+    try:
+        record = json.loads((path / PROGRESS_FILE).read_text())
+        files, config = record["files"], record["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ConfigError(
+            f"{path / PROGRESS_FILE} is damaged (not the JSON finetune writes): resume from another checkpoint"
+        ) from None
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            raise ConfigError(f"checkpoint {path} lacks {name}: resume from another checkpoint")
+        if file.stat().st_size != expected["bytes"] or sha256_of(file) != expected["sha256"]:
+            raise ConfigError(
+                f"{file} is damaged (it differs from what was written: {file.stat().st_size} bytes, "
+                f"{expected['bytes']} recorded): resume from another checkpoint"
+            )
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path / PROGRESS_FILE} is damaged: it records no configuration")
+    return record
+
+
+def resolve_resume(resume: str | None, output_dir: Path, config: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume: ``latest`` (the newest whole one in ``output_dir``) or a path;
+    checked whole, undamaged, and made with the same run-changing settings as ``config``."""
     if resume is None:
         return None
     if resume == "latest":
@@ -54,16 +113,29 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
                 f"--resume-from-checkpoint latest: no usable checkpoint-<step>/ in {output_dir} "
                 "(train with --save-steps N to write them)"
             )
-        return whole[-1]
-    path = Path(resume)
-    if not path.is_dir():
-        raise ConfigError(f"--resume-from-checkpoint: no checkpoint folder {path}")
-    if not is_complete(path):
-        raise ConfigError(f"--resume-from-checkpoint: {path} is incomplete (the run died while saving it)")
+        path = whole[-1]
+    else:
+        path = Path(resume)
+        if not path.is_dir():
+            raise ConfigError(f"--resume-from-checkpoint: no checkpoint folder {path}")
+        if not is_complete(path):
+            raise ConfigError(
+                f"--resume-from-checkpoint: {path} is not a finetune checkpoint (no {PROGRESS_FILE}): pass a "
+                "checkpoint-<step>/ folder of a run, or latest"
+            )
+    saved = read_progress(path)["config"]
+    differences = differing_settings(saved, config)
+    if differences:
+        raise ConfigError(
+            f"cannot resume {path} with other settings: {'; '.join(differences)}: resume with the checkpoint's "
+            "settings, or start a new run"
+        )
     return path
 
 
-def save_checkpoint(runtime: Any, output_dir: Path, step: int, progress: dict[str, Any], limit: int | None) -> Path:
+def save_checkpoint(
+    runtime: Any, output_dir: Path, step: int, config: dict[str, Any], progress: dict[str, Any], limit: int | None
+) -> Path:
     """Write ``checkpoint-<step>`` atomically; keep only the newest ``limit`` checkpoints."""
     final = output_dir / f"{PREFIX}{step}"
     tmp = output_dir / f".{PREFIX}{step}.tmp"
@@ -71,10 +143,10 @@ def save_checkpoint(runtime: Any, output_dir: Path, step: int, progress: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     runtime.wait_for_everyone()
-    files = runtime.save_state(tmp)
+    runtime.save_state(tmp)
     runtime.wait_for_everyone()
     if runtime.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps({**progress, "files": files}, indent=1))
+        write_progress(tmp, config, progress)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from finetune.config import LOOPS, POOLINGS, PRECISIONS, STRATEGIES, ConfigError, TrainConfig
 from finetune.data import DataError
-from finetune.loop import NonFiniteLossError
+from finetune.interrupt import TrainingInterruptedError
+from finetune.loop import NonFiniteError
 from finetune.modeling import ModelError
-from finetune.tasks import TASKS, UnknownTaskError
+from finetune.tasks import TASKS, UnknownTaskError, get_task
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)
-RUN_ERRORS = (NonFiniteLossError,)  # the run itself went wrong: exit 1, one line
+RUN_ERRORS = (NonFiniteError,)  # the run itself went wrong: exit 1, one line
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,20 +75,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_run(checkpoint: Path) -> dict:
+    """The run's results.json ({} for a model folder without one); a damaged one is refused."""
     path = checkpoint / "results.json"
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"no checkpoint directory {checkpoint}")
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        run = json.loads(path.read_text())
+        run["config"]["task"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{path} is damaged (not the JSON finetune train writes): train the run again") from None
+    return run
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from finetune.predict import evaluate_checkpoint
 
-    run = _read_run(Path(args.checkpoint))
-    task = args.task or run.get("config", {}).get("task")
+    config = _read_run(Path(args.checkpoint)).get("config", {})
+    trained_on = config.get("task")
+    if args.task and trained_on and get_task(args.task).name != trained_on:
+        raise ConfigError(
+            f"{args.checkpoint} was trained on {trained_on}, not {args.task}: drop --task or pass another run"
+        )
+    task = args.task or trained_on
     if task is None:
         raise ConfigError(f"{args.checkpoint} has no results.json naming its task: pass --task")
-    data_dir = args.data_dir or run.get("config", {}).get("data_dir")
+    data_dir = args.data_dir or config.get("data_dir")
     metrics = evaluate_checkpoint(args.checkpoint, task, args.split, data_dir, args.max_eval_samples)
     print(json.dumps({"checkpoint": args.checkpoint, "task": task, "split": args.split, **(metrics or {})}, indent=2))
     return 0
@@ -96,7 +110,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from finetune.predict import predict
 
-    _read_run(Path(args.checkpoint))
+    task = _read_run(Path(args.checkpoint)).get("config", {}).get("task")
+    if task is not None:
+        wanted = len(get_task(task).text_columns)
+        if len(args.sentences) != wanted:
+            kind = "a sentence pair: give two sentences" if wanted == 2 else "one sentence"
+            raise ConfigError(f"{task} takes {kind}, got {len(args.sentences)}")
     label, probability = predict(args.checkpoint, args.sentences)
     print(json.dumps({"label": label, "probability": round(probability, 4)}))
     return 0
@@ -170,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except RUN_ERRORS as e:
         print(f"finetune {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterruptedError as e:
+        print(f"finetune {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("finetune: interrupted", file=sys.stderr)
         return 130

@@ -7,8 +7,11 @@ a frozen base with only a head to train wants a far larger learning rate than fu
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 LOOPS = ("native", "trainer", "accelerate")
 STRATEGIES = ("full", "partial", "head")
@@ -71,6 +74,7 @@ class TrainConfig:
         return dataclasses.replace(self, **filled)
 
     def validate(self) -> None:
+        """Refuse any value that cannot work, naming the option and how to fix it (ConfigError)."""
         for name, allowed in (
             ("loop", LOOPS),
             ("strategy", STRATEGIES),
@@ -83,19 +87,55 @@ class TrainConfig:
         from finetune.tasks import get_task
 
         get_task(self.task)  # raises UnknownTaskError for an unknown name
-        positive = ("epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size", "logging_steps")
-        for name in positive:
+        for name, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+        for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("max_train_samples", "max_eval_samples", "freeze_layers", "save_steps", "save_total_limit"):
+                raise ConfigError(f"{flag(name)} must be positive, got {value}")
+        for name in ("freeze_layers", "weight_decay"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+                raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.freeze_layers is not None and self.strategy != "partial":
             raise ConfigError("--freeze-layers only applies to --strategy partial")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
+        if self.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps: torch sees no Apple GPU here: use --device cpu (or auto)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Options that must be > 0 when given.
+POSITIVE = (
+    "epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size", "logging_steps",
+    "max_grad_norm", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit",
+)  # fmt: skip
+
+# The settings that change what a run computes. A checkpoint may only be resumed with the same
+# ones, and ``finetune report`` pools only runs that agree on all of them but the seed. (Where the
+# data lives, the output directory, logging, progress bars and checkpointing do not change it.)
+RUN_SETTINGS = (
+    "task", "loop", "strategy", "freeze_layers", "model", "pooling", "epochs", "batch_size", "lr",
+    "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps", "max_length", "pad_to_max_length",
+    "group_by_length", "seed", "max_train_samples", "max_eval_samples", "mixed_precision",
+)  # fmt: skip
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a TrainConfig field: ``max_length`` -> ``--max-length``."""
+    return "--" + name.replace("_", "-")
+
+
+def differing_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``--lr 5e-05 (then) vs 0.001 (now)`` for each run-changing setting on which two configs differ."""
+    return [
+        f"{flag(k)} {before.get(k)} (then) vs {now.get(k)} (now)" for k in RUN_SETTINGS if before.get(k) != now.get(k)
+    ]

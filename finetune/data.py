@@ -84,10 +84,27 @@ def _columns(rows: list[dict[str, Any]], spec: GlueTask) -> dict[str, list]:
 
 
 def _read_tsv(path: Path) -> list[list[str]]:
+    """The rows of a tab-separated file (UTF-8, an optional byte-order mark, no quoting)."""
     if not path.is_file():
         raise DataError(f"missing data file {path}: the GLUE folder is incomplete")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: bytes that are not UTF-8: the file is damaged or in another encoding"
+        ) from None
+    return list(csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def _label(spec: GlueTask, raw: str, path: Path, line: int) -> int | float:
@@ -105,11 +122,16 @@ def _label(spec: GlueTask, raw: str, path: Path, line: int) -> int | float:
 
 
 def _read_mrpc(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
-    """MRPC as GLUE builds it: validation = the train-file rows whose ID pair is in dev_ids.tsv."""
+    """MRPC as GLUE builds it: validation = the train-file rows whose ID pair is in dev_ids.tsv.
+    The original files end with a newline, so one that does not was cut off."""
     dev_path = folder / spec.files["validation"]
-    dev_ids = {tuple(r) for r in _read_tsv(dev_path) if r}
-    if any(len(pair) != 2 for pair in dev_ids):
-        raise DataError(f"{dev_path}: expected two tab-separated IDs per line")
+    dev_rows = [r for r in _read_tsv(dev_path) if r]
+    if not dev_rows:
+        raise DataError(f"{dev_path}: empty: it should list the validation split's ID pairs, two per line")
+    for line, pair in enumerate(dev_rows, start=1):
+        if len(pair) != 2:
+            raise DataError(f"{dev_path}:{line}: expected two tab-separated IDs per line, found {len(pair)} fields")
+    dev_ids = {tuple(r) for r in dev_rows}
 
     def rows(path: Path) -> Iterator[tuple[tuple[str, str], dict]]:
         table = _read_tsv(path)
@@ -117,14 +139,25 @@ def _read_mrpc(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
         expected = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
         if header != expected:
             raise DataError(f"{path}: header {header} is not MRPC's {expected}")
+        if len(table) < 2:
+            raise DataError(f"{path}: no rows after the header: the file is empty or cut off")
+        if _ends_mid_line(path):
+            raise DataError(f"{path}:{len(table)}: the file ends mid-line: it was cut off, copy it again")
         for line, r in enumerate(table[1:], start=2):
             if len(r) != 5:
                 raise DataError(f"{path}:{line}: expected 5 tab-separated fields, found {len(r)}")
             yield (r[1], r[2]), {"sentence1": r[3], "sentence2": r[4], "label": _label(spec, r[0], path, line)}
 
-    train, validation = [], []
+    train, validation, found = [], [], set()
     for ids, row in rows(folder / spec.files["train"]):
         (validation if ids in dev_ids else train).append(row)
+        found.add(ids)
+    missing = sorted(dev_ids - found)
+    if missing:
+        raise DataError(
+            f"{dev_path}: {len(missing)} ID pairs (first: {' '.join(missing[0])}) are not in "
+            f"{spec.files['train']}: the two files do not belong together"
+        )
     test = [row for _, row in rows(folder / spec.files["test"])]
     return {"train": train, "validation": validation, "test": test}
 
@@ -157,10 +190,13 @@ def _read_generic(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
                 continue
             needed = max([*text_idx, label_idx if label_idx is not None else 0])
             if len(r) <= needed:
-                raise DataError(f"{path}:{line}: expected at least {needed + 1} tab-separated fields, found {len(r)}")
+                cut = " (the file ends mid-line: it was cut off)" if r is body[-1] and _ends_mid_line(path) else ""
+                raise DataError(f"{path}:{line}: expected at least {needed + 1} fields, found {len(r)}{cut}")
             row = {c: r[i] for c, i in zip(spec.text_columns, text_idx)}
             row["label"] = _label(spec, r[label_idx], path, line) if label_idx is not None else -1
             rows.append(row)
+        if not rows:
+            raise DataError(f"{path}: no data rows: the file is empty or cut off")
         splits[split] = rows
     return splits
 
@@ -254,13 +290,18 @@ def make_dataloader(
     group_by_length: bool = False,
 ) -> DataLoader:
     """A DataLoader whose order is fixed by (seed, epoch): call ``loader.sampler.set_epoch``
-    (or the batch sampler's) at each epoch, as for a DistributedSampler."""
+    (or the batch sampler's) at each epoch, as for a DistributedSampler.
+
+    It has its own ``generator``: without one, every ``iter(loader)`` draws a seed from the global
+    torch RNG, so a run resumed mid-epoch (RNG restored, then a new iterator) would shift every
+    dropout mask after the resume."""
+    generator = torch.Generator().manual_seed(seed)
     if shuffle and group_by_length:
         lengths = [len(ids) for ids in dataset["input_ids"]]
         sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=generator)
     sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

@@ -92,14 +92,24 @@ class AccelerateRuntime:
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(loss)  # divides by the accumulation steps itself
 
-    def clip_and_step(self, params: list[torch.nn.Parameter], optimizer: Any, max_norm: float) -> None:
-        self.accelerator.clip_grad_norm_(params, max_norm)
+    def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> float | None:
+        """Clip the (synchronised) gradients; their norm before clipping, None under fp16 loss scaling."""
+        norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
+        return None if self.accelerator.scaler is not None else norm
+
+    def optimizer_step(self, optimizer: Any) -> None:
         optimizer.step()
 
     def all_finite(self, loss: torch.Tensor) -> bool:
         """True only if the loss is finite on every process, so all of them stop together."""
         flags = self.accelerator.gather(torch.isfinite(loss).reshape(1).float())
         return bool(flags.min() > 0)
+
+    def any_process(self, flag: bool) -> bool:
+        """True if ``flag`` is set on any process (a signal may reach them at different steps)."""
+        if self.world_size == 1:
+            return flag
+        return bool(self.accelerator.gather(torch.tensor([float(flag)], device=self.device)).max() > 0)
 
     def gather_for_metrics(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.gather_for_metrics(tensor)
@@ -110,9 +120,8 @@ class AccelerateRuntime:
     def wait_for_everyone(self) -> None:
         self.accelerator.wait_for_everyone()
 
-    def save_state(self, directory: Path) -> list[str]:
+    def save_state(self, directory: Path) -> None:
         self.accelerator.save_state(str(directory))
-        return ["model.safetensors", "optimizer.bin", "scheduler.bin"]
 
     def load_state(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))

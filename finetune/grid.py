@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from finetune.config import TrainConfig
+from finetune.config import ConfigError, TrainConfig
 
 GRID = [("native", "full"), ("native", "partial"), ("native", "head"), ("trainer", "full")]
 
@@ -27,6 +27,10 @@ def run_grid(
     """Train every missing run of the grid; return the results.json paths written."""
     from finetune.train import train
 
+    names = [f"{loop}-{strategy}" for loop, strategy in GRID]
+    unknown = [name for name in only or [] if name not in names]
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)}: not in the grid; choose from {', '.join(names)}")
     written = []
     for seed in seeds:
         for loop, strategy in GRID:

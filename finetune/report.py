@@ -8,9 +8,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from finetune.config import ConfigError
+from finetune.config import RUN_SETTINGS, ConfigError
 
-GROUP_KEYS = ("task", "loop", "strategy", "pooling")
+# Runs are pooled only when every setting that changes the result agrees (all but the seed).
+GROUP_KEYS = tuple(k for k in RUN_SETTINGS if k != "seed")
+SHOWN = ("task", "loop", "strategy", "pooling", "epochs")  # the table's first columns
 
 
 def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -21,12 +23,23 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
             raise ConfigError(f"no such run directory {path}")
         files = [path / "results.json"] if (path / "results.json").exists() else sorted(path.rglob("results.json"))
         for f in files:
-            run = json.loads(f.read_text())
+            run = _read_results(f)
             run["_dir"] = str(f.parent)
             runs.append(run)
     if not runs:
         raise ConfigError(f"no results.json under {', '.join(map(str, paths))}: pass run directories")
     return runs
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """One run's results.json, refused in one line when it is empty, damaged or not a run's."""
+    try:
+        run = json.loads(path.read_text())
+        if not isinstance(run, dict) or not isinstance(run.get("config"), dict) or "history" not in run:
+            raise KeyError
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
+        raise ConfigError(f"{path} is empty or damaged (not a results.json of finetune train): remove it") from None
+    return run
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -36,11 +49,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def group_runs(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+def group_runs(runs: list[dict[str, Any]], keys: tuple[str, ...] = GROUP_KEYS) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs keyed by their values of ``keys`` (missing settings count as None)."""
     groups: dict[tuple, list] = defaultdict(list)
     for run in runs:
-        groups[tuple(run["config"].get(k) for k in GROUP_KEYS)].append(run)
-    return dict(sorted(groups.items()))
+        groups[tuple(run["config"].get(k) for k in keys)].append(run)
+    return dict(sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))))
 
 
 def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
@@ -51,18 +65,36 @@ def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
     return f"{m:.1f} ± {s:.1f}" if len(values) > 1 else f"{m:.1f}"
 
 
+def _data_cell(run: dict[str, Any]) -> str:
+    """The training-set size, marked when the run used only part of the data."""
+    c = run["config"]
+    size = run.get("train_examples") or c.get("max_train_samples")
+    text = f"{size:,}" if size else "all"
+    subset = [f"{n} train" for n in [c.get("max_train_samples")] if n] + [
+        f"{n} eval" for n in [c.get("max_eval_samples")] if n
+    ]
+    return f"{text} (subset: {', '.join(subset)})" if subset else text
+
+
 def markdown_table(runs: list[dict[str, Any]]) -> str:
-    """One row per task x loop x strategy x pooling: metrics as mean ± sample std over seeds (%)."""
+    """One row per setting (every run-changing option but the seed): metrics as mean ± sample
+    std over seeds (%). Settings beyond the first columns that vary between rows get a column."""
     names = ("accuracy", "f1", "matthews", "pearson", "spearman")
     metrics = [m for m in names if any(m in (r.get("validation") or {}) for r in runs)]
-    header = ["task", "loop", "strategy", "pooling", "seeds"]
+    groups = group_runs(runs)
+    varying = [k for i, k in enumerate(GROUP_KEYS) if k not in SHOWN and len({str(key[i]) for key in groups}) > 1]
+    header = [*SHOWN, "train examples", *(["other settings"] if varying else []), "seeds"]
     header += [f"val {m}" for m in metrics] + [f"test {m}" for m in metrics]
     header += ["trainable params", "train time (s)", "samples/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, group in group_runs(runs).items():
+    for key, group in groups.items():
+        setting = dict(zip(GROUP_KEYS, key))
         time_m, _ = mean_std([r["train_runtime_s"] for r in group])
         speed_m, _ = mean_std([r["train_samples_per_second"] for r in group])
-        row = [*map(str, key), str(len(group))]
+        row = [*(str(setting[k]) for k in SHOWN), _data_cell(group[0])]
+        if varying:
+            row.append(", ".join(f"{k}={setting[k]}" for k in varying))
+        row.append(str(len(group)))
         row += [_cell(group, "validation", m) for m in metrics] + [_cell(group, "test", m) for m in metrics]
         row += [f"{group[0]['trainable_params']:,}", f"{time_m:.0f}", f"{speed_m:.1f}"]
         lines.append("| " + " | ".join(row) + " |")
@@ -70,25 +102,27 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
 
 
 def loop_agreement(runs: list[dict[str, Any]], metric: str = "accuracy") -> str:
-    """For each setting run with both the native loop and the Trainer: the difference of their
-    mean validation ``metric`` against two standard errors of that difference."""
-    by_loop: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        c = run["config"]
-        value = (run.get("validation") or {}).get(metric)
-        if value is not None:
-            by_loop[(c["task"], c["strategy"], c.get("pooling"))][c["loop"]].append(value * 100)
+    """For each setting run with both the native loop and the Trainer (all else equal but the
+    seed): the difference of their mean validation ``metric`` against two standard errors of it."""
+    keys = tuple(k for k in GROUP_KEYS if k != "loop")
     lines = []
-    for (task, strategy, pooling), loops in sorted(by_loop.items()):
-        a, b = loops.get("native", []), loops.get("trainer", [])
+    for key, group in group_runs(runs, keys).items():
+        by_loop: dict[str, list[float]] = defaultdict(list)
+        for run in group:
+            value = (run.get("validation") or {}).get(metric)
+            if value is not None:
+                by_loop[run["config"]["loop"]].append(value * 100)
+        a, b = by_loop.get("native", []), by_loop.get("trainer", [])
         if len(a) < 2 or len(b) < 2:
             continue
         (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
         se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
         verdict = "agree" if abs(ma - mb) <= 2 * se else "differ"
+        setting = dict(zip(keys, key))
         lines.append(
-            f"- {task}/{strategy}/{pooling}: native {ma:.1f} vs Trainer {mb:.1f} validation {metric} "
-            f"(n={len(a)}/{len(b)}): difference {ma - mb:+.1f}, two standard errors {2 * se:.1f}: {verdict}"
+            f"- {setting['task']}/{setting['strategy']}/{setting['pooling']}: native {ma:.1f} vs Trainer {mb:.1f} "
+            f"validation {metric} (n={len(a)}/{len(b)}): difference {ma - mb:+.1f}, two standard errors "
+            f"{2 * se:.1f}: {verdict}"
         )
     return "\n".join(lines)
 
@@ -124,7 +158,8 @@ def plot_metric_vs_time(runs: list[dict[str, Any]], path: Path) -> None:
         for key, group in group_runs(runs).items():
             xs = [r["train_runtime_s"] / 60 for r in group]
             ys = [(r.get("validation") or {}).get(metric, float("nan")) * 100 for r in group]
-            ax.scatter(xs, ys, label=f"{key[1]}/{key[2]} ({key[3]})", s=30)
+            setting = dict(zip(GROUP_KEYS, key))
+            ax.scatter(xs, ys, label=f"{setting['loop']}/{setting['strategy']} ({setting['pooling']})", s=30)
         ax.set(xlabel="training time (min)", ylabel=f"validation {metric} (%)", title=f"Validation {metric} vs time")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

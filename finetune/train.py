@@ -16,22 +16,24 @@ import torch
 from datasets import DatasetDict
 from transformers import set_seed
 
-from finetune.checkpoint import list_checkpoints, resolve_resume
-from finetune.config import ConfigError, TrainConfig
-from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
+from finetune.checkpoint import resolve_resume
+from finetune.config import TrainConfig
+from finetune.data import load_glue, make_collator, make_dataloader, resolve_data_dir, tokenize_glue
 from finetune.distributed import check_single_process_loop
-from finetune.loop import NativeRuntime, evaluate, pick_device, train_loop
+from finetune.interrupt import StopRequest
+from finetune.loop import NativeRuntime, check_finite_weights, evaluate, pick_device, train_loop
 from finetune.modeling import (
     apply_freezing,
+    check_max_length,
+    check_tokenizer,
     count_parameters,
     default_model_path,
     load_model,
     load_tokenizer,
     model_source,
 )
+from finetune.rundir import RESULTS_FILE, RunDirectory
 from finetune.tasks import get_task, test_split, validation_split
-
-RESULTS_FILE = "results.json"
 
 
 def default_output_dir(cfg: TrainConfig) -> Path:
@@ -43,25 +45,6 @@ def default_output_dir(cfg: TrainConfig) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
-
-
-def check_output_dir(path: Path, overwrite: bool, resuming: bool) -> None:
-    """Refuse to overwrite another run (or any non-empty directory) unless asked to. Resuming
-    needs the directory of the interrupted run (checkpoints, no results.json yet)."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output directory {path} exists and is a file: choose another --output-dir")
-    if overwrite or not path.is_dir():
-        return
-    if (path / RESULTS_FILE).exists():
-        raise ConfigError(
-            f"output directory {path} already holds another run's results.json: choose another --output-dir "
-            "or pass --overwrite-output-dir"
-        )
-    if not resuming and any(path.iterdir()):
-        raise ConfigError(
-            f"output directory {path} is not empty: choose another --output-dir, pass --overwrite-output-dir, "
-            "or --resume-from-checkpoint latest to continue the run there"
-        )
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -107,14 +90,20 @@ def device_description(device: torch.device) -> str:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one fine-tuning and return the dict also written to ``<output_dir>/results.json``."""
+    """Run one fine-tuning and return the dict also written to ``<output_dir>/results.json``.
+
+    Every input is checked before training starts (ConfigError, DataError, ModelError); a
+    non-finite loss, gradient or weight stops it (NonFiniteError), SIGTERM or Ctrl-C too, after a
+    checkpoint (TrainingInterruptedError)."""
     cfg = config.resolved()
     task = get_task(cfg.task)
     check_single_process_loop(cfg.loop)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
-    check_output_dir(output_dir, cfg.overwrite_output_dir, resuming=cfg.resume_from_checkpoint is not None)
-    resume = resolve_resume(cfg.resume_from_checkpoint, output_dir)
     cfg.output_dir = str(output_dir)
+    data_root = resolve_data_dir(cfg.data_dir)
+    cfg.data_dir = str(data_root.resolve()) if data_root else None  # recorded, so the run can be evaluated again
+    run_dir = RunDirectory(output_dir, cfg.overwrite_output_dir, resuming=cfg.resume_from_checkpoint is not None)
+    resume = resolve_resume(cfg.resume_from_checkpoint, run_dir.work, cfg.to_dict())
     set_seed(cfg.seed)
 
     # raw data and model first: bad input fails before any long work
@@ -122,6 +111,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model_path = cfg.model or default_model_path()
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, task, cfg.pooling)
+    check_tokenizer(tokenizer, model, model_path)
+    check_max_length(cfg.max_length, tokenizer, model, task)
     frozen_layers = apply_freezing(model, cfg.strategy, cfg.freeze_layers)
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -147,63 +138,68 @@ def train(config: TrainConfig) -> dict[str, Any]:
         runtime = NativeRuntime(device, cfg.mixed_precision, cfg.grad_accum_steps)
     is_main = runtime.is_main_process
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.overwrite_output_dir and resume is None:  # a fresh run: stale checkpoints must not be resumed
-            for _, old in list_checkpoints(output_dir):
-                shutil.rmtree(old)
+        run_dir.open(fresh=resume is None)
+    try:
+        with StopRequest() as stop:
+            if cfg.loop == "trainer":
+                from finetune.trainer_loop import train_with_trainer
 
-    if cfg.loop == "trainer":
-        from finetune.trainer_loop import train_with_trainer
+                trainer, loop = train_with_trainer(
+                    model, tokenizer, data["train"], loader(val_name), collator, task, cfg, str(run_dir.work),
+                    device, resume_from=resume, stop=stop,
+                )  # fmt: skip
+                model, is_main = trainer.model, trainer.is_world_process_zero()
+                world_size = trainer.args.world_size
+                distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
+            else:
+                train_loader, eval_loader = loader("train", True), loader(val_name)
+                loop = train_loop(model, train_loader, eval_loader, task, cfg, runtime, run_dir.work, resume, stop)
+                world_size, distributed_type = runtime.world_size, runtime.distributed_type
 
-        trainer, loop = train_with_trainer(
-            model, tokenizer, data["train"], data[val_name], collator, task, cfg, str(output_dir),
-            use_cpu=device.type == "cpu", resume_from=resume,
-        )  # fmt: skip
-        model, is_main = trainer.model, trainer.is_world_process_zero()
-        world_size, distributed_type = trainer.args.world_size, str(trainer.accelerator.distributed_type).split(".")[-1]
-    else:
-        loop = train_loop(model, loader("train", True), loader(val_name), task, cfg, runtime, output_dir, resume)
-        world_size, distributed_type = runtime.world_size, runtime.distributed_type
-
-    # final evaluation of the last-epoch model, the same code for every loop
-    eval_runtime = NativeRuntime(device, "no", 1) if cfg.loop == "trainer" else runtime
-    finals = {}
-    for split, name in (("validation", val_name), ("test", test_name)):
-        eval_loader = loader(name)
+        # final evaluation of the last-epoch model, the same code for every loop
+        eval_runtime = NativeRuntime(device, "no", 1) if cfg.loop == "trainer" else runtime
+        finals = {}
+        for split, name in (("validation", val_name), ("test", test_name)):
+            eval_loader = loader(name)
+            if cfg.loop == "accelerate":
+                eval_loader = runtime.accelerator.prepare(eval_loader)
+            finals[split] = evaluate(model, eval_loader, task, eval_runtime)
         if cfg.loop == "accelerate":
-            eval_loader = runtime.accelerator.prepare(eval_loader)
-        finals[split] = evaluate(model, eval_loader, task, eval_runtime)
-    if cfg.loop == "accelerate":
-        model = runtime.unwrap(model)
-    moved = [
-        n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])
-    ]
-    if moved:
-        raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
+            model = runtime.unwrap(model)
+        moved = [
+            n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])
+        ]
+        if moved:
+            raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
 
-    results = {
-        "config": cfg.to_dict(),
-        "versions": versions(),
-        "device": device_description(device),
-        "world_size": world_size,
-        "distributed_type": distributed_type,
-        "model": {**model_source(model_path), "class": type(model).__name__},
-        "trainable_params": trainable,
-        "total_params": total,
-        "frozen_encoder_layers": frozen_layers,
-        "history": loop.history,
-        "optimizer_steps": loop.optimizer_steps,
-        "resumed_from": loop.resumed_from,
-        "train_runtime_s": round(loop.train_runtime_s, 3),
-        "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
-        "batches_seen_per_process": loop.batches_seen,
-        "validation": finals["validation"],
-        "test": finals["test"],
-    }
-    if is_main:
-        save_run(model, tokenizer, results, output_dir)
-    if cfg.loop == "accelerate":
-        runtime.wait_for_everyone()
+        results = {
+            "config": cfg.to_dict(),
+            "versions": versions(),
+            "device": device_description(device),
+            "world_size": world_size,
+            "distributed_type": distributed_type,
+            "model": {**model_source(model_path), "class": type(model).__name__},
+            "trainable_params": trainable,
+            "total_params": total,
+            "frozen_encoder_layers": frozen_layers,
+            "train_examples": len(data["train"]),
+            "history": loop.history,
+            "optimizer_steps": loop.optimizer_steps,
+            "resumed_from": loop.resumed_from,
+            "train_runtime_s": round(loop.train_runtime_s, 3),
+            "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
+            "batches_seen_per_process": loop.batches_seen,
+            "validation": finals["validation"],
+            "test": finals["test"],
+        }
+        if is_main:
+            check_finite_weights(model, loop.optimizer_steps)
+            save_run(model, tokenizer, results, run_dir.work)
+            run_dir.finish()
+        if cfg.loop == "accelerate":
+            runtime.wait_for_everyone()
+    finally:
+        run_dir.close()
     return results
 
 

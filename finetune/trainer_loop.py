@@ -1,5 +1,7 @@
 """The same fine-tuning through the Hugging Face ``Trainer``, with the same hyperparameters,
-freezing and metrics as the native loop, so the two can be compared run for run."""
+freezing, evaluation code and safety checks as the native loop, so the two can be compared run for
+run. The Trainer's own per-epoch evaluation is off: a callback runs the native loop's ``evaluate``,
+so the last epoch's validation and the final validation are one computation."""
 
 from __future__ import annotations
 
@@ -9,14 +11,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from torch.utils.data import DataLoader
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
+from finetune.checkpoint import PREFIX, write_progress
 from finetune.config import TrainConfig
-from finetune.loop import LoopResult, autocast_dtype
-from finetune.metrics import compute_metrics
+from finetune.interrupt import StopRequest, TrainingInterruptedError
+from finetune.loop import (
+    LoopResult,
+    NativeRuntime,
+    NonFiniteError,
+    autocast_dtype,
+    check_finite_weights,
+    evaluate,
+    format_metrics,
+)
 from finetune.tasks import GlueTask
 
 
@@ -33,7 +51,8 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "max_grad_norm": cfg.max_grad_norm,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "lr_scheduler_type": "linear",
-        "eval_strategy": "epoch",
+        "eval_strategy": "no",  # FinetuneCallback evaluates with the native loop's code instead
+        "logging_nan_inf_filter": False,  # a NaN loss must stop the run, not be averaged away
         "save_strategy": "steps" if cfg.save_steps else "no",
         "logging_strategy": "steps",
         "logging_steps": cfg.logging_steps,
@@ -63,42 +82,95 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
     return TrainingArguments(**kwargs)
 
 
+class CheckedTrainer(Trainer):
+    """The Trainer, stopping (before the optimizer step) when the training loss is not finite."""
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss).all()):
+            raise NonFiniteError(
+                f"step {self.state.global_step + 1}: the training loss is {float(loss)}; stopped before the "
+                "optimizer step, the last checkpoint is good: lower --lr"
+            )
+        return loss
+
+
+class FinetuneCallback(TrainerCallback):
+    """What the Trainer is made to do as the native loop does: evaluate after each epoch with the
+    same code (the result goes into the Trainer's log, so checkpoints keep it); stop on a
+    non-finite gradient norm before the optimizer step; never save non-finite weights; seal each
+    checkpoint with ``progress.json``; on SIGTERM/Ctrl-C save a checkpoint and stop."""
+
+    def __init__(self, evaluate_epoch: Any, config: dict[str, Any], stop: StopRequest | None) -> None:
+        self.evaluate_epoch, self.config, self.stop = evaluate_epoch, config, stop
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        if not math.isfinite(norm):
+            raise NonFiniteError(
+                f"step {state.global_step + 1}: the gradient norm is {norm}; stopped before the optimizer step, "
+                "the last checkpoint is good: lower --lr"
+            )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if float(state.epoch).is_integer() or state.global_step >= state.max_steps:  # an epoch ends
+            metrics = self.evaluate_epoch(model)
+            entry = {"step": state.global_step, "epoch": math.ceil(state.epoch), "validation": metrics}
+            state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
+            if state.is_world_process_zero:
+                print(f"epoch {entry['epoch']}: validation {format_metrics(metrics)}", flush=True)
+        if self.stop is not None and self.stop.signum is not None:
+            control.should_save = True
+        if control.should_save:
+            check_finite_weights(model, state.global_step)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+        if state.is_world_process_zero:
+            write_progress(folder, self.config)
+        if self.stop is not None and self.stop.signum is not None:
+            raise TrainingInterruptedError(self.stop.signum, state.global_step, folder)
+
+
 def train_with_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train_set: Dataset,
-    eval_set: Dataset,
+    eval_loader: DataLoader,
     collator: DataCollatorWithPadding,
     task: GlueTask,
     cfg: TrainConfig,
     output_dir: str,
-    use_cpu: bool,
+    device: torch.device,
     resume_from: Path | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[Trainer, LoopResult]:
-    def metrics(prediction: Any) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return compute_metrics(task, np.asarray(logits), np.asarray(prediction.label_ids))
+    use_cpu = device.type == "cpu"
+    eval_runtime = NativeRuntime(device, "no", 1)
 
-    trainer = Trainer(
+    def evaluate_epoch(model: PreTrainedModel) -> dict[str, float] | None:
+        return evaluate(model, eval_loader, task, eval_runtime)
+
+    trainer = CheckedTrainer(
         model=model,
         args=training_arguments(cfg, output_dir, use_cpu),
         train_dataset=train_set,
-        eval_dataset=eval_set,
         data_collator=collator,
         processing_class=tokenizer,
-        compute_metrics=metrics,
+        callbacks=[FinetuneCallback(evaluate_epoch, cfg.to_dict(), stop)],
     )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_runtime_s=time.perf_counter() - start)
     result.resumed_from = str(resume_from) if resume_from else None
-    result.history = _history(trainer.state.log_history, len(eval_set))
+    result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
     result.samples_seen = math.ceil(len(train_set) * cfg.epochs)
     return trainer, result
 
 
-def _history(log_history: list[dict[str, Any]], eval_examples: int) -> list[dict[str, Any]]:
+def _history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The Trainer's log in the native loop's format: step entries and per-epoch validation."""
     history = []
     for entry in log_history:
@@ -107,9 +179,6 @@ def _history(log_history: list[dict[str, Any]], eval_examples: int) -> list[dict
                 {"step": entry["step"], "epoch": entry["epoch"], "loss": entry["loss"],
                  "learning_rate": entry.get("learning_rate")}
             )  # fmt: skip
-        elif "eval_loss" in entry:
-            metrics = {k[len("eval_") :]: v for k, v in entry.items() if k.startswith("eval_")}
-            metrics = {k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second"))}
-            metrics["examples"] = eval_examples
-            history.append({"step": entry["step"], "epoch": round(entry["epoch"]), "validation": metrics})
+        elif "validation" in entry:
+            history.append(entry)
     return history

@@ -39,8 +39,9 @@ def glue_dir() -> str:
     return path
 
 
-def _save_tiny(model_type: str, directory: str) -> str:
-    """A tiny randomly initialised model with the default checkpoint's tokenizer (BERT's vocab)."""
+def _save_tiny(model_type: str, directory: str, dropout: bool = True) -> str:
+    """A tiny randomly initialised model with the default checkpoint's tokenizer (BERT's vocab).
+    Dropout stays at the architecture's default (0.1): resume and determinism must hold with it."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from finetune.modeling import default_model_path
@@ -52,9 +53,10 @@ def _save_tiny(model_type: str, directory: str) -> str:
         "distilbert": dict(dim=32, n_layers=4, n_heads=2, hidden_dim=64),
     }[model_type]  # fmt: skip
     config = AutoConfig.for_model(model_type, vocab_size=30522, max_position_embeddings=512, **small)
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
-        if hasattr(config, key):
-            setattr(config, key, 0.0)
+    if not dropout:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, 0.0)
     AutoModel.from_config(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(directory)
     return directory
@@ -65,3 +67,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Paths of tiny random BERT, RoBERTa and DistilBERT checkpoints (fast to train)."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {t: _save_tiny(t, str(root / t)) for t in ("bert", "roberta", "distilbert")}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_without_dropout(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny BERT with every dropout at 0, only for claims about arithmetic that dropout would
+    blur on purpose (two processes' averaged gradients equal one process's)."""
+    return _save_tiny("bert", str(tmp_path_factory.mktemp("tiny-no-dropout") / "bert"), dropout=False)

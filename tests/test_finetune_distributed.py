@@ -27,12 +27,14 @@ def common(model, glue_dir, out, batch_size):
     ]  # fmt: skip
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tiny_models, glue_dir, tmp_path):
+def test_two_processes_equal_one_with_the_same_global_batch(tiny_bert_without_dropout, glue_dir, tmp_path):
+    # without dropout: each process draws its own masks, so with it the runs differ by design
+    model = tiny_bert_without_dropout
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun, "torchrun is installed with torch"
-    two = run([torchrun, "--nproc_per_node", "2"], common(tiny_models["bert"], glue_dir, tmp_path / "two", 8), tmp_path)
+    two = run([torchrun, "--nproc_per_node", "2"], common(model, glue_dir, tmp_path / "two", 8), tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run([sys.executable], common(tiny_models["bert"], glue_dir, tmp_path / "one", 16), tmp_path)
+    one = run([sys.executable], common(model, glue_dir, tmp_path / "one", 16), tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
 
     r2, r1 = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
@@ -68,7 +70,7 @@ def test_nan_loss_stops_every_rank(tiny_models, glue_dir, tmp_path):
     args += ["--max-grad-norm", "1e12", "--save-steps", "1"]
     done = run([torchrun, "--nproc_per_node", "2"], args, tmp_path)  # returns: no rank hangs (timeout 600 s)
     assert done.returncode != 0
-    assert done.stderr.count("the training loss became") == 2  # both ranks stopped, naming the step
+    assert done.stderr.count(": the training loss is") + done.stderr.count(": the gradient norm is") == 2  # both ranks
     assert not (tmp_path / "nan" / "results.json").exists()
 
 

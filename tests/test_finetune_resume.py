@@ -1,29 +1,34 @@
-"""Checkpoints resume exactly: a run killed with SIGKILL part-way through an epoch and resumed
-with ``latest`` ends with the weights and metrics of an uninterrupted run (native loop and
-Trainer); ``latest`` with no checkpoint stops with exit 2; a NaN loss stops the run cleanly."""
+"""Checkpoints resume exactly, with dropout on: a run killed with SIGKILL (just after a checkpoint,
+while writing the next one, during an evaluation) or stopped by SIGTERM / Ctrl-C and resumed with
+``latest`` ends with the weights, losses, history and metrics of an uninterrupted run, for the
+native loop, the Accelerate loop and the Trainer. A checkpoint is resumed only with the settings
+it was made with, and only if its files are as they were written."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import finetune
-from finetune.checkpoint import is_complete, list_checkpoints
-from finetune.config import TrainConfig
-from finetune.loop import NonFiniteLossError
+from finetune.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
+from finetune.modeling import default_model_path
+
+LOOPS = ["native", "accelerate", "trainer"]
 
 
-def train_args(model, glue_dir, out, loop, extra=()):
+def train_args(model, glue_dir, out, loop, extra=(), samples=80):
     return [
         "train", "--model", model, "--data-dir", glue_dir, "--output-dir", str(out), "--loop", loop,
-        "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-train-samples", "80", "--max-eval-samples", "40",
-        "--save-steps", "3", "--logging-steps", "2", "--seed", "7", "--no-progress", *extra,
+        "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-train-samples", str(samples),
+        "--max-eval-samples", "40", "--save-steps", "3", "--logging-steps", "2", "--seed", "7", "--no-progress", *extra,
     ]  # fmt: skip
 
 
@@ -33,7 +38,14 @@ def start(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def kill_after_checkpoint(proc, out, step, timeout=240):
+def finish(args):
+    proc = start(args)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def kill_after_checkpoint(proc, out, step, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         whole = [s for s, p in list_checkpoints(out) if is_complete(p)]
@@ -43,35 +55,13 @@ def kill_after_checkpoint(proc, out, step, timeout=240):
             return
         if proc.poll() is not None:
             pytest.fail(f"the run ended before checkpoint {step}: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.kill()
     pytest.fail("no checkpoint appeared in time")
 
 
-def assert_same_history(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for key in x:
-            if isinstance(x[key], dict):
-                assert x[key] == pytest.approx(y[key], abs=1e-6)
-            else:
-                assert x[key] == pytest.approx(y[key], abs=1e-6), key
-
-
-@pytest.mark.parametrize("loop", ["native", "accelerate", "trainer"])
-def test_sigkill_then_resume_latest_equals_uninterrupted(tiny_models, glue_dir, tmp_path, loop):
-    model = tiny_models["bert"]
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    ref = start(train_args(model, glue_dir, whole, loop))
-    assert ref.wait() == 0, ref.stderr.read()[-3000:]
-
-    proc = start(train_args(model, glue_dir, cut, loop))
-    kill_after_checkpoint(proc, cut, 6)  # step 6 of 20: part-way through the first epoch (10 steps)
-    assert not (cut / "results.json").exists()
-    resumed = start(train_args(model, glue_dir, cut, loop, ["--resume-from-checkpoint", "latest"]))
-    assert resumed.wait() == 0, resumed.stderr.read()[-3000:]
-
+def assert_same_run(whole, cut, loop):
+    """The resumed run in ``cut`` ended exactly where the uninterrupted one in ``whole`` did."""
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
@@ -80,9 +70,105 @@ def test_sigkill_then_resume_latest_equals_uninterrupted(tiny_models, glue_dir, 
     assert rb["resumed_from"] and rb["resumed_from"].startswith(str(cut / "checkpoint-"))
     assert ra["validation"] == pytest.approx(rb["validation"], abs=1e-6)
     assert ra["test"] == pytest.approx(rb["test"], abs=1e-6)
+    assert len(ra["history"]) == len(rb["history"])
+    for x, y in zip(ra["history"], rb["history"]):  # the same log, step for step: losses and evaluations
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], abs=1e-6), (key, x, y)
     if loop != "trainer":
-        assert_same_history(ra["history"], rb["history"])  # the same log, step for step
         assert rb["batches_seen_per_process"] < ra["batches_seen_per_process"]  # skipped, not replayed
+
+
+def plant_half_written_checkpoint(out, step):
+    """What a SIGKILL while writing checkpoint-<step> leaves: our loops' temporary folder, or the
+    Trainer's folder without progress.json (it writes in place), with a file cut short."""
+    source = max((p for s, p in list_checkpoints(out) if is_complete(p)), key=lambda p: int(p.name.split("-")[1]))
+    for target in (out / f".checkpoint-{step}.tmp", out / f"checkpoint-{step}"):
+        shutil.copytree(source, target)
+        (target / PROGRESS_FILE).unlink()
+        biggest = max((p for p in target.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_models, glue_dir, tmp_path_factory):
+    """One uninterrupted run per loop, shared by the interruption tests."""
+    runs = {}
+    for loop in LOOPS:
+        runs[loop] = tmp_path_factory.mktemp(f"whole-{loop}") / "run"
+        finish(train_args(tiny_models["bert"], glue_dir, runs[loop], loop))
+    return runs
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigkill_after_a_checkpoint_and_while_writing_the_next(tiny_models, glue_dir, tmp_path, loop, uninterrupted):
+    cut = tmp_path / "cut"
+    kill_after_checkpoint(start(train_args(tiny_models["bert"], glue_dir, cut, loop)), cut, 6)  # epoch 1 of 2
+    assert not (cut / "results.json").exists()
+    plant_half_written_checkpoint(cut, 9)
+    finish(train_args(tiny_models["bert"], glue_dir, cut, loop, ["--resume-from-checkpoint", "latest"]))
+    assert_same_run(uninterrupted[loop], cut, loop)
+    assert not (cut / ".checkpoint-9.tmp").exists()  # the debris was cleaned, and never resumed from
+    assert is_complete(cut / "checkpoint-9")  # written again, whole, by the resumed run
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigkill_at_the_end_of_an_epoch_during_its_evaluation(tiny_models, glue_dir, tmp_path, loop, uninterrupted):
+    cut = tmp_path / "cut"
+    # step 10 ends epoch 1 (80 examples / 8); its evaluation follows the checkpoint at once
+    kill_after_checkpoint(start(train_args(tiny_models["bert"], glue_dir, cut, loop)), cut, 10)
+    finish(train_args(tiny_models["bert"], glue_dir, cut, loop, ["--resume-from-checkpoint", "latest"]))
+    assert_same_run(uninterrupted[loop], cut, loop)
+
+
+def stop_with(signum, args, after="epoch 1: validation"):
+    """Start a run, send ``signum`` once it has printed ``after``, and return (exit code, stderr)."""
+    proc = start(args)
+    for line in proc.stdout:
+        if line.startswith(after):
+            proc.send_signal(signum)
+            break
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(("loop", "signum", "code"), [("native", signal.SIGTERM, 143), ("trainer", signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(
+    tiny_models, glue_dir, tmp_path, loop, signum, code, uninterrupted
+):
+    cut = tmp_path / "cut"
+    returncode, err = stop_with(signum, train_args(tiny_models["bert"], glue_dir, cut, loop))
+    assert returncode == code, err[-2000:]
+    message = err.strip().splitlines()[-1]
+    found = re.search(rf"stopped by {signal.Signals(signum).name} at step (\d+); checkpoint (\S+) written", message)
+    assert found and "--resume-from-checkpoint latest" in message, message
+    assert found[2] == str(cut / f"checkpoint-{found[1]}") and is_complete(Path(found[2]))  # where it stopped
+    finish(train_args(tiny_models["bert"], glue_dir, cut, loop, ["--resume-from-checkpoint", "latest"]))
+    assert_same_run(uninterrupted[loop], cut, loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_resume_on_the_default_checkpoint_is_exact(glue_dir, tmp_path, loop):
+    """The real model (dropout 0.1) on 48 MRPC pairs: 12 steps, killed after step 6, resumed."""
+    model, whole, cut = default_model_path(), tmp_path / "whole", tmp_path / "cut"
+    args = ["--lr", "5e-5", "--eval-batch-size", "40"]
+    finish(train_args(model, glue_dir, whole, loop, args, samples=48))
+    kill_after_checkpoint(start(train_args(model, glue_dir, cut, loop, args, samples=48)), cut, 6)
+    finish(train_args(model, glue_dir, cut, loop, [*args, "--resume-from-checkpoint", "latest"], samples=48))
+    assert_same_run(whole, cut, loop)
+
+
+def test_resume_with_other_settings_names_each_difference(tiny_models, glue_dir, tmp_path):
+    out = tmp_path / "run"
+    kill_after_checkpoint(start(train_args(tiny_models["bert"], glue_dir, out, "native")), out, 3)
+    changed = ["--resume-from-checkpoint", "latest", "--lr", "2e-3", "--max-length", "64", "--no-progress"]
+    proc = start([*train_args(tiny_models["bert"], glue_dir, out, "native"), *changed])
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--lr 0.001 (then) vs 0.002 (now)" in err and "--max-length 128 (then) vs 64 (now)" in err
+    # settings that cannot change the result may differ
+    same = ["--resume-from-checkpoint", "latest", "--logging-steps", "5", "--save-total-limit", "1"]
+    finish([*train_args(tiny_models["bert"], glue_dir, out, "native"), *same])
 
 
 def test_resume_latest_without_checkpoint_exits_2(tiny_models, glue_dir, tmp_path):
@@ -90,25 +176,3 @@ def test_resume_latest_without_checkpoint_exits_2(tiny_models, glue_dir, tmp_pat
                             ["--resume-from-checkpoint", "latest"]))  # fmt: skip
     _, err = proc.communicate()
     assert proc.returncode == 2 and "no usable checkpoint" in err and len(err.strip().splitlines()) == 1
-
-
-def test_incomplete_checkpoint_is_not_resumed(tiny_models, glue_dir, tmp_path):
-    out = tmp_path / "run"
-    (out / "checkpoint-9").mkdir(parents=True)  # as left by a crash while saving: no progress.json
-    (out / "checkpoint-9" / "state.pt").write_bytes(b"half")
-    proc = start(train_args(tiny_models["bert"], glue_dir, out, "native", ["--resume-from-checkpoint", "latest"]))
-    _, err = proc.communicate()
-    assert proc.returncode == 2 and "no usable checkpoint" in err
-
-
-def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tiny_models, glue_dir, tmp_path):
-    cfg = TrainConfig(
-        model=tiny_models["bert"], data_dir=glue_dir, output_dir=str(tmp_path / "nan"), epochs=3, batch_size=8,
-        lr=1e3, warmup_ratio=0.0, max_grad_norm=1e9, max_train_samples=80, max_eval_samples=16, save_steps=1,
-        show_progress=False,
-    )  # fmt: skip
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
-        finetune.train(cfg)
-    kept = list_checkpoints(tmp_path / "nan")
-    assert kept and all(is_complete(p) for _, p in kept)
-    assert not (tmp_path / "nan" / "results.json").exists()

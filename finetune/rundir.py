@@ -1,0 +1,133 @@
+"""The run directory: refused when it holds another run, checked writable before any work,
+locked for the life of the run, and replaced only by a run that finished.
+
+With ``--overwrite-output-dir`` over an existing run, the new run works in a folder beside it
+(``.<name>.incoming``) and is swapped in at the end, so a run that fails leaves the old one as it
+was. The lock is a file beside the directory (``.<name>.lock``) held with ``flock``: the kernel
+drops it when its process dies, so a killed run's lock is simply taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from finetune.checkpoint import remove_incomplete
+from finetune.config import ConfigError
+
+RESULTS_FILE = "results.json"
+
+
+class RunDirectory:
+    """Where a run writes (``work``) and where it ends up (``path``)."""
+
+    def __init__(self, path: Path, overwrite: bool, resuming: bool) -> None:
+        """Check, without writing anything, that ``path`` may receive this run."""
+        self.path = path
+        self._lock_path = path.with_name(f".{path.name}.lock")
+        self._lock: int | None = None
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"output directory {path} exists and is a file: choose another --output-dir")
+        check_writable(path)
+        check_not_in_use(self._lock_path, path)
+        holds_files = path.is_dir() and any(path.iterdir())
+        if holds_files and not overwrite and (path / RESULTS_FILE).exists():
+            raise ConfigError(
+                f"output directory {path} already holds another run's results.json: choose another --output-dir "
+                "or pass --overwrite-output-dir"
+            )
+        if holds_files and not overwrite and not resuming:
+            raise ConfigError(
+                f"output directory {path} is not empty: choose another --output-dir, pass --overwrite-output-dir, "
+                "or --resume-from-checkpoint latest to continue the run there"
+            )
+        self.replacing = overwrite and holds_files
+        self.work = path.with_name(f".{path.name}.incoming") if self.replacing else path
+
+    def open(self, fresh: bool) -> None:
+        """Take the lock, create the working folder (emptied for a fresh run that replaces
+        another), and remove checkpoints that a crash left half-written."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = take_lock(self._lock_path, self.path)
+        if fresh and self.replacing:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        remove_incomplete(self.work)
+
+    def finish(self) -> None:
+        """Put the finished run in place of the old one (if it replaces one)."""
+        if self.replacing:
+            old = self.path.with_name(f".{self.path.name}.replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            os.replace(self.work, self.path)
+            shutil.rmtree(old)
+
+    def close(self) -> None:
+        """Release the lock (the working folder of an unfinished run stays, to be resumed)."""
+        if self._lock is not None:
+            self._lock_path.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a directory that cannot be created or written (read-only, under a file, /proc)
+    by making and removing a scratch folder in its nearest existing ancestor."""
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"cannot create output directory {path}: {ancestor} is a file: choose another --output-dir")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".finetune-write-test-"))
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write output directory {path}: {e.strerror} in {ancestor}: choose a writable --output-dir"
+        ) from None
+
+
+def check_not_in_use(lock_path: Path, run_path: Path) -> None:
+    """ConfigError if a live run holds the lock (a stale lock file from a killed run is fine)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        _lock_or_refuse(fd, run_path)
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+
+
+def take_lock(lock_path: Path, run_path: Path) -> int:
+    """An exclusive ``flock`` on ``lock_path``, held until its descriptor is closed."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_or_refuse(fd, run_path)
+        except ConfigError:
+            os.close(fd)
+            raise
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:  # else the holder unlinked it just before we locked: lock the new one
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+
+
+def _lock_or_refuse(fd: int, run_path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        raise ConfigError(
+            f"output directory {run_path} is in use by another finetune run (pid {holder}): wait for it to end "
+            "or choose another --output-dir"
+        ) from None
