@@ -28,6 +28,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_launch_main_process() -> bool:
+    """True in the launcher's process of rank 0 (or without a launcher): the one that owns the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def check_single_process_loop(loop: str) -> None:
     """The native loop is one process; under a multi-process launcher it would silently run N copies."""
     if launched_world_size() > 1 and loop == "native":  # (the Trainer joins the process group itself)

@@ -65,6 +65,11 @@ def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
     return f"{m:.1f} ± {s:.1f}" if len(values) > 1 else f"{m:.1f}"
 
 
+def _text(value: Any) -> str:
+    """A setting as the table shows it: 3.0 epochs as 3, 5e-05 as 5e-05."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _data_cell(run: dict[str, Any]) -> str:
     """The training-set size, marked when the run used only part of the data."""
     c = run["config"]
@@ -91,9 +96,9 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
         setting = dict(zip(GROUP_KEYS, key))
         time_m, _ = mean_std([r["train_runtime_s"] for r in group])
         speed_m, _ = mean_std([r["train_samples_per_second"] for r in group])
-        row = [*(str(setting[k]) for k in SHOWN), _data_cell(group[0])]
+        row = [*(_text(setting[k]) for k in SHOWN), _data_cell(group[0])]
         if varying:
-            row.append(", ".join(f"{k}={setting[k]}" for k in varying))
+            row.append(", ".join(f"{k}={_text(setting[k])}" for k in varying))
         row.append(str(len(group)))
         row += [_cell(group, "validation", m) for m in metrics] + [_cell(group, "test", m) for m in metrics]
         row += [f"{group[0]['trainable_params']:,}", f"{time_m:.0f}", f"{speed_m:.1f}"]

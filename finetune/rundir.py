@@ -24,15 +24,17 @@ RESULTS_FILE = "results.json"
 class RunDirectory:
     """Where a run writes (``work``) and where it ends up (``path``)."""
 
-    def __init__(self, path: Path, overwrite: bool, resuming: bool) -> None:
-        """Check, without writing anything, that ``path`` may receive this run."""
+    def __init__(self, path: Path, overwrite: bool, resuming: bool, owner: bool = True) -> None:
+        """Check, without writing anything, that ``path`` may receive this run. Under a
+        multi-process launcher only the ``owner`` (rank 0) takes the lock and writes."""
         self.path = path
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._lock: int | None = None
         if path.exists() and not path.is_dir():
             raise ConfigError(f"output directory {path} exists and is a file: choose another --output-dir")
         check_writable(path)
-        check_not_in_use(self._lock_path, path)
+        if owner:
+            check_not_in_use(self._lock_path, path)
         holds_files = path.is_dir() and any(path.iterdir())
         if holds_files and not overwrite and (path / RESULTS_FILE).exists():
             raise ConfigError(

@@ -19,7 +19,7 @@ from transformers import set_seed
 from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
 from finetune.data import load_glue, make_collator, make_dataloader, resolve_data_dir, tokenize_glue
-from finetune.distributed import check_single_process_loop
+from finetune.distributed import check_single_process_loop, is_launch_main_process
 from finetune.interrupt import StopRequest
 from finetune.loop import NativeRuntime, check_finite_weights, evaluate, pick_device, train_loop
 from finetune.modeling import (
@@ -102,7 +102,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     cfg.output_dir = str(output_dir)
     data_root = resolve_data_dir(cfg.data_dir)
     cfg.data_dir = str(data_root.resolve()) if data_root else None  # recorded, so the run can be evaluated again
-    run_dir = RunDirectory(output_dir, cfg.overwrite_output_dir, resuming=cfg.resume_from_checkpoint is not None)
+    owner = is_launch_main_process()
+    run_dir = RunDirectory(output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint is not None, owner)
     resume = resolve_resume(cfg.resume_from_checkpoint, run_dir.work, cfg.to_dict())
     set_seed(cfg.seed)
 
@@ -137,7 +138,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         device = pick_device(cfg.device)
         runtime = NativeRuntime(device, cfg.mixed_precision, cfg.grad_accum_steps)
     is_main = runtime.is_main_process
-    if is_main:
+    if owner:
         run_dir.open(fresh=resume is None)
     try:
         with StopRequest() as stop:

@@ -6,6 +6,7 @@ so the last epoch's validation and the final validation are one computation."""
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 from pathlib import Path
@@ -83,9 +84,28 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
 
 
 class CheckedTrainer(Trainer):
-    """The Trainer, stopping (before the optimizer step) when the training loss is not finite."""
+    """The Trainer, with two repairs.
+
+    - It stops (before the optimizer step) when the training loss is not finite; the Trainer would
+      average a NaN away in its log and step anyway.
+    - Its checkpoints keep the loss summed since the last log line. The Trainer does not save it,
+      so a run resumed between two log lines would log a different loss at the next one.
+    """
+
+    UNLOGGED_LOSS_FILE = "unlogged_loss.json"
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
+        saved = Path(resume_from_checkpoint or "") / self.UNLOGGED_LOSS_FILE
+        self._unlogged_loss = json.loads(saved.read_text()) if resume_from_checkpoint and saved.exists() else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        if self._unlogged_loss is not None:  # first step after resuming: the log window as it was
+            sums = self._unlogged_loss["per_process"]
+            if len(sums) == self.args.world_size:
+                self._tr_loss += sums[self.args.process_index]
+                self._globalstep_last_logged = self._unlogged_loss["since_step"]
+            self._unlogged_loss = None
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
             raise NonFiniteError(
@@ -93,6 +113,14 @@ class CheckedTrainer(Trainer):
                 "optimizer step, the last checkpoint is good: lower --lr"
             )
         return loss
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        sums = self.accelerator.gather(self._tr_loss.detach().reshape(1)).tolist()  # every process's window
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"{PREFIX}{self.state.global_step}"
+            record = {"per_process": sums, "since_step": self._globalstep_last_logged}
+            (folder / self.UNLOGGED_LOSS_FILE).write_text(json.dumps(record))
 
 
 class FinetuneCallback(TrainerCallback):

@@ -10,7 +10,9 @@ from finetune.report import loop_agreement, markdown_table, write_report
 
 def fake_run(loop, strategy, seed, acc, f1, time_s=100.0):
     return {
-        "config": {"task": "mrpc", "loop": loop, "strategy": strategy, "pooling": "mean", "seed": seed},
+        "config": {"task": "mrpc", "loop": loop, "strategy": strategy, "pooling": "mean", "seed": seed, "epochs": 3,
+                   "lr": 5e-5, "max_train_samples": None},
+        "train_examples": 3668,
         "validation": {"accuracy": acc, "f1": f1}, "test": {"accuracy": acc - 0.01, "f1": f1 - 0.01},
         "trainable_params": 770, "train_runtime_s": time_s, "train_samples_per_second": 36.68,
         "history": [{"step": 10, "epoch": 0.1, "loss": 0.7, "learning_rate": 1e-3},
@@ -23,9 +25,23 @@ def test_table_means_and_spreads():
     table = markdown_table(runs)
     row = next(line for line in table.splitlines() if "| head |" in line)
     assert (
-        "| mrpc | native | head | mean | 3 | 72.0 ± 2.0 | 80.0 ± 0.0 | 71.0 ± 2.0 | 79.0 ± 0.0 | 770 | 100 | 36.7 |"
-        == row
+        "| mrpc | native | head | mean | 3 | 3,668 | 3 | 72.0 ± 2.0 | 80.0 ± 0.0 | 71.0 ± 2.0 | 79.0 ± 0.0 | 770 | 100 "
+        "| 36.7 |" == row
     )
+
+
+def test_runs_with_other_settings_are_not_pooled():
+    full = [fake_run("native", "full", s, 0.80, 0.85) for s in (1, 2, 3)]
+    smoke = fake_run("native", "full", 4, 0.60, 0.70)
+    smoke["config"].update(max_train_samples=64, epochs=1)
+    smoke["train_examples"] = 64
+    other_lr = fake_run("native", "full", 5, 0.78, 0.84)
+    other_lr["config"]["lr"] = 1e-4
+    rows = [line for line in markdown_table([*full, smoke, other_lr]).splitlines() if line.startswith("| mrpc")]
+    assert len(rows) == 3
+    assert any("| 3 | 3,668 | " in r and "| 3 | 80.0 ± 0.0 |" in r for r in rows)  # the three alike, pooled
+    assert any("| 1 | 64 (subset: 64 train) |" in r for r in rows)  # epochs and the subset shown
+    assert any("lr=0.0001" in r for r in rows)  # the setting that differs gets a column
 
 
 def test_loop_agreement_uses_two_standard_errors():

@@ -28,7 +28,7 @@ def train_args(model, glue_dir, out, loop, extra=(), samples=80):
     return [
         "train", "--model", model, "--data-dir", glue_dir, "--output-dir", str(out), "--loop", loop,
         "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-train-samples", str(samples),
-        "--max-eval-samples", "40", "--save-steps", "3", "--logging-steps", "2", "--seed", "7", "--no-progress", *extra,
+        "--max-eval-samples", "40", "--save-steps", "3", "--logging-steps", "4", "--seed", "7", "--no-progress", *extra,
     ]  # fmt: skip
 
 

@@ -42,6 +42,7 @@ def test_loop_trains_and_writes_complete_results(tiny_models, glue_dir, tmp_path
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss falls
     epochs = [h for h in on_disk["history"] if "validation" in h]
     assert [h["epoch"] for h in epochs] == list(range(1, 9)) and "accuracy" in epochs[-1]["validation"]
+    assert epochs[-1]["validation"] == on_disk["validation"]  # the last epoch's evaluation is the final one
     assert all(0 <= on_disk[s][m] <= 1 for s in ("validation", "test") for m in ("accuracy", "f1"))
     assert on_disk["trainable_params"] == on_disk["total_params"] and on_disk["optimizer_steps"] == 16
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(run))
@@ -100,7 +101,7 @@ def test_cli_train_evaluate_predict_report(tiny_models, glue_dir, tmp_path):
     assert answer["label"] in ("equivalent", "not_equivalent") and 0.5 <= answer["probability"] <= 1
     rep = run_cli("report", str(run), "--out", str(tmp_path / "report"))
     assert rep.returncode == 0, rep.stderr
-    assert "| mrpc | native | full | mean | 1 |" in rep.stdout
+    assert "| mrpc | native | full | mean | 1 | 16 (subset: 16 train, 16 eval) | 1 |" in rep.stdout
     assert (tmp_path / "report" / "loss.png").stat().st_size > 1000
 
 
