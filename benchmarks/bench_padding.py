@@ -35,7 +35,8 @@ def samples_per_second(model, loader, steps: int, runtime: NativeRuntime) -> tup
         if i == 1:
             start = time.perf_counter()
         loss = training_step(model, batch, runtime)
-        runtime.clip_and_step(params, optimizer, 1.0)
+        runtime.clip_grad_norm(params, 1.0)
+        runtime.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         del loss
         if i >= 1:

@@ -6,7 +6,12 @@ Command line: ``finetune train | evaluate | predict | report``.
 
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import DataError, load_glue
+from finetune.interrupt import TrainingInterruptedError
+from finetune.loop import NonFiniteError
 from finetune.modeling import ModelError
 from finetune.train import train
 
-__all__ = ["ConfigError", "DataError", "ModelError", "TrainConfig", "load_glue", "train"]
+__all__ = [
+    "ConfigError", "DataError", "ModelError", "NonFiniteError", "TrainConfig", "TrainingInterruptedError",
+    "load_glue", "train",
+]  # fmt: skip

@@ -27,6 +27,9 @@ class RunDirectory:
     def __init__(self, path: Path, overwrite: bool, resuming: bool, owner: bool = True) -> None:
         """Check, without writing anything, that ``path`` may receive this run. Under a
         multi-process launcher only the ``owner`` (rank 0) takes the lock and writes."""
+        path = path.absolute()
+        if not path.name:
+            raise ConfigError(f"--output-dir {path} is the root folder: choose a folder for the run")
         self.path = path
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._lock: int | None = None
