@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from finetune.config import ConfigError, differing_settings
+from finetune.files import write_json
 
 PREFIX = "checkpoint-"
 PROGRESS_FILE = "progress.json"
@@ -72,10 +72,7 @@ def sha256_of(file: Path) -> str:
 def write_progress(directory: Path, config: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
     """Seal a checkpoint folder: ``progress.json`` with the config and the files' hashes, written
     beside its place and renamed in, so it is whole or absent."""
-    record = {"config": config, "files": file_manifest(directory), **(progress or {})}
-    tmp = directory / f".{PROGRESS_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, directory / PROGRESS_FILE)
+    write_json(directory / PROGRESS_FILE, {"config": config, "files": file_manifest(directory), **(progress or {})})
 
 
 def read_progress(path: Path) -> dict[str, Any]:

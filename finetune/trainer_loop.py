@@ -26,6 +26,7 @@ from transformers import (
 
 from finetune.checkpoint import PREFIX, write_progress
 from finetune.config import TrainConfig
+from finetune.files import write_json
 from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.loop import (
     LoopResult,
@@ -35,6 +36,7 @@ from finetune.loop import (
     check_finite_weights,
     evaluate,
     format_metrics,
+    log_line,
 )
 from finetune.tasks import GlueTask
 
@@ -61,7 +63,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "data_seed": cfg.seed,
         "report_to": "none",
         "use_cpu": use_cpu,
-        "disable_tqdm": not cfg.show_progress,
+        "disable_tqdm": cfg.disable_tqdm,
         "dataloader_num_workers": 0,
     }
     dtype = None if use_cpu else autocast_dtype(torch.device("cuda"), cfg.mixed_precision)
@@ -120,7 +122,7 @@ class CheckedTrainer(Trainer):
         if self.args.should_save:
             folder = Path(self.args.output_dir) / f"{PREFIX}{self.state.global_step}"
             record = {"per_process": sums, "since_step": self._globalstep_last_logged}
-            (folder / self.UNLOGGED_LOSS_FILE).write_text(json.dumps(record))
+            write_json(folder / self.UNLOGGED_LOSS_FILE, record)
 
 
 class FinetuneCallback(TrainerCallback):
@@ -147,7 +149,7 @@ class FinetuneCallback(TrainerCallback):
             entry = {"step": state.global_step, "epoch": math.ceil(state.epoch), "validation": metrics}
             state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
             if state.is_world_process_zero:
-                print(f"epoch {entry['epoch']}: validation {format_metrics(metrics)}", flush=True)
+                log_line(f"epoch {entry['epoch']}: validation {format_metrics(metrics)}")
         if self.stop is not None and self.stop.signum is not None:
             control.should_save = True
         if control.should_save:

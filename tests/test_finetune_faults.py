@@ -23,7 +23,10 @@ from finetune.loop import NonFiniteError
 
 def cli(capsys, *args):
     """Run the ``finetune`` command in this process: (exit code, stderr lines)."""
-    code = main(list(args))
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own errors (an invalid choice) exit from inside
+        code = e.code
     return code, capsys.readouterr().err.strip().splitlines()
 
 
@@ -72,7 +75,7 @@ def finished_run(tiny_models, glue_dir, tmp_path_factory):
         (["--save-steps", "0"], "--save-steps must be positive, got 0"),
         (["--batch-size", "0"], "--batch-size must be positive, got 0"),
         (["--task", "nope"], "unknown task 'nope'"),
-        (["--strategy", "most"], "unknown strategy 'most'"),
+        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from full, partial, head)"),
     ],
 )
 def test_bad_numbers_and_names(capsys, tiny_models, glue_dir, tmp_path, args, message):
@@ -245,7 +248,7 @@ def test_a_diverging_run_stops_before_stepping_and_keeps_only_finite_checkpoints
     cfg = TrainConfig(
         model=tiny_models["bert"], data_dir=glue_dir, output_dir=str(out), loop=loop, epochs=3, batch_size=8,
         lr=1e3, warmup_ratio=0.0, max_grad_norm=1e9, max_train_samples=80, max_eval_samples=16, save_steps=1,
-        show_progress=False,
+        disable_tqdm=True,
     )  # fmt: skip
     with pytest.raises(NonFiniteError, match=r"^step \d+.*: the (training loss|gradient norm) is (nan|inf)"):
         finetune.train(cfg)

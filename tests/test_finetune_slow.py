@@ -12,7 +12,7 @@ def test_one_full_epoch_on_mrpc_learns(glue_dir, tmp_path):
     majority class (68.4% accuracy, 81.2 F1) on validation. Seen here after one epoch: 74.8-76.2%."""
     results = finetune.train(
         TrainConfig(
-            strategy="full", epochs=1, seed=1, data_dir=glue_dir, output_dir=str(tmp_path / "run"), show_progress=False
+            strategy="full", epochs=1, seed=1, data_dir=glue_dir, output_dir=str(tmp_path / "run"), disable_tqdm=True
         )
     )
     assert results["validation"]["examples"] == 408 and results["test"]["examples"] == 1725

@@ -23,7 +23,7 @@ RESULT_KEYS = {
 def tiny_config(tiny_models, glue_dir, tmp_path, **overrides):
     settings = dict(
         model=tiny_models["bert"], data_dir=glue_dir, output_dir=str(tmp_path / "run"), epochs=8, batch_size=16,
-        lr=3e-3, warmup_ratio=0.0, max_train_samples=32, max_eval_samples=48, logging_steps=1, show_progress=False,
+        lr=3e-3, warmup_ratio=0.0, max_train_samples=32, max_eval_samples=48, logging_steps=1, disable_tqdm=True,
     )  # fmt: skip
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -116,8 +116,8 @@ def _one_line_error(done, pattern):
     "args, message",
     [
         (["--task", "nope"], "unknown task 'nope'"),
-        (["--strategy", "most"], "unknown strategy 'most'"),
-        (["--loop", "keras"], "unknown loop 'keras'"),
+        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from full, partial, head)"),
+        (["--loop", "keras"], "argument --loop: invalid choice: 'keras'"),
         (["--data-dir", "/nonexistent/glue"], "no MRPC/ folder in /nonexistent/glue"),
         (["--strategy", "partial", "--freeze-layers", "9"], "--freeze-layers 9 is more than the 4 encoder layers"),
         (["--lr", "-1"], "--lr must be positive"),

@@ -1,0 +1,21 @@
+"""Writing a file so that a crash never leaves half of it: one helper for every file a run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place: readers see the
+    old file or the new one, never a part. (Created with ``open``, so it gets the usual permissions.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, atomically."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
