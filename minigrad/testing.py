@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch  # imported with the module: inside the first example it would blow hypothesis's deadline
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -91,8 +92,6 @@ def assert_matches_torch(
 ) -> None:
     """Run ``fn(lib, *tensors)`` with lib=minigrad and lib=torch on the same float64 arrays and
     assert equal values and (when ``grad``) equal gradients for every input."""
-    import torch
-
     mg_in = [minigrad.tensor(a.copy(), requires_grad=grad) for a in arrays_]
     th_in = [torch.tensor(a.copy(), requires_grad=grad) for a in arrays_]
     mg_out, th_out = fn(minigrad, *mg_in), fn(torch, *th_in)

@@ -75,7 +75,7 @@ def finished_run(tiny_models, glue_dir, tmp_path_factory):
         (["--save-steps", "0"], "--save-steps must be positive, got 0"),
         (["--batch-size", "0"], "--batch-size must be positive, got 0"),
         (["--task", "nope"], "unknown task 'nope'"),
-        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from full, partial, head)"),
+        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from 'full', 'partial', 'head')"),
     ],
 )
 def test_bad_numbers_and_names(capsys, tiny_models, glue_dir, tmp_path, args, message):

@@ -116,7 +116,7 @@ def _one_line_error(done, pattern):
     "args, message",
     [
         (["--task", "nope"], "unknown task 'nope'"),
-        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from full, partial, head)"),
+        (["--strategy", "most"], "argument --strategy: invalid choice: 'most' (choose from 'full', 'partial', 'head')"),
         (["--loop", "keras"], "argument --loop: invalid choice: 'keras'"),
         (["--data-dir", "/nonexistent/glue"], "no MRPC/ folder in /nonexistent/glue"),
         (["--strategy", "partial", "--freeze-layers", "9"], "--freeze-layers 9 is more than the 4 encoder layers"),
