@@ -18,14 +18,14 @@ import time
 import torch
 
 from finetune.data import load_glue, make_collator, make_dataloader, set_epoch, tokenize_glue
-from finetune.loop import NativeRuntime, build_optimizer, training_step
 from finetune.modeling import apply_freezing, default_model_path, load_model, load_tokenizer
+from finetune.run import build_optimizer
 from finetune.tasks import get_task
 
 MODES = ("pad-128", "dynamic", "grouped")
 
 
-def samples_per_second(model, loader, steps: int, runtime: NativeRuntime) -> tuple[float, float]:
+def samples_per_second(model, loader, steps: int) -> tuple[float, float]:
     """(samples/s, mean padded length) over ``steps`` training steps, after one warm-up step."""
     optimizer = build_optimizer(model, 1e-5, 0.0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -34,9 +34,10 @@ def samples_per_second(model, loader, steps: int, runtime: NativeRuntime) -> tup
     for i, batch in enumerate(batches):
         if i == 1:
             start = time.perf_counter()
-        loss = training_step(model, batch, runtime)
-        runtime.clip_grad_norm(params, 1.0)
-        runtime.optimizer_step(optimizer)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         del loss
         if i >= 1:
@@ -64,7 +65,6 @@ def main() -> None:
         "dynamic": make_dataloader(dynamic, collator, args.batch_size, shuffle=True, seed=0),
         "grouped": make_dataloader(dynamic, collator, args.batch_size, shuffle=True, seed=0, group_by_length=True),
     }
-    runtime = NativeRuntime(torch.device("cpu"), "no", 1)
     model = load_model(default_model_path(), task, "mean")
     rates: dict[tuple[str, str], list[float]] = {}
     lengths: dict[str, float] = {}
@@ -73,7 +73,7 @@ def main() -> None:
             apply_freezing(model, strategy)
             for mode in MODES:
                 set_epoch(loaders[mode], round_)
-                rate, length = samples_per_second(model, loaders[mode], args.steps, runtime)
+                rate, length = samples_per_second(model, loaders[mode], args.steps)
                 rates.setdefault((strategy, mode), []).append(rate)
                 lengths[mode] = length
     mean_len = sum(len(ids) for ids in dynamic["input_ids"]) / len(dynamic)

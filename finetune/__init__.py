@@ -7,8 +7,8 @@ Command line: ``finetune train | evaluate | predict | report``.
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import DataError, load_glue
 from finetune.interrupt import TrainingInterruptedError
-from finetune.loop import NonFiniteError
 from finetune.modeling import ModelError
+from finetune.run import NonFiniteError
 from finetune.train import train
 
 __all__ = [

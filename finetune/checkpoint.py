@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,30 +132,37 @@ def resolve_resume(resume: str | None, output_dir: Path, config: dict[str, Any])
 
 
 def save_checkpoint(
-    runtime: Any, output_dir: Path, step: int, config: dict[str, Any], progress: dict[str, Any], limit: int | None
+    output_dir: Path,
+    step: int,
+    config: dict[str, Any],
+    position: dict[str, Any],
+    limit: int | None,
+    save_state: Callable[[Path], None],
+    is_main: bool = True,
+    wait_for_everyone: Callable[[], None] = lambda: None,
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically; keep only the newest ``limit`` checkpoints."""
+    """Write ``checkpoint-<step>`` atomically (``save_state`` fills a temporary folder, which is
+    sealed and renamed); keep only the newest ``limit`` checkpoints. Every process calls it."""
     final = output_dir / f"{PREFIX}{step}"
     tmp = output_dir / f".{PREFIX}{step}.tmp"
-    if runtime.is_main_process:
+    if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    runtime.wait_for_everyone()
-    runtime.save_state(tmp)
-    runtime.wait_for_everyone()
-    if runtime.is_main_process:
-        write_progress(tmp, config, progress)
+    wait_for_everyone()
+    save_state(tmp)
+    wait_for_everyone()
+    if is_main:
+        write_progress(tmp, config, position)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
         if limit:
             for _, old in list_checkpoints(output_dir)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
-    runtime.wait_for_everyone()
+    wait_for_everyone()
     return final
 
 
-def load_checkpoint(runtime: Any, path: Path) -> dict[str, Any]:
-    """Restore the runtime's state from ``path``; return its progress record."""
-    runtime.load_state(path)
+def load_progress(path: Path) -> dict[str, Any]:
+    """The position and history a checkpoint recorded."""
     return json.loads((path / PROGRESS_FILE).read_text())

@@ -19,8 +19,8 @@ from transformers import HfArgumentParser
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import DataError
 from finetune.interrupt import TrainingInterruptedError
-from finetune.loop import NonFiniteError
 from finetune.modeling import ModelError
+from finetune.run import NonFiniteError
 from finetune.tasks import UnknownTaskError, get_task
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)

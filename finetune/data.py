@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,26 @@ def make_dataloader(
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=generator)
     sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)
+
+
+@dataclass
+class RunData:
+    """A run's tokenized splits (``train``, ``validation``, ``test``) and how to batch them."""
+
+    splits: DatasetDict
+    collator: DataCollatorWithPadding
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    group_by_length: bool = False
+    eval_splits: tuple[str, ...] = ("validation", "test")
+
+    def loader(self, split: str) -> DataLoader:
+        """The training split shuffled by (seed, epoch), the others in order."""
+        if split == "train":
+            return make_dataloader(self.splits[split], self.collator, self.batch_size, True, self.seed,
+                                   self.group_by_length)  # fmt: skip
+        return make_dataloader(self.splits[split], self.collator, self.eval_batch_size, False, self.seed)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

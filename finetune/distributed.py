@@ -10,17 +10,19 @@ does that and checks the world size it got against the launcher's.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from finetune.config import ConfigError
+from finetune.config import ConfigError, TrainConfig
+from finetune.data import RunData
+from finetune.interrupt import StopRequest
+from finetune.loop import describe
+from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
+from finetune.tasks import GlueTask
 
 
 def launched_world_size() -> int:
@@ -63,73 +65,65 @@ def make_accelerator(accumulation_steps: int, precision: str) -> Any:
     return accelerator
 
 
-class AccelerateRuntime:
-    """The loop's runtime interface on top of ``accelerate.Accelerator``."""
+def train_accelerate(
+    model: PreTrainedModel,
+    data: RunData,
+    task: GlueTask,
+    cfg: TrainConfig,
+    output_dir: Path | None = None,
+    resume_from: Path | None = None,
+    stop: StopRequest | None = None,
+) -> LoopResult:
+    """``finetune.loop.train_native`` under Accelerate: the differences are the course's —
+    ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
+    accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, data.loader("train"), data.loader("validation")
+    )
+    scheduler = accelerator.prepare(build_scheduler(optimizer, cfg, len(train_loader)))  # per-process batches
+    params = [p for p in model.parameters() if p.requires_grad]
 
-    def __init__(self, accumulation_steps: int, precision: str) -> None:
-        self.accelerator = make_accelerator(accumulation_steps, precision)
-        self.device = self.accelerator.device
-        self.world_size = self.accelerator.num_processes
-        self.distributed_type = str(self.accelerator.distributed_type).split(".")[-1]
-        self.is_main_process = self.accelerator.is_main_process
+    progress = Progress(
+        cfg, len(train_loader), output_dir, stop, accelerator.save_state, world_size=accelerator.num_processes,
+        is_main=accelerator.is_main_process, any_process=lambda flag: any_process(accelerator, flag),
+        wait_for_everyone=accelerator.wait_for_everyone,
+    )  # fmt: skip
+    if resume_from is not None:
+        progress.resume(resume_from, accelerator.load_state)
+    if accelerator.is_main_process:
+        log_line(recipe_line(cfg, {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
+                             f"{accelerator.device} x {accelerator.num_processes} processes"))  # fmt: skip
+    model.train()
+    for _epoch in progress.epochs():
+        for _, batch in progress.batches(train_loader, accelerator.skip_first_batches):
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                progress.record_loss(loss.detach(), len(batch["labels"]))
+                accelerator.backward(loss)  # divides by the accumulation steps itself
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    progress.check_grad_norm(None if accelerator.scaler is not None else norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    progress.step_done(model, scheduler.get_last_lr()[0])
+        metrics = evaluate(model, eval_loader, task, gather=accelerator.gather_for_metrics, progress=progress.show)
+        progress.epoch_done(model, metrics)
 
-    def prepare(self, model: PreTrainedModel, optimizer: Any, *loaders: DataLoader) -> tuple:
-        return self.accelerator.prepare(model, optimizer, *loaders)
+    result = progress.result
+    gather = accelerator.gather_for_metrics
+    result.final = {
+        s: evaluate(model, accelerator.prepare(data.loader(s)), task, gather=gather) for s in data.eval_splits
+    }
+    result.model = accelerator.unwrap_model(model)
+    result.distributed_type = str(accelerator.distributed_type).split(".")[-1]
+    result.device = describe(accelerator.device)
+    return result
 
-    def prepare_scheduler(self, scheduler: Any) -> Any:
-        return self.accelerator.prepare(scheduler)
 
-    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return batch  # prepared dataloaders already place batches
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return self.accelerator.autocast()
-
-    @contextlib.contextmanager
-    def accumulate(self, model: PreTrainedModel, last_in_epoch: bool) -> Iterator[None]:
-        with self.accelerator.accumulate(model):
-            yield
-
-    @property
-    def sync_gradients(self) -> bool:
-        return self.accelerator.sync_gradients
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)  # divides by the accumulation steps itself
-
-    def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> float | None:
-        """Clip the (synchronised) gradients; their norm before clipping, None under fp16 loss scaling."""
-        norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
-        return None if self.accelerator.scaler is not None else norm
-
-    def optimizer_step(self, optimizer: Any) -> None:
-        optimizer.step()
-
-    def all_finite(self, loss: torch.Tensor) -> bool:
-        """True only if the loss is finite on every process, so all of them stop together."""
-        flags = self.accelerator.gather(torch.isfinite(loss).reshape(1).float())
-        return bool(flags.min() > 0)
-
-    def any_process(self, flag: bool) -> bool:
-        """True if ``flag`` is set on any process (a signal may reach them at different steps)."""
-        if self.world_size == 1:
-            return flag
-        return bool(self.accelerator.gather(torch.tensor([float(flag)], device=self.device)).max() > 0)
-
-    def gather_for_metrics(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.gather_for_metrics(tensor)
-
-    def skip_first_batches(self, loader: DataLoader, n: int) -> Any:
-        return self.accelerator.skip_first_batches(loader, n)
-
-    def wait_for_everyone(self) -> None:
-        self.accelerator.wait_for_everyone()
-
-    def save_state(self, directory: Path) -> None:
-        self.accelerator.save_state(str(directory))
-
-    def load_state(self, directory: Path) -> None:
-        self.accelerator.load_state(str(directory))
-
-    def unwrap(self, model: PreTrainedModel) -> PreTrainedModel:
-        return self.accelerator.unwrap_model(model)
+def any_process(accelerator: Any, flag: bool) -> bool:
+    """True if ``flag`` is set on any process (a signal may reach them at different steps)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).max() > 0)

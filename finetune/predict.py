@@ -6,8 +6,9 @@ import torch
 from datasets import DatasetDict
 
 from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
-from finetune.loop import NativeRuntime, evaluate, pick_device
+from finetune.loop import pick_device
 from finetune.modeling import load_model, load_tokenizer
+from finetune.run import evaluate
 from finetune.tasks import get_task, test_split, validation_split
 from finetune.train import quiet_libraries
 
@@ -25,10 +26,10 @@ def evaluate_checkpoint(
     if max_samples is not None:
         raw = raw.select(range(min(max_samples, len(raw))))
     data = tokenize_glue(DatasetDict({name: raw}), tokenizer, task_name)[name]
-    runtime = NativeRuntime(pick_device(), "no", 1)
-    model.to(runtime.device)
+    device = pick_device()
+    model.to(device)
     loader = make_dataloader(data, make_collator(tokenizer), 64, shuffle=False)
-    return evaluate(model, loader, task, runtime, progress=True)
+    return evaluate(model, loader, task, device, progress=True)
 
 
 def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:

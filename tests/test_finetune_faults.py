@@ -18,7 +18,7 @@ import finetune
 from finetune.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
 from finetune.cli import main
 from finetune.config import TrainConfig
-from finetune.loop import NonFiniteError
+from finetune.run import NonFiniteError
 
 
 def cli(capsys, *args):

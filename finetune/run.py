@@ -1,0 +1,292 @@
+"""What the native loop and the Accelerate loop share besides the training itself: the pieces they
+call (optimizer, schedule, evaluation) and ``Progress``, the bookkeeping of where training stands.
+
+``Progress`` hands out the epochs and batches still to do (skipping those a resumed run has
+seen), checks each loss and gradient norm before the optimizer step, logs the mean loss, writes
+checkpoints (every ``--save-steps``, and when SIGTERM or Ctrl-C asks to stop), and restores all of
+it from a checkpoint. The loops call it at four points, so each reads like the course's loop.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_scheduler
+
+from finetune.checkpoint import load_progress, save_checkpoint
+from finetune.config import TrainConfig
+from finetune.data import set_epoch
+from finetune.interrupt import StopRequest, TrainingInterruptedError
+from finetune.metrics import compute_metrics
+from finetune.modeling import classification_loss
+from finetune.tasks import GlueTask
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss, the gradients or the weights stopped being finite numbers."""
+
+
+@dataclass
+class LoopResult:
+    """What a loop hands back to ``finetune.train``."""
+
+    model: PreTrainedModel | None = None  # the trained model, unwrapped
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, dict[str, float] | None] = field(default_factory=dict)  # split -> metrics
+    train_runtime_s: float = 0.0
+    samples_seen: int = 0
+    optimizer_steps: int = 0
+    batches_seen: int = 0  # micro-batches this process ran through the model
+    resumed_from: str | None = None
+    world_size: int = 1
+    distributed_type: str = "NO"
+    device: str = ""
+
+
+# ----------------------------------------------------------------------------- pieces both loops call
+
+
+def build_optimizer(model: PreTrainedModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay."""
+    no_decay = {
+        id(p)
+        for module in model.modules()
+        for name, p in module.named_parameters(recurse=False)
+        if name == "bias" or isinstance(module, torch.nn.LayerNorm)
+    }
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, batches_per_epoch: int) -> Any:
+    """Linear warmup over ``cfg.warmup_ratio`` of the optimizer steps, then linear decay to 0."""
+    total = total_steps(cfg, batches_per_epoch)
+    return get_scheduler("linear", optimizer, math.ceil(cfg.warmup_ratio * total), total)
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    return math.ceil(math.ceil(batches_per_epoch / cfg.grad_accum_steps) * cfg.epochs)
+
+
+@torch.no_grad()
+def evaluate(
+    model: PreTrainedModel,
+    loader: DataLoader,
+    task: GlueTask,
+    device: torch.device | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    progress: bool = False,
+) -> dict[str, float] | None:
+    """The task's metrics and mean loss over ``loader``; None for an unlabeled split. ``device``:
+    where to move batches (None: they arrive there); ``gather``: collects every process's share,
+    each example once (Accelerate's ``gather_for_metrics``)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        all_logits.append(gather(logits.float()).cpu())
+        all_labels.append(gather(batch["labels"]).cpu())
+    model.train()
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    if not task.is_regression and bool((labels < 0).all()):
+        return None  # a test split without labels
+    metrics = compute_metrics(task, logits.numpy(), labels.numpy())
+    metrics["loss"] = float(classification_loss(logits, labels, getattr(model, "module", model).config))
+    metrics["examples"] = len(labels)
+    return metrics
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Refuse to save weights holding NaN or infinity."""
+    bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
+
+
+def log_line(message: str) -> None:
+    """Print a line above the progress bar (never glued onto it), at once."""
+    tqdm.write(message)
+    sys.stdout.flush()
+
+
+def format_metrics(metrics: dict[str, float] | None) -> str:
+    """``accuracy=0.8113 f1=0.8702 loss=0.4329`` for the epoch's log line."""
+    if metrics is None:
+        return "(no labels)"
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "examples")
+
+
+def recipe_line(cfg: TrainConfig, precision: str, device: str) -> str:
+    return (
+        f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
+        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, device {device}"
+    )
+
+
+def skip_batches(loader: DataLoader, n: int) -> Iterator[Any]:
+    """The loader's batches after the first ``n`` (collated, never run through the model)."""
+    batches = iter(loader)
+    for _ in range(n):
+        next(batches)
+    return batches
+
+
+# ----------------------------------------------------------------------------- the bookkeeping
+
+
+class Progress:
+    """Where training stands, and everything done at its step boundaries."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        batches_per_epoch: int,
+        output_dir: Path | None,
+        stop: StopRequest | None,
+        save_state: Callable[[Path], None],
+        *,
+        world_size: int = 1,
+        is_main: bool = True,
+        any_process: Callable[[bool], bool] = lambda flag: flag,
+        wait_for_everyone: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.cfg, self.batches_per_epoch, self.output_dir, self.stop = cfg, batches_per_epoch, output_dir, stop
+        self.save_state, self.world_size, self.is_main = save_state, world_size, is_main
+        self.any_process, self.wait_for_everyone = any_process, wait_for_everyone
+        self.total_steps = total_steps(cfg, batches_per_epoch)
+        self.result = LoopResult(world_size=world_size)
+        self.window: list[float] = []  # losses since the last log line
+        self.epoch = self.batch = self.start_epoch = self.skip = 0
+        self.show = not cfg.disable_tqdm and is_main
+        self.bar: Any = None
+        self.started = 0.0
+
+    def resume(self, path: Path, load_state: Callable[[Path], None]) -> None:
+        """Restore the states (``load_state``) and the position saved in checkpoint ``path``."""
+        load_state(path)
+        saved = load_progress(path)
+        self.result.history, self.window = saved["history"], saved["window"]
+        self.result.optimizer_steps, self.result.samples_seen = saved["optimizer_steps"], saved["samples_seen"]
+        self.start_epoch, self.skip = saved["epoch"], saved["batch_in_epoch"]
+        self.result.resumed_from = str(path)
+        if self.is_main:
+            log_line(f"resumed from {path}: epoch {self.start_epoch + 1}, {self.skip} batches in, step "
+                     f"{self.result.optimizer_steps}")  # fmt: skip
+
+    @property
+    def finished(self) -> bool:
+        return self.result.optimizer_steps >= self.total_steps
+
+    def epochs(self) -> Iterator[int]:
+        """The epochs still to run (until the last optimizer step)."""
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=self.total_steps, initial=self.result.optimizer_steps, desc="training",
+                        disable=not self.show)  # fmt: skip
+        for epoch in range(self.start_epoch, math.ceil(self.cfg.epochs)):
+            self.epoch = epoch
+            yield epoch
+            if self.finished:
+                break
+        self.bar.close()
+        self.result.train_runtime_s = time.perf_counter() - self.started
+
+    def batches(
+        self, loader: DataLoader, skip: Callable[[DataLoader, int], Any] = skip_batches
+    ) -> Iterator[tuple[int, Any]]:
+        """(index, batch) of this epoch's batches not yet trained on; the sampler's order is
+        (seed, epoch)'s, so a resumed run sees what the uninterrupted one saw."""
+        set_epoch(loader, self.epoch)
+        first = self.skip if self.epoch == self.start_epoch else 0
+        for i, batch in enumerate(skip(loader, first) if first else loader, start=first):
+            self.batch = i
+            yield i, batch
+            if self.finished:
+                return
+
+    def ends_accumulation(self) -> bool:
+        """True at the micro-batch after which the optimizer steps (every k, and the epoch's last)."""
+        i = self.batch + 1
+        return i % self.cfg.grad_accum_steps == 0 or i == self.batches_per_epoch
+
+    def record_loss(self, loss: torch.Tensor, examples: int) -> None:
+        """Check one micro-batch's loss (on every process) before its backward, and keep it for the log."""
+        if self.any_process(not bool(torch.isfinite(loss))):
+            self._fail(f"the training loss is {float(loss)}")
+        self.window.append(float(loss))
+        self.result.samples_seen += examples * self.world_size
+        self.result.batches_seen += 1
+
+    def check_grad_norm(self, norm: torch.Tensor | float | None) -> None:
+        """Stop before the optimizer step if the gradient norm is not finite (None: fp16 loss
+        scaling is on, whose scaler skips an overflowing step by itself)."""
+        if norm is not None and not math.isfinite(float(norm)):
+            self._fail(f"the gradient norm is {float(norm)}")
+
+    def _fail(self, what: str) -> None:
+        raise NonFiniteError(
+            f"step {self.result.optimizer_steps + 1} (epoch {self.epoch + 1}, batch {self.batch + 1}): {what}; "
+            "stopped before the optimizer step, the last checkpoint is good: lower --lr"
+        )
+
+    def step_done(self, model: PreTrainedModel, learning_rate: float) -> None:
+        """After an optimizer step: the progress bar, the log, a checkpoint when due, a stop when asked."""
+        result = self.result
+        result.optimizer_steps += 1
+        self.bar.update(1)
+        if result.optimizer_steps % self.cfg.logging_steps == 0:
+            entry = {
+                "step": result.optimizer_steps,
+                "epoch": round(self.epoch + (self.batch + 1) / self.batches_per_epoch, 4),
+                "loss": sum(self.window) / len(self.window),
+                "learning_rate": learning_rate,
+            }
+            self.window = []
+            result.history.append(entry)
+            self.bar.set_postfix(loss=f"{entry['loss']:.4f}")
+        if self.cfg.save_steps and result.optimizer_steps % self.cfg.save_steps == 0:
+            self.checkpoint(model, self.epoch, self.batch + 1)
+        self._stop_if_asked(model, self.epoch, self.batch + 1)
+
+    def epoch_done(self, model: PreTrainedModel, metrics: dict[str, float] | None) -> None:
+        """After the epoch's evaluation: the history, the log line, a stop when asked."""
+        entry = {"step": self.result.optimizer_steps, "epoch": self.epoch + 1, "validation": metrics}
+        self.result.history.append(entry)
+        if self.is_main:
+            log_line(f"epoch {self.epoch + 1}: validation {format_metrics(metrics)}")
+        if not self.finished:
+            self._stop_if_asked(model, self.epoch + 1, 0)
+
+    def checkpoint(self, model: PreTrainedModel, epoch: int, batches_done: int) -> Path | None:
+        """Save everything needed to go on from here: after ``batches_done`` batches of ``epoch``."""
+        if self.output_dir is None:
+            return None
+        check_finite_weights(model, self.result.optimizer_steps)
+        position = {
+            "epoch": epoch, "batch_in_epoch": batches_done, "optimizer_steps": self.result.optimizer_steps,
+            "samples_seen": self.result.samples_seen, "history": self.result.history, "window": self.window,
+        }  # fmt: skip
+        return save_checkpoint(
+            self.output_dir, self.result.optimizer_steps, self.cfg.to_dict(), position, self.cfg.save_total_limit,
+            self.save_state, self.is_main, self.wait_for_everyone,
+        )  # fmt: skip
+
+    def _stop_if_asked(self, model: PreTrainedModel, epoch: int, batches_done: int) -> None:
+        if self.stop is not None and self.any_process(self.stop.signum is not None):
+            saved = self.checkpoint(model, epoch, batches_done)
+            raise TrainingInterruptedError(self.stop.signum or signal.SIGTERM, self.result.optimizer_steps, saved)
