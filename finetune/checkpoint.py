@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import ConfigError, differing_settings
-from finetune.files import write_json
+from finetune.files import give_usual_permissions, write_json
 
 PREFIX = "checkpoint-"
 PROGRESS_FILE = "progress.json"
@@ -73,6 +73,7 @@ def sha256_of(file: Path) -> str:
 def write_progress(directory: Path, config: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
     """Seal a checkpoint folder: ``progress.json`` with the config and the files' hashes, written
     beside its place and renamed in, so it is whole or absent."""
+    give_usual_permissions(directory)
     write_json(directory / PROGRESS_FILE, {"config": config, "files": file_manifest(directory), **(progress or {})})
 
 

@@ -19,3 +19,13 @@ def write_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON, atomically."""
     write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def give_usual_permissions(folder: Path) -> None:
+    """Give every file under ``folder`` the permissions ``open`` would: some libraries write
+    through ``mkstemp``, whose files only their owner may read (safetensors' weights, for one)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)

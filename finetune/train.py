@@ -20,7 +20,7 @@ from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
 from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue
 from finetune.distributed import check_single_process_loop, is_launch_main_process
-from finetune.files import write_json
+from finetune.files import give_usual_permissions, write_json
 from finetune.interrupt import StopRequest
 from finetune.modeling import (
     DEFAULT_MODEL_PACKAGE,
@@ -188,6 +188,7 @@ def save_run(model: Any, tokenizer: Any, results: dict[str, Any], output_dir: Pa
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        give_usual_permissions(staging)
         for item in staging.iterdir():
             target = output_dir / item.name
             if target.is_dir():

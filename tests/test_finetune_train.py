@@ -47,6 +47,8 @@ def test_loop_trains_and_writes_complete_results(tiny_models, glue_dir, tmp_path
     assert on_disk["trainable_params"] == on_disk["total_params"] and on_disk["optimizer_steps"] == 16
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(run))
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, modes  # every file the run wrote, the same permissions
 
     from transformers import AutoModelForSequenceClassification, pipeline
 
