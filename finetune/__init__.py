@@ -1,17 +1,29 @@
 """finetune: reference fine-tuning of a pretrained transformer on GLUE (MRPC by default).
 
 Python API: ``finetune.train(TrainConfig(...)) -> results`` (the dict written to results.json).
-Command line: ``finetune train | evaluate | predict | report``.
+Command line: ``finetune train | evaluate | predict | report | grid``.
 """
 
-from finetune.config import ConfigError, TrainConfig
-from finetune.data import DataError, load_glue
+from typing import Any
+
+from finetune.config import TrainConfig
+from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
 from finetune.interrupt import TrainingInterruptedError
-from finetune.modeling import ModelError
-from finetune.run import NonFiniteError
-from finetune.train import train
 
 __all__ = [
     "ConfigError", "DataError", "ModelError", "NonFiniteError", "TrainConfig", "TrainingInterruptedError",
     "load_glue", "train",
 ]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """``train`` and ``load_glue`` import torch and the Hugging Face libraries: only when used."""
+    if name == "train":
+        from finetune.train import train
+
+        return train
+    if name == "load_glue":
+        from finetune.data import load_glue
+
+        return load_glue
+    raise AttributeError(f"module 'finetune' has no attribute {name!r}")

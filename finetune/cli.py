@@ -1,6 +1,8 @@
 """The ``finetune`` command: train, evaluate, predict, report.
 
 Bad input ends with exit code 2 and a one-line message on stderr; nothing on disk is touched.
+Each command imports the heavy libraries (torch, transformers, datasets) only when it runs, so
+``finetune --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from typing import Any, NoReturn
 import yaml
 from transformers import HfArgumentParser
 
-from finetune.config import ConfigError, TrainConfig
-from finetune.data import DataError
+from finetune.config import TrainConfig
+from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
 from finetune.interrupt import TrainingInterruptedError
-from finetune.modeling import ModelError
-from finetune.run import NonFiniteError
 from finetune.tasks import UnknownTaskError, get_task
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)

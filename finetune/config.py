@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
+from finetune.errors import ConfigError
 
 LOOPS = ("native", "trainer", "accelerate")
 STRATEGIES = ("full", "partial", "head")
@@ -25,10 +25,6 @@ STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
     "partial": {"lr": 1e-4, "epochs": 3, "batch_size": 16, "warmup_ratio": 0.1},
     "head": {"lr": 1e-3, "epochs": 3, "batch_size": 32, "warmup_ratio": 0.1},
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work (the message says which and why)."""
 
 
 def option(default: Any, help_text: str, *aliases: str) -> Any:
@@ -117,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.freeze_layers is not None and self.strategy != "partial":
             raise ConfigError("--freeze-layers only applies to --strategy partial")
+        import torch
+
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
         if self.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -19,13 +19,10 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from finetune.errors import DataError
 from finetune.tasks import GlueTask, get_task
 
 GLUE_DIR_ENV = "GLUE_DIR"
-
-
-class DataError(ValueError):
-    """Data that is missing or not in the expected GLUE format."""
 
 
 # ----------------------------------------------------------------------------- loading

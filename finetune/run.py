@@ -26,14 +26,11 @@ from transformers import PreTrainedModel, get_scheduler
 from finetune.checkpoint import load_progress, save_checkpoint
 from finetune.config import TrainConfig
 from finetune.data import set_epoch
+from finetune.errors import NonFiniteError
 from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.metrics import compute_metrics
 from finetune.modeling import classification_loss
 from finetune.tasks import GlueTask
-
-
-class NonFiniteError(FloatingPointError):
-    """The loss, the gradients or the weights stopped being finite numbers."""
 
 
 @dataclass
@@ -56,8 +53,9 @@ class LoopResult:
 # ----------------------------------------------------------------------------- pieces both loops call
 
 
-def build_optimizer(model: PreTrainedModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay."""
+def build_optimizer(model: PreTrainedModel, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay.
+    ``fused``: one kernel for the whole update (CPU and CUDA), several times faster than a loop of ops."""
     no_decay = {
         id(p)
         for module in model.modules()
@@ -69,7 +67,7 @@ def build_optimizer(model: PreTrainedModel, lr: float, weight_decay: float) -> t
         {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": weight_decay},
         {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, batches_per_epoch: int) -> Any:
@@ -88,18 +86,20 @@ def evaluate(
     loader: DataLoader,
     task: GlueTask,
     device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
     progress: bool = False,
 ) -> dict[str, float] | None:
     """The task's metrics and mean loss over ``loader``; None for an unlabeled split. ``device``:
-    where to move batches (None: they arrive there); ``gather``: collects every process's share,
-    each example once (Accelerate's ``gather_for_metrics``)."""
+    where to move batches (None: they arrive there); ``dtype``: autocast, as in training;
+    ``gather``: collects every process's share, each example once (Accelerate's ``gather_for_metrics``)."""
     model.eval()
     all_logits, all_labels = [], []
     for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         all_logits.append(gather(logits.float()).cpu())
         all_labels.append(gather(batch["labels"]).cpu())
     model.train()

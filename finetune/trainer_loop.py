@@ -38,7 +38,7 @@ from finetune.run import (
 from finetune.tasks import GlueTask
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> TrainingArguments:
+def training_arguments(cfg: TrainConfig, output_dir: str, device: torch.device) -> TrainingArguments:
     """TrainingArguments mirroring the native loop (linear schedule, warmup, clipping at 1.0,
     no weight decay on biases and LayerNorm weights, evaluation each epoch)."""
     kwargs: dict[str, Any] = {
@@ -59,12 +59,12 @@ def training_arguments(cfg: TrainConfig, output_dir: str, use_cpu: bool) -> Trai
         "seed": cfg.seed,
         "data_seed": cfg.seed,
         "report_to": "none",
-        "use_cpu": use_cpu,
+        "use_cpu": device.type == "cpu",
         "disable_tqdm": cfg.disable_tqdm,
         "dataloader_num_workers": 0,
     }
-    dtype = None if use_cpu else autocast_dtype(torch.device("cuda"), cfg.mixed_precision)
-    if dtype is not None:  # the native loop's rule: bf16 where the GPU has it, else fp16
+    dtype = autocast_dtype(device, cfg.mixed_precision)
+    if dtype is not None:  # the native loop's rule: bf16 where the hardware has it (GPU or CPU), else fp16
         kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
     if cfg.save_steps:
         kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
@@ -171,14 +171,15 @@ def train_with_trainer(
 ) -> LoopResult:
     """The same run through ``CheckedTrainer``; evaluation by the native loop's ``evaluate``."""
     device = pick_device(cfg.device)
+    dtype = autocast_dtype(device, cfg.mixed_precision)  # evaluation in the training's precision
     eval_loader = data.loader("validation")
 
     def evaluate_epoch(model: PreTrainedModel) -> dict[str, float] | None:
-        return evaluate(model, eval_loader, task, device, progress=not cfg.disable_tqdm)
+        return evaluate(model, eval_loader, task, device, dtype, progress=not cfg.disable_tqdm)
 
     trainer = CheckedTrainer(
         model=model,
-        args=training_arguments(cfg, str(output_dir), use_cpu=device.type == "cpu"),
+        args=training_arguments(cfg, str(output_dir), device),
         train_dataset=data.splits["train"],
         data_collator=data.collator,
         processing_class=data.collator.tokenizer,
@@ -194,7 +195,7 @@ def train_with_trainer(
     result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
     result.samples_seen = math.ceil(len(data.splits["train"]) * cfg.epochs)
-    result.final = {split: evaluate(trainer.model, data.loader(split), task, device) for split in data.eval_splits}
+    result.final = {s: evaluate(trainer.model, data.loader(s), task, device, dtype) for s in data.eval_splits}
     result.world_size = trainer.args.world_size
     result.distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
     result.device = describe(trainer.args.device)

@@ -1,0 +1,23 @@
+"""What can go wrong, as exception types the CLI maps to exit codes (kept light: ``finetune
+--help`` must not import torch to know them).
+
+Bad input (exit 2): ConfigError, DataError, ModelError, and the task module's UnknownTaskError.
+A run that went wrong (exit 1): NonFiniteError. A run stopped on request: TrainingInterruptedError
+(``finetune.interrupt``, exit 128 + signal).
+"""
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work (the message says which and why)."""
+
+
+class DataError(ValueError):
+    """Data that is missing or not in the expected GLUE format."""
+
+
+class ModelError(ValueError):
+    """A model that cannot be found, loaded or frozen as asked."""
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss, the gradients or the weights stopped being finite numbers."""
