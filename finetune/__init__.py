@@ -19,7 +19,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """``train`` and ``load_glue`` import torch and the Hugging Face libraries: only when used."""
     if name == "train":
-        from finetune.train import train
+        from finetune.pipeline import train
 
         return train
     if name == "load_glue":

@@ -76,7 +76,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from finetune.train import train
+    from finetune.pipeline import train
 
     results = train(config_from_args(args))
     if int(os.environ.get("RANK", "0")) != 0:
@@ -184,7 +184,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from finetune.train import quiet_libraries
+    from finetune.pipeline import quiet_libraries
 
     quiet_libraries()
     commands = {

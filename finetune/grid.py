@@ -22,7 +22,7 @@ def run_grid(
     only: list[str] | None = None,
 ) -> list[Path]:
     """Train every missing run of the grid; return the results.json paths written."""
-    from finetune.train import train
+    from finetune.pipeline import train
 
     names = [f"{loop}-{strategy}" for loop, strategy in GRID]
     unknown = [name for name in only or [] if name not in names]

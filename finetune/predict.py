@@ -8,9 +8,9 @@ from datasets import DatasetDict
 from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
 from finetune.loop import pick_device
 from finetune.modeling import load_model, load_tokenizer
+from finetune.pipeline import quiet_libraries
 from finetune.run import evaluate
 from finetune.tasks import get_task, test_split, validation_split
-from finetune.train import quiet_libraries
 
 
 def evaluate_checkpoint(
