@@ -63,7 +63,7 @@ class TrainConfig:
     grad_accum_steps: int = option(1, "micro-batches per optimizer step", "gradient_accumulation_steps")
     max_length: int = option(128, "truncate each example to this many tokens", "max_seq_length")
     pad_to_max_length: bool = option(False, "pad every batch to --max-length (fixed shapes) instead of its longest")
-    group_by_length: bool = option(False, "batch examples of similar length together (less padding)")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
     seed: int = option(42, "random seed (data order, dropout, head initialisation)")
     max_train_samples: int | None = option(None, "use only the first N training examples")
     max_eval_samples: int | None = option(None, "use only the first N validation and test examples")

@@ -250,11 +250,13 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class LengthGroupedSampler(Sampler[int]):
     """Random batches of similar length, so dynamic padding pads little.
 
-    Each epoch: shuffle all indices, cut them into mega-batches of ``batch_size * group``,
-    sort each mega-batch by length, cut it into batches, and shuffle the batches' order.
+    Each epoch: shuffle all indices, cut them into mega-batches of ``batch_size * group``, sort
+    each mega-batch by length, cut it into batches, and shuffle the batches' order (the one short
+    batch, if any, stays last). It yields the indices batch after batch, so a DataLoader with the
+    same ``batch_size`` makes exactly these batches, and the Trainer can take it as its sampler.
     Like ``EpochShuffleSampler`` the order depends only on (seed, epoch).
     """
 
@@ -265,9 +267,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return len(self.lengths)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         mega = self.batch_size * self.group
@@ -275,8 +277,12 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         for start in range(0, len(order), mega):
             chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i], reverse=True)
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[b]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [b for b in batches if len(b) == self.batch_size]
+        for b in torch.randperm(len(full), generator=generator).tolist():
+            yield from full[b]
+        for batch in short:
+            yield from batch
 
 
 def make_dataloader(
@@ -294,12 +300,15 @@ def make_dataloader(
     torch RNG, so a run resumed mid-epoch (RNG restored, then a new iterator) would shift every
     dropout mask after the resume."""
     generator = torch.Generator().manual_seed(seed)
-    if shuffle and group_by_length:
-        lengths = [len(ids) for ids in dataset["input_ids"]]
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=generator)
-    sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
+    sampler = train_sampler(dataset, batch_size, seed, group_by_length) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)
+
+
+def train_sampler(dataset: Dataset, batch_size: int, seed: int, group_by_length: bool) -> Sampler[int]:
+    """The training order, fixed by (seed, epoch): length-grouped batches, or a plain shuffle."""
+    if group_by_length:
+        return LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]], batch_size, seed)
+    return EpochShuffleSampler(len(dataset), seed)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from transformers import (
 
 from finetune.checkpoint import PREFIX, write_progress
 from finetune.config import TrainConfig
-from finetune.data import RunData
+from finetune.data import RunData, train_sampler
 from finetune.files import write_json
 from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.loop import autocast_dtype, describe, pick_device
@@ -68,17 +68,13 @@ def training_arguments(cfg: TrainConfig, output_dir: str, device: torch.device) 
         kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
     if cfg.save_steps:
         kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
-    # Names that moved in transformers v5: a float warmup_steps < 1 is the ratio, and length
-    # grouping is a train_sampling_strategy. Older versions take the v4 names.
+    # transformers v5 takes the ratio as a float warmup_steps < 1; older versions as warmup_ratio.
+    # (Length grouping is CheckedTrainer's own sampler, not the Trainer's.)
     accepted = inspect.signature(TrainingArguments).parameters
     if "warmup_ratio" in accepted:
         kwargs["warmup_ratio"] = cfg.warmup_ratio
     else:
         kwargs["warmup_steps"] = float(cfg.warmup_ratio)
-    if "train_sampling_strategy" in accepted:
-        kwargs["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
-    else:
-        kwargs["group_by_length"] = cfg.group_by_length
     return TrainingArguments(**kwargs)
 
 
@@ -92,6 +88,15 @@ class CheckedTrainer(Trainer):
     """
 
     UNLOGGED_LOSS_FILE = "unlogged_loss.json"
+    length_grouped: bool = False  # batch by length with finetune's sampler (set by train_with_trainer)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """finetune's length-grouped order, fixed by (seed, epoch): the Trainer's own draws each epoch
+        from one generator, so a run resumed at an epoch boundary would see another order."""
+        if not self.length_grouped:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return train_sampler(dataset, self._train_batch_size, self.args.data_seed, group_by_length=True)
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
         saved = Path(resume_from_checkpoint or "") / self.UNLOGGED_LOSS_FILE
@@ -185,6 +190,7 @@ def train_with_trainer(
         processing_class=data.collator.tokenizer,
         callbacks=[FinetuneCallback(evaluate_epoch, cfg.to_dict(), stop)],
     )
+    trainer.length_grouped = cfg.group_by_length
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
         log_line(recipe_line(cfg, precision, describe(trainer.args.device)))
