@@ -46,7 +46,7 @@ def train_native(
     progress = Progress(cfg, len(train_loader), output_dir, stop, lambda folder: save_state(folder, states))
     if resume_from is not None:
         progress.resume(resume_from, lambda folder: load_state(folder, states))
-    log_line(recipe_line(cfg, "fp32" if dtype is None else str(dtype).removeprefix("torch."), describe(device)))
+    log_line(recipe_line(cfg, {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"), describe(device)))
     progress.result.device = describe(device)
     model.train()
     for _epoch in progress.epochs():
