@@ -119,6 +119,8 @@ class TrainConfig:
             raise ConfigError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
         if self.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise ConfigError("--device mps: torch sees no Apple GPU here: use --device cpu (or auto)")
+        if self.mixed_precision == "fp16" and not (self.device in ("auto", "cuda") and torch.cuda.is_available()):
+            raise ConfigError("--mixed-precision fp16 needs a CUDA GPU (a loss scaler): use bf16 or no")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

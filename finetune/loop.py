@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from finetune.config import ConfigError, TrainConfig
+from finetune.config import TrainConfig
 from finetune.data import RunData
 from finetune.interrupt import StopRequest
 from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
@@ -77,28 +77,26 @@ def train_native(
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu, unless a device is named."""
+    """cuda, then mps, then cpu, unless a device is named (``TrainConfig.validate`` has checked
+    that a named one exists)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
     return torch.device(name)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for ``--mixed-precision``: ``auto`` takes bf16 where the hardware computes
     in it (a GPU that has it, a CPU with AVX512-BF16 or AMX), fp16 on older GPUs, none elsewhere;
-    ``bf16``, ``fp16`` and ``no`` force it. Weights and optimizer state stay float32 either way."""
+    ``bf16``, ``fp16`` and ``no`` force it (``TrainConfig.validate`` refuses fp16 without a GPU).
+    Weights and optimizer state stay float32 either way."""
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"--mixed-precision fp16 needs a CUDA GPU, not {device.type}: use bf16 or no")
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

@@ -87,6 +87,9 @@ def test_bad_numbers_and_names(capsys, tiny_models, glue_dir, tmp_path, args, me
 def test_device_cuda_without_a_gpu(capsys, tiny_models, glue_dir, tmp_path):
     args = tiny_train(tiny_models["bert"], glue_dir, tmp_path / "x", "--device", "cuda")
     refused(capsys, "--device cuda: torch sees no CUDA GPU here", *args)
+    args = tiny_train(tiny_models["bert"], glue_dir, tmp_path / "x", "--mixed-precision", "fp16")
+    refused(capsys, "--mixed-precision fp16 needs a CUDA GPU", *args)
+    assert not (tmp_path / "x").exists()  # refused before the run directory was made
 
 
 # ----------------------------------------------------------------------------- bad data files
