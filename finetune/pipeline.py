@@ -20,6 +20,7 @@ from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
 from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue
 from finetune.distributed import check_single_process_loop, is_launch_main_process
+from finetune.dropout import use_fast_dropout
 from finetune.files import give_usual_permissions, write_json
 from finetune.interrupt import StopRequest
 from finetune.modeling import (
@@ -122,6 +123,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_tokenizer(tokenizer, model, model_path)
     check_max_length(cfg.max_length, tokenizer, model, task)
     frozen_layers = apply_freezing(model, cfg.strategy, cfg.freeze_layers)
+    use_fast_dropout(model)
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
