@@ -1,4 +1,4 @@
-"""The ``finetune`` command: train, evaluate, predict, report.
+"""The ``finetune`` command: train, evaluate, predict, push, report, grid.
 
 Bad input ends with exit code 2 and a one-line message on stderr; nothing on disk is touched.
 Each command imports the heavy libraries (torch, transformers, datasets) only when it runs, so
@@ -120,16 +120,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from finetune.predict import predict
+    from finetune import predict
 
-    task = _read_run(Path(args.checkpoint)).get("config", {}).get("task")
+    run = _read_run(Path(args.checkpoint))
+    task_name = run.get("config", {}).get("task")
+    task = get_task(task_name) if task_name else None
+    modes = [bool(args.sentences), args.input is not None, args.glue_submission is not None]
+    if sum(modes) != 1:
+        raise ConfigError("give one of: SENTENCE [SENTENCE], --input FILE --output FILE, or --glue-submission DIR")
+    if args.glue_submission is not None:
+        if task is None:
+            raise ConfigError(f"{args.checkpoint} has no results.json naming its task: a submission needs it")
+        data_dir = args.data_dir or run["config"].get("data_dir")
+        target = predict.write_glue_submission(args.checkpoint, task, Path(args.glue_submission), data_dir,
+                                               progress=not args.no_progress)  # fmt: skip
+        print(json.dumps({"task": task.name, "split": "test", "submission": str(target)}))
+        return 0
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.input is not None:
+        if args.output is None:
+            raise ConfigError("--input needs --output FILE (.tsv, .csv or .jsonl) for the predictions")
+        rows = predict.predict_file(args.checkpoint, Path(args.input), Path(args.output), task, args.text_columns,
+                                    args.batch_size, progress=not args.no_progress)  # fmt: skip
+        print(json.dumps({"input": args.input, "output": args.output, "rows": rows}))
+        return 0
     if task is not None:
-        wanted = len(get_task(task).text_columns)
+        wanted = len(task.text_columns)
         if len(args.sentences) != wanted:
             kind = "a sentence pair: give two sentences" if wanted == 2 else "one sentence"
-            raise ConfigError(f"{task} takes {kind}, got {len(args.sentences)}")
-    label, probability = predict(args.checkpoint, args.sentences)
+            raise ConfigError(f"{task.name} takes {kind}, got {len(args.sentences)}")
+    label, probability = predict.predict(args.checkpoint, args.sentences)
     print(json.dumps({"label": label, "probability": round(probability, 4)}))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from finetune.hub import check_hub_access, push_run
+
+    run = _read_run(Path(args.checkpoint))
+    if not run:
+        raise ConfigError(f"{args.checkpoint} has no results.json: push a run directory written by finetune train")
+    token = check_hub_access(args.hub_model_id, args.hub_token)
+    url = push_run(Path(args.checkpoint), run, args.hub_model_id, token, args.private)
+    print(json.dumps({"checkpoint": args.checkpoint, "hub_url": url}))
     return 0
 
 
@@ -166,9 +200,27 @@ def build_parser() -> Parser:
     e.add_argument("--task", help="default: the task in the run's results.json")
     e.add_argument("--data-dir", help="GLUE root (default: the run's, else $GLUE_DIR)")
     e.add_argument("--max-eval-samples", type=int, help="use only the first N examples")
-    p = sub.add_parser("predict", help="label and probability for one sentence or sentence pair")
+    p = sub.add_parser(
+        "predict", help="labels for a sentence (pair), a file of them, or the GLUE server's test file",
+        description="Label one sentence or pair; every row of a .tsv/.csv/.jsonl file (--input, --output); or "
+        "the task's test split in the GLUE server's format (--glue-submission DIR).",
+    )  # fmt: skip
     p.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")
-    p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="one sentence, or two for a pair task")
+    p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="one sentence, or two for a pair task")
+    p.add_argument("--input", help="a .tsv, .csv or .jsonl file with a header (or keys) naming its columns")
+    p.add_argument("--output", help="where the predictions go: .tsv, .csv or .jsonl")
+    p.add_argument("--text-columns", nargs="+", metavar="COLUMN",
+                   help="the input's text columns (default: the task's, e.g. sentence1 sentence2)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    p.add_argument("--glue-submission", metavar="DIR", help="write DIR/<TASK>.tsv for the GLUE server")
+    p.add_argument("--split", choices=("test",), default="test", help="the split a submission predicts")
+    p.add_argument("--data-dir", help="GLUE root for --glue-submission (default: the run's, else $GLUE_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    u = sub.add_parser("push", help="upload a finished run (model, tokenizer, results, model card) to the Hub")
+    u.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")
+    u.add_argument("--hub-model-id", required=True, help="the repository: NAME or USER/NAME")
+    u.add_argument("--hub-token", help="default: HF_TOKEN or the token of `hf auth login`")
+    u.add_argument("--private", action="store_true", help="create the repository private")
     r = sub.add_parser("report", help="comparison table and plots across runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
     r.add_argument("--out", default="report", help="where the PNG plots and report.md go")
@@ -188,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     commands = {
-        "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "report": cmd_report, "grid": cmd_grid,
+        "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "push": cmd_push, "report": cmd_report,
+        "grid": cmd_grid,
     }  # fmt: skip
     try:
         if args.command == "train" and args.config_file:  # the file's settings become the defaults

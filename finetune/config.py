@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from finetune.errors import ConfigError
+from finetune.tracking import REPORT_TO, check_report_to
 
 LOOPS = ("native", "trainer", "accelerate")
 STRATEGIES = ("full", "partial", "head")
 POOLINGS = ("cls", "mean")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+EVAL_STRATEGIES = ("no", "steps", "epoch")
 
 # Chosen on MRPC validation with the default checkpoint (README: "Choosing the recipe").
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,6 +71,27 @@ class TrainConfig:
     max_eval_samples: int | None = option(None, "use only the first N validation and test examples")
     device: Literal[DEVICES] = option("auto", "auto: cuda, then mps, then cpu")
     mixed_precision: Literal[PRECISIONS] = option("auto", "autocast dtype on a GPU (auto: bf16 where supported)")
+    swap_pairs: bool = option(False, "pair tasks: train on both sentence orders (the label does not depend on it)")
+    reinit_layers: int = option(0, "re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021)")
+    layer_lr_decay: float = option(1.0, "layer-wise lr decay: each layer below the top learns this factor slower")
+    eval_strategy: Literal[EVAL_STRATEGIES] = option(
+        "epoch",
+        "evaluate on validation after each epoch, every --eval-steps steps, or only at the end",
+        "evaluation_strategy",
+    )
+    eval_steps: int | None = option(None, "with --eval-strategy steps: evaluate every N optimizer steps")
+    load_best_model_at_end: bool = option(False, "end with the weights of the best evaluation, not the last")
+    metric_for_best_model: str | None = option(
+        None, "what 'best' means: a validation metric of the task or loss (default: the task's main metric)"
+    )
+    early_stopping_patience: int | None = option(
+        None, "stop after N evaluations in a row without a better --metric-for-best-model (default: never)"
+    )
+    push_to_hub: bool = option(False, "upload the model, tokenizer, results and a model card to the Hub at the end")
+    hub_model_id: str | None = option(None, "with --push-to-hub: the repository, NAME or USER/NAME")
+    hub_token: str | None = option(None, "Hub token (default: HF_TOKEN or `hf auth login`'s); never saved")
+    hub_private_repo: bool = option(False, "with --push-to-hub: create the repository private")
+    report_to: Literal[REPORT_TO] = option("none", "also log loss, learning rate and evaluations to TensorBoard")
     logging_steps: int = option(10, "log the mean training loss every N optimizer steps")
     save_steps: int | None = option(None, "write checkpoint-<step>/ every N optimizer steps")
     save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
@@ -90,6 +113,7 @@ class TrainConfig:
             ("pooling", POOLINGS),
             ("device", DEVICES),
             ("mixed_precision", PRECISIONS),
+            ("report_to", REPORT_TO),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -103,7 +127,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{flag(name)} must be positive, got {value}")
-        for name in ("freeze_layers", "weight_decay"):
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ConfigError(f"--layer-lr-decay must be in (0, 1] (1: off), got {self.layer_lr_decay}")
+        if self.swap_pairs:
+            from finetune.tasks import get_task
+
+            if len(get_task(self.task).text_columns) != 2:
+                raise ConfigError(f"--swap-pairs needs a sentence-pair task; {self.task} has one sentence")
+        for name in ("freeze_layers", "weight_decay", "reinit_layers"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
@@ -111,6 +142,10 @@ class TrainConfig:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        self._validate_evaluation()
+        check_report_to(self.report_to)
+        if self.hub_model_id is not None and not self.push_to_hub:
+            raise ConfigError("--hub-model-id only applies with --push-to-hub")
         if self.freeze_layers is not None and self.strategy != "partial":
             raise ConfigError("--freeze-layers only applies to --strategy partial")
         import torch
@@ -122,23 +157,58 @@ class TrainConfig:
         if self.mixed_precision == "fp16" and not (self.device in ("auto", "cuda") and torch.cuda.is_available()):
             raise ConfigError("--mixed-precision fp16 needs a CUDA GPU (a loss scaler): use bf16 or no")
 
+    def _validate_evaluation(self) -> None:
+        from finetune.tasks import get_task
+
+        if self.eval_strategy not in EVAL_STRATEGIES:
+            raise ConfigError(
+                f"unknown eval_strategy {self.eval_strategy!r}: choose one of {', '.join(EVAL_STRATEGIES)}"
+            )
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ConfigError("--eval-strategy steps needs --eval-steps N (evaluate every N optimizer steps)")
+        if self.eval_steps is not None and self.eval_strategy != "steps":
+            raise ConfigError(f"--eval-steps only applies to --eval-strategy steps, not {self.eval_strategy}")
+        for name in ("load_best_model_at_end", "early_stopping_patience"):
+            if getattr(self, name) not in (None, False) and self.eval_strategy == "no":
+                raise ConfigError(f"{flag(name)} needs evaluations: use --eval-strategy epoch or steps")
+        if self.metric_for_best_model is not None:
+            names = get_task(self.task).metric_names
+            if self.best_metric() not in names:
+                raise ConfigError(
+                    f"--metric-for-best-model {self.metric_for_best_model!r} is not a {self.task} metric: "
+                    f"choose one of {', '.join(names)}"
+                )
+
+    def best_metric(self) -> str:
+        """The validation metric that ranks evaluations (the Trainer's ``eval_`` prefix is accepted)."""
+        from finetune.tasks import get_task
+
+        if self.metric_for_best_model is None:
+            return get_task(self.task).main_metric
+        return self.metric_for_best_model.removeprefix("eval_")
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, as results.json and checkpoints record them (a Hub token is never written)."""
+        return {**dataclasses.asdict(self), "hub_token": None}
 
 
 # Options that must be > 0 when given.
 POSITIVE = (
     "epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size", "logging_steps",
-    "max_grad_norm", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit",
+    "max_grad_norm", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit", "eval_steps",
+    "early_stopping_patience",
 )  # fmt: skip
 
 # The settings that change what a run computes. A checkpoint may only be resumed with the same
 # ones, and ``finetune report`` pools only runs that agree on all of them but the seed. (Where the
-# data lives, the output directory, logging, progress bars and checkpointing do not change it.)
+# data lives, the output directory, logging, progress bars and checkpointing do not change it; when
+# and how the run evaluates does, through the best model and early stopping.)
 RUN_SETTINGS = (
     "task", "loop", "strategy", "freeze_layers", "model", "pooling", "epochs", "batch_size", "lr",
     "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps", "max_length", "pad_to_max_length",
-    "group_by_length", "seed", "max_train_samples", "max_eval_samples", "mixed_precision",
+    "group_by_length", "seed", "max_train_samples", "max_eval_samples", "mixed_precision", "swap_pairs",
+    "reinit_layers", "layer_lr_decay", "eval_strategy", "eval_steps", "load_best_model_at_end",
+    "metric_for_best_model", "early_stopping_patience",
 )  # fmt: skip
 
 
@@ -148,7 +218,9 @@ def flag(name: str) -> str:
 
 
 def differing_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``--lr 5e-05 (then) vs 0.001 (now)`` for each run-changing setting on which two configs differ."""
+    """``--lr 5e-05 (then) vs 0.001 (now)`` for each run-changing setting on which two configs differ
+    (a setting added since ``before`` was recorded counts as its default)."""
+    before = {**TrainConfig().to_dict(), **before}
     return [
         f"{flag(k)} {before.get(k)} (then) vs {now.get(k)} (now)" for k in RUN_SETTINGS if before.get(k) != now.get(k)
     ]

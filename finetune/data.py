@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -197,6 +197,14 @@ def _read_generic(spec: GlueTask, folder: Path) -> dict[str, list[dict]]:
             raise DataError(f"{path}: no data rows: the file is empty or cut off")
         splits[split] = rows
     return splits
+
+
+def with_swapped_pairs(dataset: Dataset, task: GlueTask) -> Dataset:
+    """The pairs followed by the same pairs in the other order: the label of a paraphrase (or a
+    duplicate question) does not depend on which sentence comes first, so this doubles the data."""
+    first, second = task.text_columns
+    swapped = dataset.map(lambda b: {first: b[second], second: b[first]}, batched=True, desc="swapping pairs")
+    return concatenate_datasets([dataset, swapped])
 
 
 # ----------------------------------------------------------------------------- tokenizing

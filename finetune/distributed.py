@@ -80,7 +80,8 @@ def train_accelerate(
     """``finetune.loop.train_native`` under Accelerate: the differences are the course's —
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
     accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
+    fused = accelerator.device.type in ("cpu", "cuda")
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, data.loader("train"), data.loader("validation")
     )
@@ -111,8 +112,12 @@ def train_accelerate(
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     progress.step_done(model, scheduler.get_last_lr()[0])
-        metrics = evaluate(model, eval_loader, task, gather=accelerator.gather_for_metrics, progress=progress.show)
-        progress.epoch_done(model, metrics)
+                    if progress.evaluation_due():
+                        gather = accelerator.gather_for_metrics
+                        progress.evaluated(
+                            model, evaluate(model, eval_loader, task, gather=gather, progress=progress.show)
+                        )
+    progress.load_best_model(model)
 
     result = progress.result
     gather = accelerator.gather_for_metrics

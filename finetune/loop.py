@@ -1,7 +1,8 @@
 """The training loop in plain PyTorch, read top to bottom like the Hugging Face course's loop:
 for each batch: forward, loss, backward; every k micro-batches: clip, optimizer step, scheduler
-step; after each epoch: evaluate. ``finetune/distributed.py`` is the same loop under Accelerate.
-``Progress`` (``finetune/run.py``) keeps the books: checks, log, checkpoints, stopping, resuming.
+step, and evaluate when due (after each epoch by default); at the end, the best model if asked.
+``finetune/distributed.py`` is the same loop under Accelerate. ``Progress`` (``finetune/run.py``)
+keeps the books: checks, log, evaluations, checkpoints, stopping, resuming.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ def train_native(
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
 ) -> LoopResult:
-    """Fine-tune ``model`` on one device; evaluate after each epoch and, at the end, on every
-    evaluation split of ``data``."""
+    """Fine-tune ``model`` on one device; evaluate on validation after each epoch (or as
+    ``--eval-strategy`` says) and, at the end, on every evaluation split of ``data``."""
     device = pick_device(cfg.device)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: scale the loss
     model.to(device)
     train_loader, eval_loader = data.loader("train"), data.loader("validation")
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device.type in ("cpu", "cuda"), cfg.layer_lr_decay)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     params = [p for p in model.parameters() if p.requires_grad]
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
@@ -65,7 +66,9 @@ def train_native(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress.step_done(model, scheduler.get_last_lr()[0])
-        progress.epoch_done(model, evaluate(model, eval_loader, task, device, dtype, progress=progress.show))
+                if progress.evaluation_due():  # each epoch's end, or every --eval-steps
+                    progress.evaluated(model, evaluate(model, eval_loader, task, device, dtype, progress=progress.show))
+    progress.load_best_model(model)
 
     result = progress.result
     result.final = {split: evaluate(model, data.loader(split), task, device, dtype) for split in data.eval_splits}

@@ -253,6 +253,28 @@ def apply_freezing(model: PreTrainedModel, strategy: str, freeze_layers: int | N
     return n
 
 
+def reinit_top_layers(model: PreTrainedModel, n: int) -> None:
+    """Draw the top ``n`` encoder layers afresh with the model's own initialisation (Zhang et al.
+    2021: the top layers of a pretrained encoder are specialised to its pretraining task)."""
+    layers = encoder_layers(model) if n else []
+    if n > len(layers):
+        raise ModelError(f"--reinit-layers {n} is more than the {len(layers)} encoder layers this model has")
+    for layer in list(layers)[len(layers) - n :]:
+        for module in layer.modules():
+            model.base_model._init_weights(module)
+
+
+def layer_depths(model: PreTrainedModel) -> dict[str, int]:
+    """Each parameter's depth for layer-wise lr decay: embeddings 0, encoder layer i at i + 1,
+    everything above the encoder (the head) at len(layers) + 1."""
+    layers = encoder_layers(model)
+    top = len(layers) + 1
+    depth_of = {id(p): i + 1 for i, layer in enumerate(layers) for p in layer.parameters()}
+    embeddings = getattr(model.base_model, "embeddings", None)
+    depth_of.update({id(p): 0 for p in (embeddings.parameters() if embeddings is not None else [])})
+    return {name: depth_of.get(id(p), top) for name, p in model.named_parameters()}
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())

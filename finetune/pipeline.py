@@ -18,10 +18,11 @@ from transformers import set_seed
 
 from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
-from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue
+from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue, with_swapped_pairs
 from finetune.distributed import check_single_process_loop, is_launch_main_process
 from finetune.dropout import use_fast_dropout
 from finetune.files import give_usual_permissions, write_json
+from finetune.hub import check_hub_access, push_run
 from finetune.interrupt import StopRequest
 from finetune.modeling import (
     DEFAULT_MODEL_PACKAGE,
@@ -33,6 +34,7 @@ from finetune.modeling import (
     load_model,
     load_tokenizer,
     model_source,
+    reinit_top_layers,
 )
 from finetune.run import check_finite_weights, log_line
 from finetune.rundir import RESULTS_FILE, RunDirectory
@@ -111,6 +113,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     data_root = resolve_data_dir(cfg.data_dir)
     cfg.data_dir = str(data_root.resolve()) if data_root else None  # recorded, so the run can be evaluated again
     owner = is_launch_main_process()
+    hub_token = check_hub_access(cfg.hub_model_id, cfg.hub_token) if cfg.push_to_hub and owner else None
     run_dir = RunDirectory(output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint is not None, owner)
     resume = resolve_resume(cfg.resume_from_checkpoint, run_dir.work, cfg.to_dict())
     set_seed(cfg.seed)
@@ -122,6 +125,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model = load_model(model_path, task, cfg.pooling)
     check_tokenizer(tokenizer, model, model_path)
     check_max_length(cfg.max_length, tokenizer, model, task)
+    reinit_top_layers(model, cfg.reinit_layers)
     frozen_layers = apply_freezing(model, cfg.strategy, cfg.freeze_layers)
     use_fast_dropout(model)
     trainable, total = count_parameters(model)
@@ -130,6 +134,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # data: the splits the run uses, tokenized
     val_name, test_name = validation_split(task), test_split(task)
     raw = limit_samples(raw, cfg, "train", [val_name, test_name])  # before tokenizing: only what is used
+    if cfg.swap_pairs:
+        raw["train"] = with_swapped_pairs(raw["train"], task)
     data = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
     splits = DatasetDict({"train": data["train"], "validation": data[val_name], "test": data[test_name]})
     run_data = RunData(splits, make_collator(tokenizer), cfg.batch_size, cfg.eval_batch_size, cfg.seed,
@@ -164,6 +170,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             "frozen_encoder_layers": frozen_layers,
             "train_examples": len(splits["train"]),
             "history": loop.history,
+            "best": loop.best,
+            "stopped_early": loop.stopped_early,
             "optimizer_steps": loop.optimizer_steps,
             "resumed_from": loop.resumed_from,
             "train_runtime_s": round(loop.train_runtime_s, 3),
@@ -180,6 +188,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             torch.distributed.barrier()  # the other processes wait for the save
     finally:
         run_dir.close()
+    if cfg.push_to_hub and owner:  # the run is complete on disk first: a failed upload loses nothing
+        results["hub_url"] = push_run(output_dir, results, cfg.hub_model_id, hub_token, cfg.hub_private_repo)
+        log_line(f"pushed to {results['hub_url']}")
     return results
 
 

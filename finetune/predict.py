@@ -1,16 +1,39 @@
-"""Using a finished run: metrics on a split, or a prediction for one input."""
+"""Using a finished run: metrics on a split, predictions for a sentence, a file, or the GLUE server.
+
+Input files are read with the standard library, not ``datasets``, so that a bad row is refused
+with its file and line number before any prediction is made.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from datasets import DatasetDict
+from tqdm.auto import tqdm
 
 from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
+from finetune.errors import ConfigError, DataError
+from finetune.files import write_atomic
 from finetune.loop import pick_device
 from finetune.modeling import load_model, load_tokenizer
 from finetune.pipeline import quiet_libraries
 from finetune.run import evaluate
-from finetune.tasks import get_task, test_split, validation_split
+from finetune.tasks import GlueTask, get_task, test_split, validation_split
+
+FORMATS = {".tsv": "\t", ".csv": ","}  # and .jsonl: one JSON object per line
+
+# The GLUE server's file for each task's test split, and whether it wants label names (else ids).
+SUBMISSION_FILES = {
+    "cola": "CoLA.tsv", "sst2": "SST-2.tsv", "mrpc": "MRPC.tsv", "qqp": "QQP.tsv", "stsb": "STS-B.tsv",
+    "mnli": "MNLI-m.tsv", "qnli": "QNLI.tsv", "rte": "RTE.tsv", "wnli": "WNLI.tsv",
+}  # fmt: skip
+NAMED_LABELS = ("mnli", "qnli", "rte")
 
 
 def evaluate_checkpoint(
@@ -32,20 +55,191 @@ def evaluate_checkpoint(
     return evaluate(model, loader, task, device, progress=True)
 
 
-def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:
-    """(label name, probability) for one sentence or a sentence pair."""
-    from finetune.config import ConfigError
-
-    if not 1 <= len(sentences) <= 2:
-        raise ConfigError(f"give one sentence or a pair, got {len(sentences)}")
-    tokenizer = load_tokenizer(checkpoint)
+def load_classifier(checkpoint: str) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) of a finished run."""
     from transformers import AutoModelForSequenceClassification
 
     import finetune.modeling  # noqa: F401 - registers the mean-pooling head with the Auto classes
 
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    tokenizer = load_tokenizer(checkpoint)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a classifier from {checkpoint}: {str(e).splitlines()[0]}") from None
+    return model, tokenizer
+
+
+def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:
+    """(label name, probability) for one sentence or a sentence pair."""
+    if not 1 <= len(sentences) <= 2:
+        raise ConfigError(f"give one sentence or a pair, got {len(sentences)}")
+    model, tokenizer = load_classifier(checkpoint)
     inputs = tokenizer(*sentences, truncation=True, return_tensors="pt")
     with torch.no_grad():
         probs = model(**inputs).logits.softmax(-1)[0]
     best = int(probs.argmax())
     return model.config.id2label[best], float(probs[best])
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_examples(path: Path, columns: list[str]) -> list[list[str]]:
+    """The text ``columns`` of every row of a .tsv, .csv (with a header) or .jsonl file."""
+    if not path.is_file():
+        raise DataError(f"no input file {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (*FORMATS, ".jsonl"):
+        raise DataError(f"{path}: unknown format {suffix or '(no suffix)'}: give a .tsv, .csv or .jsonl file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    rows = _jsonl_rows(path, text) if suffix == ".jsonl" else _table_rows(path, text, FORMATS[suffix])
+    examples = []
+    for line, row in rows:
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise DataError(f"{path}, line {line}: no column {missing[0]!r} (it has {', '.join(map(str, row))}): "
+                            "name the text columns with --text-columns")  # fmt: skip
+        for column in columns:
+            if not isinstance(row[column], str) or not row[column].strip():
+                raise DataError(f"{path}, line {line}: column {column!r} is empty or not text")
+        examples.append([row[c] for c in columns])
+    if not examples:
+        raise DataError(f"{path} holds no rows to predict")
+    return examples
+
+
+def _table_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, dict[str, str]]]:
+    # GLUE's TSV files are not quoted (a sentence may hold a lone "): read them as plain fields
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path} is empty: it needs a header line naming its columns") from None
+    rows = []
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue  # a blank line
+        if len(fields) != len(header):
+            raise DataError(f"{path}, line {reader.line_num}: {len(fields)} fields, but the header has {len(header)}")
+        rows.append((reader.line_num, dict(zip(header, fields))))
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}, line {line}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {line}: a JSON object is needed, got {type(row).__name__}")
+        rows.append((line, row))
+    return rows
+
+
+def predict_logits(model: Any, tokenizer: Any, examples: list[list[str]], batch_size: int = 64,
+                   max_length: int = 128, progress: bool = False) -> np.ndarray:  # fmt: skip
+    """The model's logits for every example, batched by length (less padding), in the input's order."""
+    device = pick_device()
+    model.to(device)
+    order = sorted(range(len(examples)), key=lambda i: sum(len(t) for t in examples[i]))
+    logits = np.zeros((len(examples), model.config.num_labels), dtype=np.float32)
+    batches = range(0, len(order), batch_size)
+    with torch.no_grad():
+        for start in tqdm(batches, desc="predicting", disable=not progress):
+            chosen = order[start : start + batch_size]
+            texts = list(zip(*(examples[i] for i in chosen)))
+            inputs = tokenizer(*texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            logits[chosen] = model(**inputs.to(device)).logits.float().cpu().numpy()
+    return logits
+
+
+def prediction_rows(logits: np.ndarray, id2label: dict[int, str], regression: bool) -> list[dict[str, Any]]:
+    """One row per example: index, and label, label name and probability (or the score)."""
+    if regression:
+        return [{"index": i, "score": round(float(v), 6)} for i, v in enumerate(logits[:, 0])]
+    probs = torch.from_numpy(logits).softmax(-1)
+    best = probs.argmax(-1)
+    return [
+        {"index": i, "label": int(b), "label_name": id2label[int(b)], "probability": round(float(probs[i, b]), 6)}
+        for i, b in enumerate(best)
+    ]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """.tsv / .csv with a header, or .jsonl, written whole or not at all."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter=FORMATS.get(suffix, "\t"),
+                                lineterminator="\n")  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    write_atomic(path, text)
+
+
+def predict_file(
+    checkpoint: str, input_path: Path, output_path: Path, task: GlueTask | None, text_columns: list[str] | None,
+    batch_size: int = 64, progress: bool = True,
+) -> int:  # fmt: skip
+    """Classify every row of ``input_path`` and write ``output_path``; returns the number of rows."""
+    check_output_path(output_path, input_path)
+    columns = text_columns or (list(task.text_columns) if task else None)
+    if not columns:
+        raise ConfigError("this run names no task: give the input's text columns with --text-columns")
+    examples = read_examples(input_path, columns)
+    model, tokenizer = load_classifier(checkpoint)
+    logits = predict_logits(model, tokenizer, examples, batch_size, progress=progress)
+    rows = prediction_rows(logits, model.config.id2label, model.config.num_labels == 1)
+    write_rows(output_path, rows)
+    return len(rows)
+
+
+def check_output_path(output: Path, input_path: Path | None = None) -> None:
+    if output.suffix.lower() not in (*FORMATS, ".jsonl"):
+        raise ConfigError(f"--output {output}: give a .tsv, .csv or .jsonl file name")
+    if input_path is not None and output.resolve() == input_path.resolve():
+        raise ConfigError(f"--output {output} is the input file: write the predictions elsewhere")
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a directory: give a file name")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: no directory {output.parent}")
+
+
+# ----------------------------------------------------------------------------- GLUE submission
+
+
+def write_glue_submission(
+    checkpoint: str, task: GlueTask, out_dir: Path, data_dir: str | None = None, progress: bool = True
+) -> Path:
+    """The task's test predictions as the GLUE server takes them (``run_glue.py --do_predict``):
+    ``<out_dir>/MRPC.tsv`` etc., ``index`` and ``prediction`` per test example, labels as ids
+    (names for MNLI, QNLI, RTE), STS-B scores as floats."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--glue-submission {out_dir} is a file: give a directory")
+    model, tokenizer = load_classifier(checkpoint)
+    if model.config.num_labels != task.num_labels:
+        raise ConfigError(f"{checkpoint} predicts {model.config.num_labels} labels, {task.name} has {task.num_labels}")
+    test = load_glue(task.name, data_dir)[test_split(task)]
+    examples = [list(values) for values in zip(*(test[c] for c in task.text_columns))]
+    logits = predict_logits(model, tokenizer, examples, progress=progress)
+    if task.is_regression:
+        predictions = [f"{v:.3f}" for v in logits[:, 0]]
+    else:
+        ids = logits.argmax(-1)
+        predictions = [task.label_names[i] if task.name in NAMED_LABELS else str(i) for i in ids]
+    lines = ["index\tprediction"] + [f"{idx}\t{p}" for idx, p in zip(test["idx"], predictions)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / SUBMISSION_FILES[task.name]
+    write_atomic(target, "\n".join(lines) + "\n")
+    return target

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RUN_SETTINGS, ConfigError
+from finetune.config import RUN_SETTINGS, ConfigError, TrainConfig
 from finetune.files import write_atomic
 
 # Runs are pooled only when every setting that changes the result agrees (all but the seed).
@@ -38,6 +38,7 @@ def _read_results(path: Path) -> dict[str, Any]:
         run = json.loads(path.read_text())
         if not isinstance(run, dict) or not isinstance(run.get("config"), dict) or "history" not in run:
             raise KeyError
+        run["config"] = {**TrainConfig().to_dict(), **run["config"]}  # settings added since: their defaults
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
         raise ConfigError(f"{path} is empty or damaged (not a results.json of finetune train): remove it") from None
     return run

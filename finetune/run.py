@@ -2,9 +2,10 @@
 call (optimizer, schedule, evaluation) and ``Progress``, the bookkeeping of where training stands.
 
 ``Progress`` hands out the epochs and batches still to do (skipping those a resumed run has
-seen), checks each loss and gradient norm before the optimizer step, logs the mean loss, writes
-checkpoints (every ``--save-steps``, and when SIGTERM or Ctrl-C asks to stop), and restores all of
-it from a checkpoint. The loops call it at four points, so each reads like the course's loop.
+seen), checks each loss and gradient norm before the optimizer step, logs the mean loss, says when
+an evaluation is due and records it (the best model, early stopping: ``finetune/selection.py``),
+writes checkpoints (every ``--save-steps``, and when SIGTERM or Ctrl-C asks to stop), and restores
+all of it from a checkpoint. The loops call it at a few points, so each reads like the course's loop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import signal
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,10 @@ from finetune.data import set_epoch
 from finetune.errors import NonFiniteError
 from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.metrics import compute_metrics
-from finetune.modeling import classification_loss
+from finetune.modeling import classification_loss, layer_depths
+from finetune.selection import ModelSelection
 from finetune.tasks import GlueTask
+from finetune.tracking import Tracker, eval_scalars
 
 
 @dataclass
@@ -48,26 +52,44 @@ class LoopResult:
     world_size: int = 1
     distributed_type: str = "NO"
     device: str = ""
+    best: dict[str, Any] | None = None  # the best evaluation: step, epoch, metric, value
+    stopped_early: bool = False
 
 
 # ----------------------------------------------------------------------------- pieces both loops call
 
 
-def build_optimizer(model: PreTrainedModel, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+def build_optimizer(
+    model: PreTrainedModel, lr: float, weight_decay: float, fused: bool = False, layer_lr_decay: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay.
-    ``fused``: one kernel for the whole update (CPU and CUDA), several times faster than a loop of ops."""
+    ``layer_lr_decay`` < 1: a parameter k layers below the head learns at ``lr * layer_lr_decay**k``
+    (the embeddings slowest). ``fused``: one kernel for the whole update (CPU and CUDA), several
+    times faster than a loop of ops."""
     no_decay = {
         id(p)
         for module in model.modules()
         for name, p in module.named_parameters(recurse=False)
         if name == "bias" or isinstance(module, torch.nn.LayerNorm)
     }
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+    depths = layer_depths(model) if layer_lr_decay != 1 else {}
+    top = max(depths.values(), default=0)
+    groups: dict[tuple[bool, int], list[torch.nn.Parameter]] = defaultdict(list)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[(id(p) in no_decay, depths.get(name, top))].append(p)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "weight_decay": 0.0 if exempt else weight_decay,
+                "lr": lr * layer_lr_decay ** (top - depth),
+            }
+            for (exempt, depth), params in sorted(groups.items())
+        ],
+        lr=lr,
+        fused=fused,
+    )
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, batches_per_epoch: int) -> Any:
@@ -117,6 +139,35 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
     bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
     if bad is not None:
         raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
+
+
+def judge_evaluation(
+    selection: ModelSelection, model: PreTrainedModel, metrics: dict[str, float], step: int, epoch: float,
+    by_steps: bool, more_steps: bool, show: bool = True,
+) -> bool:  # fmt: skip
+    """Rank one validation result (the best model so far, early stopping) and log it; True when
+    training should stop early (no better evaluation in ``--early-stopping-patience`` of them)."""
+    improved = selection.update(model, metrics, step, epoch)
+    if show:
+        where, mark = (
+            (f"step {step}", f" (best {selection.metric} so far)" * improved) if by_steps else (f"epoch {epoch:g}", "")
+        )
+        log_line(f"{where}: validation {format_metrics(metrics)}{mark}")
+    stop = selection.should_stop and more_steps
+    if stop and show:
+        log_line(f"early stopping at step {step}: validation {selection.metric} has not improved in "
+                 f"{selection.evaluations_without_improvement} evaluations")  # fmt: skip
+    return stop
+
+
+def load_best_model(selection: ModelSelection, model: PreTrainedModel, is_main: bool = True) -> dict[str, Any] | None:
+    """Put the best evaluation's weights into ``model`` if they were kept; return that evaluation."""
+    if selection.weights is not None:
+        selection.restore(model)
+        if is_main:
+            best = selection.best
+            log_line(f"loaded the best model: step {best['step']}, validation {best['metric']} {best['value']:.4f}")
+    return selection.best
 
 
 def log_line(message: str) -> None:
@@ -176,11 +227,14 @@ class Progress:
         self.show = not cfg.disable_tqdm and is_main
         self.bar: Any = None
         self.started = 0.0
+        self.selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
+        self.tracker = Tracker(cfg.report_to, output_dir, cfg.to_dict(), is_main)
 
     def resume(self, path: Path, load_state: Callable[[Path], None]) -> None:
         """Restore the states (``load_state``) and the position saved in checkpoint ``path``."""
         load_state(path)
         saved = load_progress(path)
+        self.selection.load(path, saved.get("selection"))
         self.result.history, self.window = saved["history"], saved["window"]
         self.result.optimizer_steps, self.result.samples_seen = saved["optimizer_steps"], saved["samples_seen"]
         self.start_epoch, self.skip = saved["epoch"], saved["batch_in_epoch"]
@@ -191,7 +245,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        return self.result.optimizer_steps >= self.total_steps
+        return self.result.optimizer_steps >= self.total_steps or self.result.stopped_early
 
     def epochs(self) -> Iterator[int]:
         """The epochs still to run (until the last optimizer step)."""
@@ -204,7 +258,12 @@ class Progress:
             if self.finished:
                 break
         self.bar.close()
+        self.tracker.finish()
         self.result.train_runtime_s = time.perf_counter() - self.started
+
+    def load_best_model(self, model: PreTrainedModel) -> None:
+        """With ``--load-best-model-at-end``: the best evaluation's weights back into ``model``."""
+        self.result.best = load_best_model(self.selection, model, self.is_main)
 
     def batches(
         self, loader: DataLoader, skip: Callable[[DataLoader, int], Any] = skip_batches
@@ -258,19 +317,39 @@ class Progress:
             }
             self.window = []
             result.history.append(entry)
+            self.tracker.log({"train/loss": entry["loss"], "train/learning_rate": learning_rate}, entry["step"])
             self.bar.set_postfix(loss=f"{entry['loss']:.4f}")
-        if self.cfg.save_steps and result.optimizer_steps % self.cfg.save_steps == 0:
+        if not self.evaluation_due():  # else after the evaluation, so that a checkpoint includes it
+            self._checkpoint_or_stop(model)
+
+    def evaluation_due(self) -> bool:
+        """True right after the optimizer step that ends an epoch (``--eval-strategy epoch``) or
+        completes ``--eval-steps`` steps (``steps``), and after the last step (unless ``no``)."""
+        strategy = self.cfg.eval_strategy
+        if strategy == "no" or not self.ends_accumulation():
+            return False
+        steps = self.result.optimizer_steps
+        if strategy == "steps":
+            return steps % self.cfg.eval_steps == 0 or steps >= self.total_steps
+        return self.batch + 1 == self.batches_per_epoch or steps >= self.total_steps
+
+    def evaluated(self, model: PreTrainedModel, metrics: dict[str, float]) -> None:
+        """After an evaluation: the history, the log line, the best model, early stopping, then
+        the step's checkpoint or stop."""
+        steps = self.result.optimizer_steps
+        epoch = round(self.epoch + (self.batch + 1) / self.batches_per_epoch, 4)
+        self.result.history.append({"step": steps, "epoch": epoch, "validation": metrics})
+        self.tracker.log(eval_scalars(metrics), steps)
+        by_steps, more_steps = self.cfg.eval_strategy == "steps", steps < self.total_steps
+        if judge_evaluation(self.selection, model, metrics, steps, epoch, by_steps, more_steps, self.is_main):
+            self.result.stopped_early = True
+        if not self.finished:
+            self._checkpoint_or_stop(model)
+
+    def _checkpoint_or_stop(self, model: PreTrainedModel) -> None:
+        if self.cfg.save_steps and self.result.optimizer_steps % self.cfg.save_steps == 0:
             self.checkpoint(model, self.epoch, self.batch + 1)
         self._stop_if_asked(model, self.epoch, self.batch + 1)
-
-    def epoch_done(self, model: PreTrainedModel, metrics: dict[str, float] | None) -> None:
-        """After the epoch's evaluation: the history, the log line, a stop when asked."""
-        entry = {"step": self.result.optimizer_steps, "epoch": self.epoch + 1, "validation": metrics}
-        self.result.history.append(entry)
-        if self.is_main:
-            log_line(f"epoch {self.epoch + 1}: validation {format_metrics(metrics)}")
-        if not self.finished:
-            self._stop_if_asked(model, self.epoch + 1, 0)
 
     def checkpoint(self, model: PreTrainedModel, epoch: int, batches_done: int) -> Path | None:
         """Save everything needed to go on from here: after ``batches_done`` batches of ``epoch``."""
@@ -280,10 +359,17 @@ class Progress:
         position = {
             "epoch": epoch, "batch_in_epoch": batches_done, "optimizer_steps": self.result.optimizer_steps,
             "samples_seen": self.result.samples_seen, "history": self.result.history, "window": self.window,
+            "selection": self.selection.state(),
         }  # fmt: skip
+
+        def save_state(folder: Path) -> None:
+            self.save_state(folder)
+            if self.is_main:
+                self.selection.save(folder)
+
         return save_checkpoint(
             self.output_dir, self.result.optimizer_steps, self.cfg.to_dict(), position, self.cfg.save_total_limit,
-            self.save_state, self.is_main, self.wait_for_everyone,
+            save_state, self.is_main, self.wait_for_everyone,
         )  # fmt: skip
 
     def _stop_if_asked(self, model: PreTrainedModel, epoch: int, batches_done: int) -> None:

@@ -38,6 +38,13 @@ class GlueTask:
             self.metric, "accuracy"
         )
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The names of the validation metrics an evaluation reports (``loss`` too)."""
+        names = {"accuracy_f1": ("accuracy", "f1"), "matthews": ("matthews", "accuracy"),
+                 "pearson_spearman": ("pearson", "spearman")}.get(self.metric, ("accuracy",))  # fmt: skip
+        return (*names, "loss")
+
 
 _STANDARD = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 

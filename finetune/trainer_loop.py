@@ -1,7 +1,9 @@
 """The same fine-tuning through the Hugging Face ``Trainer``, with the same hyperparameters,
 freezing, evaluation code and safety checks as the native loop, so the two can be compared run for
-run. The Trainer's own per-epoch evaluation is off: a callback runs the native loop's ``evaluate``,
-so the last epoch's validation and the final validation are one computation."""
+run. The Trainer's own evaluation is off: a callback runs the native loop's ``evaluate`` when
+``--eval-strategy`` says, and keeps the best model and stops early with the native loop's
+``ModelSelection``, so the last validation and the final one are one computation, and the best
+model is chosen the same way in every loop."""
 
 from __future__ import annotations
 
@@ -20,22 +22,27 @@ from transformers import (
     TrainingArguments,
 )
 
-from finetune.checkpoint import PREFIX, write_progress
+from finetune.checkpoint import PREFIX, load_progress, write_progress
 from finetune.config import TrainConfig
 from finetune.data import RunData, train_sampler
+from finetune.distributed import is_launch_main_process
 from finetune.files import write_json
 from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.loop import autocast_dtype, describe, pick_device
 from finetune.run import (
     LoopResult,
     NonFiniteError,
+    build_optimizer,
     check_finite_weights,
     evaluate,
-    format_metrics,
+    judge_evaluation,
+    load_best_model,
     log_line,
     recipe_line,
 )
+from finetune.selection import ModelSelection
 from finetune.tasks import GlueTask
+from finetune.tracking import eval_scalars, trainer_callback
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str, device: torch.device) -> TrainingArguments:
@@ -128,13 +135,26 @@ class CheckedTrainer(Trainer):
 
 
 class FinetuneCallback(TrainerCallback):
-    """What the Trainer is made to do as the native loop does: evaluate after each epoch with the
-    same code (the result goes into the Trainer's log, so checkpoints keep it); stop on a
-    non-finite gradient norm before the optimizer step; never save non-finite weights; seal each
-    checkpoint with ``progress.json``; on SIGTERM/Ctrl-C save a checkpoint and stop."""
+    """What the Trainer is made to do as the native loop does: evaluate when ``--eval-strategy``
+    says with the same code (the result goes into the Trainer's log, so checkpoints keep it), keep
+    the best model and stop early; stop on a non-finite gradient norm before the optimizer step;
+    never save non-finite weights; seal each checkpoint with ``progress.json``; on SIGTERM/Ctrl-C
+    save a checkpoint and stop."""
 
-    def __init__(self, evaluate_epoch: Any, config: dict[str, Any], stop: StopRequest | None) -> None:
-        self.evaluate_epoch, self.config, self.stop = evaluate_epoch, config, stop
+    def __init__(self, evaluate: Any, cfg: TrainConfig, selection: ModelSelection, stop: StopRequest | None) -> None:
+        self.evaluate, self.cfg, self.selection, self.stop = evaluate, cfg, selection, stop
+        self.stopped_early = False
+        self.report: Any = None  # Trainer.log, to send evaluations to --report-to as well
+
+    def evaluation_due(self, state: Any) -> bool:
+        """After each epoch, or every --eval-steps steps; and after the last step (unless ``no``)."""
+        if self.cfg.eval_strategy == "no":
+            return False
+        if state.global_step >= state.max_steps:
+            return True
+        if self.cfg.eval_strategy == "steps":
+            return state.global_step % self.cfg.eval_steps == 0
+        return float(state.epoch).is_integer()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -146,12 +166,16 @@ class FinetuneCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if float(state.epoch).is_integer() or state.global_step >= state.max_steps:  # an epoch ends
-            metrics = self.evaluate_epoch(model)
-            entry = {"step": state.global_step, "epoch": math.ceil(state.epoch), "validation": metrics}
+        if self.evaluation_due(state):
+            metrics = self.evaluate(model)
+            entry = {"step": state.global_step, "epoch": round(state.epoch, 4), "validation": metrics}
             state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
-            if state.is_world_process_zero:
-                log_line(f"epoch {entry['epoch']}: validation {format_metrics(metrics)}")
+            if self.report is not None:
+                self.report({k.replace("/", "_"): v for k, v in eval_scalars(metrics).items()})  # eval_accuracy ...
+            by_steps, more_steps = self.cfg.eval_strategy == "steps", state.global_step < state.max_steps
+            step, epoch, show = state.global_step, entry["epoch"], state.is_world_process_zero
+            if judge_evaluation(self.selection, model, metrics, step, epoch, by_steps, more_steps, show):
+                control.should_training_stop = self.stopped_early = True
         if self.stop is not None and self.stop.signum is not None:
             control.should_save = True
         if control.should_save:
@@ -160,7 +184,8 @@ class FinetuneCallback(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
         if state.is_world_process_zero:
-            write_progress(folder, self.config)
+            self.selection.save(folder)
+            write_progress(folder, self.cfg.to_dict(), {"selection": self.selection.state()})
         if self.stop is not None and self.stop.signum is not None:
             raise TrainingInterruptedError(self.stop.signum, state.global_step, folder)
 
@@ -179,28 +204,44 @@ def train_with_trainer(
     dtype = autocast_dtype(device, cfg.mixed_precision)  # evaluation in the training's precision
     eval_loader = data.loader("validation")
 
-    def evaluate_epoch(model: PreTrainedModel) -> dict[str, float] | None:
+    def evaluate_validation(model: PreTrainedModel) -> dict[str, float] | None:
         return evaluate(model, eval_loader, task, device, dtype, progress=not cfg.disable_tqdm)
 
+    selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
+    if resume_from is not None:
+        selection.load(resume_from, load_progress(resume_from).get("selection"))
+    callback = FinetuneCallback(evaluate_validation, cfg, selection, stop)
+    callbacks: list[TrainerCallback] = [callback]
+    if cfg.report_to == "tensorboard" and is_launch_main_process():
+        callbacks.append(trainer_callback(output_dir, Path(cfg.output_dir or output_dir).name))
+    # the Trainer's own AdamW has the same groups; layer-wise lr decay needs finetune's
+    fused = device.type in ("cpu", "cuda")
+    optimizer = (
+        build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay) if cfg.layer_lr_decay != 1 else None
+    )
     trainer = CheckedTrainer(
         model=model,
+        optimizers=(optimizer, None),
         args=training_arguments(cfg, str(output_dir), device),
         train_dataset=data.splits["train"],
         data_collator=data.collator,
         processing_class=data.collator.tokenizer,
-        callbacks=[FinetuneCallback(evaluate_epoch, cfg.to_dict(), stop)],
+        callbacks=callbacks,
     )
     trainer.length_grouped = cfg.group_by_length
+    if cfg.report_to != "none":
+        callback.report = trainer.log
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
         log_line(recipe_line(cfg, precision, describe(trainer.args.device)))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_runtime_s=time.perf_counter() - start, model=trainer.model)
+    result.best, result.stopped_early = load_best_model(selection, trainer.model), callback.stopped_early
     result.resumed_from = str(resume_from) if resume_from else None
     result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
-    result.samples_seen = math.ceil(len(data.splits["train"]) * cfg.epochs)
+    result.samples_seen = round(len(data.splits["train"]) * trainer.state.epoch)  # fewer if stopped early
     result.final = {s: evaluate(trainer.model, data.loader(s), task, device, dtype) for s in data.eval_splits}
     result.world_size = trainer.args.world_size
     result.distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]

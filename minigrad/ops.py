@@ -40,7 +40,25 @@ def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...
 
 
 def _sum_keepdim(x: Any, axes: tuple[int, ...]) -> Any:
+    if not axes:  # nothing to sum (a 0-d softmax): torch's sum(dim=()) would sum everything
+        return x
     return x.sum(axes, keepdim=True) if isinstance(x, Tensor) else np.sum(x, axis=axes, keepdims=True)
+
+
+def zero_where(mask: np.ndarray, x: Any) -> Any:
+    """``x`` with 0 where ``mask`` holds (unlike ``x * ~mask``, an inf or NaN there becomes 0 too)."""
+    if not mask.any():
+        return x
+    if isinstance(x, Tensor):
+        from minigrad.tensor import where
+
+        return where(~mask, x, 0)
+    return np.where(mask, 0, x)
+
+
+def raw(x: Any) -> np.ndarray:
+    """The array under a Tensor (backward formulas get Tensors under create_graph, else arrays)."""
+    return x.data if isinstance(x, Tensor) else x
 
 
 def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
@@ -226,7 +244,7 @@ class Div(Op):
 
 
 class Pow(Op):
-    """a ** b; d/da = b * a^(b-1), d/db = a^b * log(a)."""
+    """a ** b; d/da = b * a^(b-1) (0 where b = 0), d/db = a^b * log(a) (0 where a = 0 and b >= 0)."""
 
     rule = "d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)"
     arity = 2
@@ -234,20 +252,30 @@ class Pow(Op):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = Tensor._wrap(broadcasting("pow", np.power, a, b))
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-1) ** 0.5 = nan, quietly
+            out = Tensor._wrap(broadcasting("pow", np.power, a, b))
         ctx.save_for_backward(a, b, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         a, b, out = ctx.saved_tensors
-        ga = unbroadcast(grad * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(grad * out * log(a), b.shape) if ctx.needs_input_grad[1] else None
+        # torch's special points: x ** 0 is constant (even at x = 0, where b a^(b-1) is 0 * inf),
+        # and 0 ** b for b >= 0 does not move with b (where a^b log a is 0 * -inf)
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                at_zero = np.broadcast_to(raw(b) == 0, grad.shape)
+                ga = unbroadcast(zero_where(at_zero, grad * b * a ** (b - 1)), a.shape)
+            if ctx.needs_input_grad[1]:
+                at_zero = np.broadcast_to((raw(a) == 0) & (raw(b) >= 0), grad.shape)
+                gb = unbroadcast(zero_where(at_zero, grad * out * log(a)), b.shape)
         return ga, gb
 
 
 class Maximum(Op):
-    """Elementwise max; on a tie each side gets half the gradient (as torch does)."""
+    """Elementwise max; on a tie each side gets half the gradient, and where either is NaN both
+    get all of it (torch's rule: a side gets nothing only where it is the smaller)."""
 
     rule = "d max(a,b) = 1 to the larger input (half each on a tie)"
     arity = 2
@@ -256,14 +284,15 @@ class Maximum(Op):
     @staticmethod
     def forward(ctx, a, b):
         out = broadcasting("maximum", np.maximum, a, b)
-        ctx.a_share = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(out.dtype)
+        tie = np.where(a.data == b.data, 0.5, 1.0)
+        ctx.a_share = (tie * ~(a.data < b.data)).astype(out.dtype)
+        ctx.b_share = (tie * ~(a.data > b.data)).astype(out.dtype)
         ctx.shapes = a.data.shape, b.data.shape
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        share = ctx.a_share
-        return unbroadcast(grad * share, ctx.shapes[0]), unbroadcast(grad * (1 - share), ctx.shapes[1])
+        return unbroadcast(grad * ctx.a_share, ctx.shapes[0]), unbroadcast(grad * ctx.b_share, ctx.shapes[1])
 
 
 class Neg(Op):
@@ -355,7 +384,7 @@ class Abs(Op):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.sign = np.sign(x.data)
+        ctx.sign = np.nan_to_num(np.sign(x.data), nan=0.0)  # torch: no gradient through |NaN|
         return np.abs(x.data)
 
     @staticmethod
@@ -441,7 +470,7 @@ class Relu(Op):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.mask = x.data > 0
+        ctx.mask = ~(x.data <= 0)  # x > 0, and NaN (torch passes the gradient through relu(NaN) = NaN)
         return np.maximum(x.data, 0)
 
     @staticmethod
@@ -465,6 +494,27 @@ class Clamp(Op):
     @staticmethod
     def backward(ctx, grad):
         return grad * ctx.mask, None, None  # gradient passes where x was inside [lo, hi]
+
+
+class ClampTensors(Op):
+    """clamp(x, lo, hi) with tensor bounds (a missing one is -inf or inf). torch's rule for who gets
+    the gradient: x where lo <= x <= hi, lo where x < lo < hi, hi where x > hi or lo > hi; where
+    any of them is NaN, none of them."""
+
+    rule = "d clamp(x, lo, hi) = 1 to whichever of x, lo, hi the answer is"
+    arity = 3
+    broadcasts = True
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        x, lo, hi = x.data, lo.data, hi.data
+        ctx.masks = (x >= lo) & (x <= hi), (x < lo) & (lo < hi), (x > hi) | (lo > hi)
+        ctx.shapes = x.shape, lo.shape, hi.shape
+        return np.minimum(np.maximum(x, lo), hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(unbroadcast(grad * mask, shape) for mask, shape in zip(ctx.masks, ctx.shapes))
 
 
 class Where(Op):
@@ -530,9 +580,10 @@ class LogSumExp(Op):
 
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        m = np.max(x.data, axis=dims, keepdims=True)
+        m = np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)  # -inf over nothing
         m = np.where(np.isfinite(m), m, 0)
-        out_kept = m + np.log(np.sum(np.exp(x.data - m), axis=dims, keepdims=True))
+        with np.errstate(divide="ignore"):  # log(0) = -inf: the logsumexp of nothing, or of -infs
+            out_kept = m + np.log(np.sum(np.exp(x.data - m), axis=dims, keepdims=True))
         ctx.kept_shape = out_kept.shape
         out = Tensor._wrap(out_kept if keepdim else np.squeeze(out_kept, axis=dims))
         ctx.save_for_backward(x, out)
@@ -549,11 +600,12 @@ class Softmax(Op):
     rule = "d softmax: y * (g - sum(g * y))"
 
     @staticmethod
-    def forward(ctx, x, dim):
-        shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
+    def forward(ctx, x, dims):
+        """``dims``: the one softmax axis, as a tuple (empty for a 0-d tensor)."""
+        shifted = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
         e = np.exp(shifted)
-        out = Tensor._wrap(e / np.sum(e, axis=dim, keepdims=True))
-        ctx.dim = dim
+        out = Tensor._wrap(e / np.sum(e, axis=dims, keepdims=True))
+        ctx.dims = dims
         ctx.save_for_backward(out)
         return out
 
@@ -561,24 +613,25 @@ class Softmax(Op):
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         # Jacobian-vector product of softmax: y * (g - sum(g * y))
-        return y * (grad - _sum_keepdim(grad * y, (ctx.dim,))), None
+        return y * (grad - _sum_keepdim(grad * y, ctx.dims)), None
 
 
 class LogSoftmax(Op):
     rule = "d log_softmax: g - softmax(u) * sum(g)"
 
     @staticmethod
-    def forward(ctx, x, dim):
-        shifted = x.data - np.max(x.data, axis=dim, keepdims=True)
-        out = Tensor._wrap(shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True)))
-        ctx.dim = dim
+    def forward(ctx, x, dims):
+        shifted = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
+        with np.errstate(divide="ignore"):  # an empty axis sums to 0
+            out = Tensor._wrap(shifted - np.log(np.sum(np.exp(shifted), axis=dims, keepdims=True)))
+        ctx.dims = dims
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return grad - exp(y) * _sum_keepdim(grad, (ctx.dim,)), None
+        return grad - exp(y) * _sum_keepdim(grad, ctx.dims), None
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -637,6 +690,8 @@ class MatMul(Op):
         b2 = b.reshape((*b.shape, 1)) if len(b.shape) == 1 else b
         g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
+        quiet = np.errstate(divide="ignore", invalid="ignore")
+        quiet.__enter__()
         if ctx.needs_input_grad[0]:  # dL/dA = dL/dC @ B^T
             ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:  # dL/dB = A^T @ dL/dC
@@ -787,9 +842,12 @@ class Cat(Op):
     @staticmethod
     def forward(ctx, dim, *tensors):
         ctx.dim = dim
-        ctx.sizes = [t.shape[dim] for t in tensors]
+        # torch (and so minigrad) skips 1-D empty tensors beside tensors of more dimensions
+        ctx.skipped = [t.data.shape == (0,) and any(u.data.ndim > 1 for u in tensors) for t in tensors]
+        ctx.sizes = [0 if skip else t.shape[dim] for t, skip in zip(tensors, ctx.skipped)]
+        ctx.dtypes = [t.dtype for t in tensors]
         try:
-            return np.concatenate([t.data for t in tensors], axis=dim)
+            return np.concatenate([t.data for t, skip in zip(tensors, ctx.skipped) if not skip], axis=dim)
         except ValueError:
             raise ShapeError(
                 f"cat: tensors must have the same shape except in dimension {dim}; got shapes "
@@ -800,7 +858,8 @@ class Cat(Op):
     def backward(ctx, grad):
         grads, start = [None], 0
         lead = (slice(None),) * ctx.dim
-        for size in ctx.sizes:
-            grads.append(grad[lead + (slice(start, start + size),)])
+        for size, skipped, dtype in zip(ctx.sizes, ctx.skipped, ctx.dtypes):
+            piece = grad.reshape(-1)[:0] if skipped else grad[lead + (slice(start, start + size),)]
+            grads.append(piece if piece.dtype == dtype else cast(piece, dtype))  # each input's own dtype
             start += size
         return tuple(grads)

@@ -278,7 +278,7 @@ class Tensor:
         return self.matmul(other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return Tensor(other).matmul(self)
+        return (other if isinstance(other, Tensor) else Tensor(other)).matmul(self)
 
     def matmul(self, other: Tensor) -> Tensor:
         """Matrix product; batches and broadcasts, and treats 1-D operands as NumPy does."""
@@ -318,36 +318,53 @@ class Tensor:
         return ops.Erf.apply(self)
 
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
+        """Limit to [min, max]. Tensor bounds broadcast and get gradients where they are the
+        answer (torch's rule: x keeps the gradient on a tie; where min > max the answer is max)."""
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            lo = _to_tensor(-np.inf if min is None else min, self.dtype)
+            hi = _to_tensor(np.inf if max is None else max, self.dtype)
+            try:
+                fits = np.broadcast_shapes(self.shape, lo.shape, hi.shape) == self.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ShapeError(f"clamp: bounds of shapes {lo.shape} and {hi.shape} do not broadcast to the input's "
+                                 f"shape {self.shape}")  # fmt: skip
+            return ops.ClampTensors.apply(self, lo, hi)
         return ops.Clamp.apply(self, min, max)
 
     def softmax(self, dim: int) -> Tensor:
-        return ops.Softmax.apply(self, ops.normalize_dims(dim, self.ndim)[0] if self.ndim else None)
+        return ops.Softmax.apply(self, ops.normalize_dims(dim, self.ndim)[:1])
 
     def log_softmax(self, dim: int) -> Tensor:
-        return ops.LogSoftmax.apply(self, ops.normalize_dims(dim, self.ndim)[0] if self.ndim else None)
+        return ops.LogSoftmax.apply(self, ops.normalize_dims(dim, self.ndim)[:1])
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
         return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        dim = _all_if_empty(dim)
         if dim is None and not keepdim:
             return ops.Sum.apply(self)  # all of it: the shortest call
         return ops.Sum.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        dims = ops.normalize_dims(dim, self.ndim)
+        dims = ops.normalize_dims(_all_if_empty(dim), self.ndim)
         count = int(np.prod([self.shape[d] for d in dims]))
         return self.sum(dims, keepdim) / count
 
     def var(
         self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: int | None = None
     ) -> Tensor:
-        """Variance with Bessel's correction by default (``correction=1``), as torch."""
+        """Variance with Bessel's correction by default (``correction=1``), as torch; ``var(False)``
+        is ``var(unbiased=False)``, as in torch, not a dimension."""
+        if isinstance(dim, bool):
+            dim, unbiased = None, dim
         if correction is None:
             correction = 0 if unbiased is False else 1
-        dims = ops.normalize_dims(dim, self.ndim)
+        dims = ops.normalize_dims(_all_if_empty(dim), self.ndim)
         count = int(np.prod([self.shape[d] for d in dims]))
         centered = self - self.mean(dims, keepdim=True)
         return (centered * centered).sum(dims, keepdim) / max(count - correction, 0)
@@ -385,11 +402,14 @@ class Tensor:
 
     def gather(self, dim: int, index: Tensor) -> Tensor:
         """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
-        (dim,) = ops.normalize_dims(dim, self.ndim)
         idx = index.data if isinstance(index, Tensor) else np.asarray(index)
         if idx.ndim != self.ndim:
             raise ShapeError(f"gather: index has {idx.ndim} dims but the tensor has {self.ndim} (shape {self.shape})")
-        grid = list(np.ogrid[tuple(slice(n) for n in idx.shape)])
+        if self.ndim == 0:  # a 0-d tensor gathers itself (index 0)
+            ops.normalize_dims(dim, 0)
+            return ops.Index.apply(self, ())
+        (dim,) = ops.normalize_dims(dim, self.ndim)
+        grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(idx.ndim)]) for d, n in enumerate(idx.shape)]
         grid[dim] = idx
         return ops.Index.apply(self, tuple(grid))
 
@@ -413,6 +433,9 @@ class Tensor:
         return self.reshape(-1)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
+        if self.ndim == 0:  # dims 0 and -1 are allowed, and change nothing
+            ops.normalize_dims((dim0, dim1), 0)
+            return ops.Reshape.apply(self, ())
         d0, d1 = (ops.normalize_dims(d, self.ndim)[0] for d in (dim0, dim1))
         return ops.Transpose.apply(self, d0, d1)
 
@@ -645,6 +668,13 @@ class _HookHandle:
     def remove(self) -> None:
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+def _all_if_empty(dim: Any) -> Any:
+    """torch reads ``dim=()`` (or ``[]``) in a reduction as every dimension."""
+    if dim is not None and not isinstance(dim, (int, np.integer)) and len(dim) == 0:
+        return None
+    return dim
 
 
 def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:

@@ -124,6 +124,8 @@ def _one_line_error(done, pattern):
         (["--strategy", "partial", "--freeze-layers", "9"], "--freeze-layers 9 is more than the 4 encoder layers"),
         (["--lr", "-1"], "--lr must be positive"),
         (["--model", "/nonexistent/model"], "cannot load"),
+        (["--eval-strategy", "no", "--load-best-model-at-end"], "--load-best-model-at-end needs evaluations"),
+        (["--metric-for-best-model", "bleu"], "'bleu' is not a mrpc metric: choose one of accuracy, f1, loss"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tiny_models, glue_dir, tmp_path, args, message):

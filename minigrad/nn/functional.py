@@ -57,11 +57,14 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, reduction: s
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # noqa: A002
-    """Zero each element with probability p and scale the rest by 1/(1-p) (identity in eval)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity in eval;
+    p = 1 zeros everything, as torch)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return input
+    if p == 1:
+        return input * 0
     keep = generator().random(input.shape) >= p
     return input * Tensor((keep / (1 - p)).astype(input.dtype))
 

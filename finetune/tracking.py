@@ -1,0 +1,68 @@
+"""``--report-to tensorboard``: the training loss, the learning rate and every evaluation as
+TensorBoard scalars under ``<run directory>/tensorboard/<run name>/``, in every loop.
+
+The native and Accelerate loops log through Accelerate's ``TensorBoardTracker``; the Trainer
+through its own ``TensorBoardCallback``, pointed at the same folder. The tags are the Trainer's in
+all three: ``train/loss``, ``train/learning_rate``, ``eval/<metric>``. ``tensorboard`` is an
+optional package (``pip install -e '.[tensorboard]'``); asking for it without the package is
+refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import ConfigError
+
+REPORT_TO = ("none", "tensorboard")
+LOG_DIR = "tensorboard"
+
+
+def check_report_to(report_to: str) -> None:
+    if report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--report-to tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or pip install -e '.[tensorboard]'), or use --report-to none"
+        )
+
+
+def log_dir(run_dir: Path) -> Path:
+    """Where a run's TensorBoard events go: ``tensorboard --logdir <run>/tensorboard``."""
+    return run_dir / LOG_DIR
+
+
+def eval_scalars(metrics: dict[str, float] | None) -> dict[str, float]:
+    """An evaluation's metrics as TensorBoard tags: ``eval/accuracy``, ``eval/loss`` ..."""
+    return {f"eval/{k}": v for k, v in (metrics or {}).items() if k != "examples"}
+
+
+class Tracker:
+    """Logs scalars for the custom loops when ``--report-to tensorboard``; does nothing otherwise
+    (and on every process but the main one)."""
+
+    def __init__(self, report_to: str, run_dir: Path | None, config: dict[str, Any], is_main: bool = True) -> None:
+        self.tracker: Any = None
+        if report_to == "tensorboard" and is_main and run_dir is not None:
+            from accelerate.tracking import TensorBoardTracker
+
+            run_name = Path(config["output_dir"] or run_dir).name  # not the staging folder's name
+            self.tracker = TensorBoardTracker(run_name, log_dir(run_dir))
+            self.tracker.store_init_configuration({k: v for k, v in config.items() if v is not None})
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        if self.tracker is not None and values:
+            self.tracker.log(values, step=step)
+
+    def finish(self) -> None:
+        if self.tracker is not None:
+            self.tracker.finish()
+
+
+def trainer_callback(run_dir: Path, run_name: str) -> Any:
+    """The Trainer's ``TensorBoardCallback`` writing where the custom loops write."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(log_dir(run_dir) / run_name)))
