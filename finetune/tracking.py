@@ -49,6 +49,7 @@ class Tracker:
 
             run_name = Path(config["output_dir"] or run_dir).name  # not the staging folder's name
             self.tracker = TensorBoardTracker(run_name, log_dir(run_dir))
+            self.tracker.start()
             self.tracker.store_init_configuration({k: v for k, v in config.items() if v is not None})
 
     def log(self, values: dict[str, float], step: int) -> None:
