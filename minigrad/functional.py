@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from minigrad import ops
 from minigrad.errors import ShapeError
 from minigrad.tensor import Tensor, where
@@ -41,6 +43,27 @@ def maximum(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
     return input.maximum(other)
 
 
+def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:  # noqa: A002
+    """beta * input + alpha * (mat1 @ mat2)."""
+    return beta * input + alpha * mat1.mm(mat2)
+
+
+def baddbmm(input: Tensor, batch1: Tensor, batch2: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:  # noqa: A002
+    """beta * input + alpha * (batch1 @ batch2), batch by batch."""
+    return beta * input + alpha * batch1.bmm(batch2)
+
+
+def take_along_dim(input: Tensor, indices: Tensor, dim: int) -> Tensor:  # noqa: A002
+    """``gather`` with ``indices`` broadcast against ``input`` outside ``dim``."""
+    (d,) = ops.normalize_dims(dim, input.ndim)
+    idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    shape = np.broadcast_shapes(
+        input.shape[:d] + (1,) + input.shape[d + 1 :], idx.shape[:d] + (1,) + idx.shape[d + 1 :]
+    )
+    source = input.expand(*shape[:d], input.shape[d], *shape[d + 1 :])
+    return source.gather(d, Tensor._wrap(np.broadcast_to(idx, shape[:d] + (idx.shape[d],) + shape[d + 1 :]).copy()))
+
+
 def _method(name: str) -> Any:
     def fn(input: Tensor, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
         return getattr(input, name)(*args, **kwargs)
@@ -52,8 +75,10 @@ def _method(name: str) -> Any:
 
 _METHODS = (
     "exp log sqrt abs tanh sigmoid relu softmax log_softmax logsumexp sum mean var max min "
-    "argmax argmin gather clamp reshape transpose permute squeeze unsqueeze t flatten"
+    "argmax argmin gather clamp reshape transpose permute squeeze unsqueeze t flatten "
+    "sin cos log1p expm1 square rsqrt reciprocal sign minimum masked_fill tril triu outer dot bmm std "
+    "amax amin norm unflatten movedim narrow flip split chunk unbind tile index_select all any"
 ).split()
 globals().update({name: _method(name) for name in _METHODS})
 
-__all__ = ["mm", "matmul", "cat", "stack", "maximum", "where", *_METHODS]
+__all__ = ["mm", "matmul", "cat", "stack", "maximum", "where", "addmm", "baddbmm", "take_along_dim", *_METHODS]

@@ -101,6 +101,14 @@ def log(x: Any) -> Any:
     return x.log() if isinstance(x, Tensor) else np.log(x)
 
 
+def sin(x: Any) -> Any:
+    return x.sin() if isinstance(x, Tensor) else np.sin(x)
+
+
+def cos(x: Any) -> Any:
+    return x.cos() if isinstance(x, Tensor) else np.cos(x)
+
+
 def cast(x: Any, dtype: np.dtype) -> Any:
     return x.to(dtype) if isinstance(x, Tensor) else np.asarray(x).astype(dtype)
 
@@ -447,6 +455,67 @@ class Erf(Op):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * (2 / np.sqrt(np.pi)) * exp(-(x * x))  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
+
+
+class Sin(Op):
+    rule = "d sin(u)/du = cos(u)"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.sin(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * cos(x)
+
+
+class Cos(Op):
+    rule = "d cos(u)/du = -sin(u)"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.cos(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return -grad * sin(x)
+
+
+class Log1p(Op):
+    """log(1 + u), exact for small u."""
+
+    rule = "d log(1+u)/du = 1/(1+u)"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.log1p(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad / (1 + x)
+
+
+class Expm1(Op):
+    """e^u - 1, exact for small u."""
+
+    rule = "d(e^u - 1)/du = e^u"
+
+    @staticmethod
+    def forward(ctx, x):
+        out = Tensor._wrap(np.expm1(x.data))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (y + 1)
 
 
 class Softplus(Op):

@@ -317,6 +317,92 @@ class Tensor:
     def erf(self) -> Tensor:
         return ops.Erf.apply(self)
 
+    def sin(self) -> Tensor:
+        return ops.Sin.apply(self)
+
+    def cos(self) -> Tensor:
+        return ops.Cos.apply(self)
+
+    def log1p(self) -> Tensor:
+        return ops.Log1p.apply(self)
+
+    def expm1(self) -> Tensor:
+        return ops.Expm1.apply(self)
+
+    # -- compositions: ops built from the ones above, so their gradients (and second
+    # derivatives) come from the engine
+
+    def square(self) -> Tensor:
+        return self * self
+
+    def rsqrt(self) -> Tensor:
+        return self**-0.5
+
+    def reciprocal(self) -> Tensor:
+        return 1 / self
+
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 (no gradient flows through a sign)."""
+        return Tensor._wrap(np.sign(self.data))
+
+    def minimum(self, other: Any) -> Tensor:
+        return -(-self).maximum(-other)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        return where(mask, value, self)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """The lower triangle of the last two dims (the rest 0)."""
+        rows, cols = self.shape[-2:]
+        return where(np.tri(rows, cols, diagonal, dtype=bool), self, 0)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        rows, cols = self.shape[-2:]
+        return where(~np.tri(rows, cols, diagonal - 1, dtype=bool), self, 0)
+
+    def outer(self, other: Tensor) -> Tensor:
+        return self.reshape(-1, 1) * other.reshape(1, -1)
+
+    def dot(self, other: Tensor) -> Tensor:
+        if self.ndim != 1 or other.ndim != 1 or self.shape != other.shape:
+            raise ShapeError(f"dot expects two 1-D tensors of one size, got {self.shape} and {other.shape}")
+        return (self * other).sum()
+
+    def bmm(self, other: Tensor) -> Tensor:
+        if self.ndim != 3 or other.ndim != 3 or self.shape[0] != other.shape[0]:
+            raise ShapeError(f"bmm expects (b, n, m) and (b, m, p) tensors, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: int | None = None) -> Tensor:  # fmt: skip
+        return _sqrt_with_zero_gradient_at_zero(self.var(dim, unbiased, keepdim, correction=correction))
+
+    def _extreme_share(self, dim: Any, keepdim: bool, find: Callable) -> Tensor:
+        """The max (or min) over ``dim`` as a weighted sum, the weights splitting the gradient
+        evenly among tied extremes (torch's amax/amin rule)."""
+        dims = ops.normalize_dims(_all_if_empty(dim), self.ndim)
+        best = find(self.data, axis=dims, keepdims=True)
+        hits = self.data == best
+        share = hits / hits.sum(axis=dims, keepdims=True)
+        return (self * Tensor._wrap(share.astype(self.dtype))).sum(dims, keepdim)
+
+    def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return self._extreme_share(dim, keepdim, np.max)
+
+    def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return self._extreme_share(dim, keepdim, np.min)
+
+    def norm(self, p: float = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """The p-norm over ``dim`` (every dim by default); at a zero vector the 2-norm's gradient
+        is 0, as torch's (not the 0/0 of sqrt's rule)."""
+        if p == 2:
+            return _sqrt_with_zero_gradient_at_zero((self * self).sum(dim, keepdim))
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        if p == float("inf"):
+            return self.abs().amax(() if dim is None else dim, keepdim)
+        return (self.abs() ** p).sum(dim, keepdim) ** (1 / p)
+
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
         """Limit to [min, max]. Tensor bounds broadcast and get gradients where they are the
         answer (torch's rule: x keeps the gradient on a tie; where min > max the answer is max)."""
@@ -429,8 +515,72 @@ class Tensor:
 
     view = reshape
 
-    def flatten(self) -> Tensor:
-        return self.reshape(-1)
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge dims ``start_dim`` .. ``end_dim`` into one."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = (ops.normalize_dims(d, self.ndim)[0] for d in (start_dim, end_dim))
+        merged = int(np.prod(self.shape[start : end + 1]))  # not -1: an empty tensor could not infer it
+        return self.reshape(*self.shape[:start], merged, *self.shape[end + 1 :]) if start <= end else self
+
+    def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1 :])
+
+    def movedim(self, source: int, destination: int) -> Tensor:
+        src, dst = (ops.normalize_dims(d, self.ndim)[0] for d in (source, destination))
+        order = [d for d in range(self.ndim) if d != src]
+        order.insert(dst, src)
+        return self.permute(*order)
+
+    def narrow(self, dim: int, start: int, length: int) -> Tensor:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def flip(self, dims: Any) -> Tensor:
+        flipped = set(ops.normalize_dims(dims, self.ndim))
+        return self[tuple(slice(None, None, -1) if d in flipped else slice(None) for d in range(self.ndim))]
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the given sizes."""
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        n = self.shape[d]
+        if isinstance(split_size_or_sections, (int, np.integer)):
+            size = int(split_size_or_sections)
+            sizes = [min(size, n - start) for start in range(0, n, size)] or [0]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ShapeError(f"split sizes {sizes} do not add up to the dim's size {n}")
+        starts = np.cumsum([0, *sizes[:-1]])
+        return tuple(self.narrow(d, int(s), k) for s, k in zip(starts, sizes))
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self.split(max(-(-self.shape[d] // chunks), 1), d)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor ``sizes[i]`` times along dim i (new leading dims for extra sizes), as torch.repeat."""
+        sizes = _shape(sizes)
+        if len(sizes) < self.ndim:
+            raise ShapeError(f"repeat needs at least {self.ndim} sizes for a {self.ndim}-D tensor, got {len(sizes)}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        interleaved = self.reshape(*(n for side in shape for n in (1, side)))
+        expanded = interleaved.expand(*(n for r, side in zip(sizes, shape) for n in (r, side)))
+        return expanded.reshape(*(r * side for r, side in zip(sizes, shape)))
+
+    def tile(self, dims: Sequence[int]) -> Tensor:
+        dims = tuple(dims)
+        return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
+
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64).reshape(-1)
+        return self[(slice(None),) * d + (idx,)]
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         if self.ndim == 0:  # dims 0 and -1 are allowed, and change nothing
@@ -531,11 +681,13 @@ class Tensor:
     def __or__(self, other: Any) -> Tensor:
         return self._compare(other, np.logical_or)
 
-    def all(self) -> Tensor:
-        return Tensor._wrap(np.asarray(self.data.all()))
+    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
+        return Tensor._wrap(np.asarray(self.data.all(axis=axis, keepdims=keepdim)))
 
-    def any(self) -> Tensor:
-        return Tensor._wrap(np.asarray(self.data.any()))
+    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
+        return Tensor._wrap(np.asarray(self.data.any(axis=axis, keepdims=keepdim)))
 
     # -- in-place ops
 
@@ -668,6 +820,13 @@ class _HookHandle:
     def remove(self) -> None:
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
+    """sqrt(t), whose gradient is 0 (not sqrt's 1/0) where t is 0: torch's rule for std and norm,
+    where t = 0 means every element equal (or zero), a point of no change in any direction."""
+    zero = t.data == 0
+    return where(zero, 1, t).sqrt() * Tensor._wrap((~zero).astype(t.dtype))
 
 
 def _all_if_empty(dim: Any) -> Any:

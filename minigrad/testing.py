@@ -111,6 +111,28 @@ def assert_matches_torch(
         np.testing.assert_allclose(actual, expected, atol=atol, rtol=rtol, err_msg=f"gradient of input {i} differs")
 
 
+def assert_second_derivative_matches_torch(
+    fn: Callable[..., Any], *arrays_: np.ndarray, atol: float = 1e-8, rtol: float = 1e-6
+) -> None:
+    """The second derivative of ``fn(lib, *tensors)`` in both libraries: the gradient, with
+    respect to every input, of <grad of <fn, u>, v> for fixed shape-determined u and v."""
+    found = []
+    for lib in (minigrad, torch):
+        inputs = [lib.tensor(a.copy(), requires_grad=True) for a in arrays_]
+        out = fn(lib, *inputs)
+        first = lib.autograd.grad((out * lib.tensor(_grad_seed(tuple(out.shape)))).sum(), inputs,
+                                  create_graph=True, allow_unused=True)  # fmt: skip
+        terms = [(g * lib.tensor(_grad_seed(tuple(g.shape)) + 0.5)).sum() for g in first
+                 if g is not None and g.requires_grad]  # fmt: skip
+        second = lib.autograd.grad(sum(terms), inputs, allow_unused=True) if terms else [None] * len(inputs)
+        zero = [g is None or getattr(g, "_is_zerotensor", lambda: False)() for g in second]  # torch's ZeroTensor
+        found.append(
+            [np.zeros(a.shape) if z else np.asarray(g.detach().numpy()) for g, z, a in zip(second, zero, arrays_)]
+        )
+    for i, (m, t) in enumerate(zip(*found)):
+        np.testing.assert_allclose(m, t, atol=atol, rtol=rtol, err_msg=f"second derivative of input {i} differs")
+
+
 # ----------------------------------------------------------------------------- compositions
 
 # Each op is a method-call template valid in both libraries; domains are kept safe by the

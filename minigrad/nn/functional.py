@@ -10,7 +10,7 @@ import numpy as np
 
 from minigrad import ops
 from minigrad.errors import ShapeError
-from minigrad.tensor import Tensor, generator
+from minigrad.tensor import Tensor, generator, where
 
 
 def _reduce(loss: Tensor, reduction: str, count: Any = None) -> Tensor:
@@ -26,24 +26,118 @@ def _reduce(loss: Tensor, reduction: str, count: Any = None) -> Tensor:
 def cross_entropy(
     input: Tensor,  # noqa: A002 - torch's names
     target: Tensor,
+    weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,), as torch's:
-    targets equal to ``ignore_index`` count for nothing; ``label_smoothing`` mixes the one-hot
-    target with the uniform distribution."""
-    if input.ndim != 2 or target.ndim != 1 or input.shape[0] != target.shape[0]:
-        raise ShapeError(f"cross_entropy expects input (N, C) and target (N,), got {input.shape} and {target.shape}")
+    """Cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,) or class
+    probabilities (N, C), as torch's: ``weight`` (C,) weighs each class (the mean divides by the
+    targets' total weight), targets equal to ``ignore_index`` count for nothing,
+    ``label_smoothing`` mixes the target with the uniform distribution."""
+    if input.ndim != 2 or target.shape[0] != input.shape[0] or target.ndim not in (1, 2):
+        raise ShapeError(f"cross_entropy expects input (N, C) and target (N,) or (N, C), got {input.shape} and "
+                         f"{target.shape}")  # fmt: skip
+    log_probs = input.log_softmax(-1)
+    classes = input.shape[1]
+    if target.ndim == 2:  # probabilities
+        probs = target * (1 - label_smoothing) + label_smoothing / classes
+        weighted = log_probs if weight is None else log_probs * weight
+        return _reduce(-(probs * weighted).sum(-1), reduction, count=input.shape[0])
     labels = np.asarray(target.data, dtype=np.int64)
     keep = labels != ignore_index
-    log_probs = input.log_softmax(-1)
-    picked = log_probs.gather(1, Tensor(np.where(keep, labels, 0)[:, None])).squeeze(1)
-    loss = -picked
+    safe = Tensor(np.where(keep, labels, 0)[:, None])
+    w = Tensor(np.ones(classes, dtype=input.dtype)) if weight is None else weight
+    w_target = w.gather(0, safe.squeeze(1)) * Tensor(keep.astype(input.dtype))
+    loss = -log_probs.gather(1, safe).squeeze(1) * w_target
     if label_smoothing:
-        loss = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(-1)
-    loss = loss * Tensor(keep.astype(input.dtype))
-    return _reduce(loss, reduction, count=int(keep.sum()))
+        smooth = -(log_probs * w).sum(-1) / classes * Tensor(keep.astype(input.dtype))
+        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
+    return _reduce(loss, reduction, count=w_target.sum())
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,  # noqa: A002
+             reduction: str = "mean") -> Tensor:  # fmt: skip
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) at class indices ``target``."""
+    labels = np.asarray(target.data, dtype=np.int64)
+    keep = labels != ignore_index
+    safe = Tensor(np.where(keep, labels, 0))
+    w = Tensor(np.ones(input.shape[1], dtype=input.dtype)) if weight is None else weight
+    w_target = w.gather(0, safe) * Tensor(keep.astype(input.dtype))
+    loss = -input.gather(1, safe.unsqueeze(1)).squeeze(1) * w_target
+    return _reduce(loss, reduction, count=w_target.sum())
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
+    return _reduce((input - target).abs(), reduction)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+    """0.5 d^2 / beta where |d| < beta, else |d| - beta / 2 (Huber's loss, scaled)."""
+    diff = (input - target).abs()
+    if beta == 0:
+        return _reduce(diff, reduction)
+    return _reduce(where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta), reduction)
+
+
+def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
+    """KL(target || exp(input)) pointwise, input being log-probabilities: target (log target - input),
+    0 where target is 0. ``batchmean`` divides the sum by the batch size (the KL divergence)."""
+    if log_target:
+        pointwise = target.exp() * (target - input)
+    else:
+        positive = target.data > 0
+        log_t = where(positive, target, 1).log()
+        pointwise = where(positive, target * (log_t - input), 0 * input)
+    if reduction == "batchmean":
+        return pointwise.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(pointwise, reduction)
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """sum(x1 x2) / max(|x1| |x2|, eps), along ``dim``, after broadcasting the two."""
+    shape = np.broadcast_shapes(x1.shape, x2.shape)
+    x1, x2 = x1.expand(*shape), x2.expand(*shape)
+    dot = (x1 * x2).sum(dim)
+    norms = ((x1 * x1).sum(dim) * (x2 * x2).sum(dim)).clamp(min=eps * eps).sqrt()
+    return dot / norms
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:  # noqa: A002
+    """input / max(||input||_p, eps) along ``dim``."""
+    return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:  # noqa: A002
+    """Rows of ``weight`` at the integer ``input``; the ``padding_idx`` row gets no gradient."""
+    idx = np.asarray(input.data if isinstance(input, Tensor) else input, dtype=np.int64)
+    rows = weight[idx]
+    if padding_idx is None:
+        return rows
+    return where((idx == padding_idx)[..., None], rows.detach(), rows)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 (..., num_classes) with a 1 at each index (num_classes -1: the largest index + 1)."""
+    idx = np.asarray(tensor.data, dtype=np.int64)
+    n = int(idx.max()) + 1 if num_classes == -1 else num_classes
+    return Tensor._wrap((idx[..., None] == np.arange(n)).astype(np.int64))
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None) -> Tensor:  # fmt: skip
+    """softmax(q k^T * scale + mask) v, as torch's: a bool mask keeps where True, a float mask is
+    added; ``is_causal`` keeps each query to the keys at or before it; ``dropout_p`` drops
+    attention weights (in training: pass 0 in eval, as torch)."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query.matmul(key.transpose(-2, -1)) * scale
+    if is_causal:
+        scores = scores.masked_fill(~np.tri(query.shape[-2], key.shape[-2], dtype=bool), float("-inf"))
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == bool else scores + attn_mask
+    return dropout(scores.softmax(-1), dropout_p).matmul(value)
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -51,9 +145,42 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
     return _reduce(diff * diff, reduction)
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
-    """-(t log s(x) + (1 - t) log(1 - s(x))) written as softplus(x) - t x, stable for any x."""
-    return _reduce(ops.Softplus.apply(input) - target * input, reduction)
+def binary_cross_entropy_with_logits(
+    input: Tensor,  # noqa: A002
+    target: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    """-(w (p t log s(x) + (1 - t) log(1 - s(x)))) written as (1 - t) x + (1 + (p - 1) t) softplus(-x),
+    stable for any x; ``pos_weight`` p weighs the positive class, ``weight`` w each element."""
+    if pos_weight is None:
+        loss = ops.Softplus.apply(input) - target * input
+    else:
+        loss = (1 - target) * input + (1 + (pos_weight - 1) * target) * ops.Softplus.apply(-input)
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def silu(input: Tensor) -> Tensor:  # noqa: A002
+    return input * input.sigmoid()
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:  # noqa: A002
+    """log(1 + e^(beta x)) / beta, and x itself where beta x > threshold (as torch)."""
+    return where(input * beta > threshold, input, ops.Softplus.apply(input * beta) / beta)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
+    return where(input > 0, input, input * negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0) -> Tensor:  # noqa: A002
+    # exp of the clamped input: the branch not taken must not overflow (its 0 gradient times inf is NaN)
+    return where(input > 0, input, alpha * input.clamp(max=0).expm1())
+
+
+def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
+    return -ops.Softplus.apply(-input)
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # noqa: A002
@@ -69,8 +196,13 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # 
     return input * Tensor((keep / (1 - p)).astype(input.dtype))
 
 
-def gelu(input: Tensor) -> Tensor:  # noqa: A002
-    """The exact GELU, x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), as torch and BERT use it."""
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
+    """The exact GELU, x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), as torch and BERT use it; with
+    ``approximate="tanh"`` GPT-2's x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    if approximate == "tanh":
+        return input * 0.5 * (1 + (math.sqrt(2 / math.pi) * (input + 0.044715 * input * input * input)).tanh())
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return input * 0.5 * (1 + (input * (1 / math.sqrt(2))).erf())
 
 

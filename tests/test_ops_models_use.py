@@ -1,0 +1,229 @@
+"""The ops real models use (a BERT, a GPT-2, a classifier's losses): value, gradient and second
+derivative equal torch's in float64, over hypothesis-drawn shapes (0-d, empty and broadcast
+shapes where the op takes them)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minigrad
+from minigrad import testing
+
+
+def F(lib):
+    return minigrad.nn.functional if lib is minigrad else torch.nn.functional
+
+
+def check(fn, *arrays, second=True, atol=1e-8, rtol=1e-6):
+    testing.assert_matches_torch(fn, *arrays, atol=atol, rtol=rtol)
+    if second:
+        testing.assert_second_derivative_matches_torch(fn, *arrays, atol=atol, rtol=rtol)
+
+
+EDGE = testing.shapes(min_dims=0, max_dims=3, min_side=0, max_side=3)
+
+# name -> (fn, array kwargs)
+UNARY = {
+    "sin": (lambda lib, x: x.sin(), {}),
+    "cos": (lambda lib, x: x.cos(), {}),
+    "log1p": (lambda lib, x: x.log1p(), {"min_value": -0.9}),
+    "expm1": (lambda lib, x: x.expm1(), {}),
+    "square": (lambda lib, x: x.square(), {}),
+    "rsqrt": (lambda lib, x: x.abs().rsqrt(), {"away_from_zero": 0.2}),
+    "reciprocal": (lambda lib, x: x.reciprocal(), {"away_from_zero": 0.2}),
+    "sign": (lambda lib, x: x.sign() * x, {}),
+    "silu": (lambda lib, x: F(lib).silu(x), {}),
+    "softplus": (lambda lib, x: F(lib).softplus(x, beta=2.0, threshold=3.14159), {}),
+    "leaky_relu": (lambda lib, x: F(lib).leaky_relu(x, 0.1), {"away_from_zero": 0.01}),
+    "elu": (lambda lib, x: F(lib).elu(x, 0.7), {"away_from_zero": 0.01}),
+    "gelu": (lambda lib, x: F(lib).gelu(x), {}),
+    "gelu_tanh": (lambda lib, x: F(lib).gelu(x, approximate="tanh"), {}),
+    "logsigmoid": (lambda lib, x: F(lib).logsigmoid(x), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@given(data=st.data())
+def test_elementwise(name, data):
+    fn, kwargs = UNARY[name]
+    check(fn, data.draw(testing.arrays(EDGE, **kwargs)))
+
+
+@given(pair=testing.broadcastable_arrays(2, min_side=0))
+def test_minimum_broadcasts(pair):
+    check(lambda lib, a, b: lib.minimum(a, b), *pair)
+
+
+@given(x=testing.arrays(EDGE))
+def test_masked_fill_tril_triu(x):
+    check(lambda lib, t: t.masked_fill(t > 0.5, -2.0), x)
+    if x.ndim >= 2:
+        check(lambda lib, t: t.tril(-1) + t.triu(1) * 2 + t.tril() * 3, x)
+
+
+def shape_broadcasting_to(data, shape):
+    """A trailing part of ``shape`` with some sides set to 1: it broadcasts to ``shape``."""
+    kept = data.draw(st.integers(0, len(shape)))
+    return tuple(data.draw(st.sampled_from([1, n])) for n in shape[len(shape) - kept :])
+
+
+@given(data=st.data())
+def test_products(data):
+    n, m, p, b = (data.draw(st.integers(0, 3)) for _ in range(4))
+    v, w = data.draw(testing.arrays((n,))), data.draw(testing.arrays((m,)))
+    check(lambda lib, x, y: x.outer(y), v, w)
+    check(lambda lib, x, y: x.dot(y * 2), v, v)
+    a, c = data.draw(testing.arrays((b, n, m))), data.draw(testing.arrays((b, m, p)))
+    check(lambda lib, x, y: x.bmm(y), a, c)
+    bias = data.draw(testing.arrays(shape_broadcasting_to(data, (b, n, p))))
+    check(lambda lib, i, x, y: lib.baddbmm(i, x, y, beta=0.5, alpha=2.0), bias, a, c)
+    a2, c2 = data.draw(testing.arrays((n, m))), data.draw(testing.arrays((m, p)))
+    bias2 = data.draw(testing.arrays(shape_broadcasting_to(data, (n, p))))
+    check(lambda lib, i, x, y: lib.addmm(i, x, y, beta=-1.0, alpha=3.0), bias2, a2, c2)
+
+
+TIES = st.sampled_from([-1.0, 0.0, 0.5, 2.0])
+
+
+@given(data=st.data(), op=st.sampled_from(["amax", "amin"]), keepdim=st.booleans())
+def test_amax_amin_share_ties(data, op, keepdim):
+    x = data.draw(hnp.arrays(np.float64, testing.shapes(0, 3, 1, 3), elements=TIES))
+    dims = data.draw(st.sampled_from([(), 0, -1, (0, -1)][: 3 + (x.ndim > 1)])) if x.ndim else ()
+    check(lambda lib, t: getattr(t, op)(dims, keepdim), x)
+
+
+@given(x=testing.arrays(testing.shapes(1, 3, 2, 4)), keepdim=st.booleans(), unbiased=st.booleans())
+def test_std(x, keepdim, unbiased):
+    spread = np.ptp(x, axis=-1).min() > 1e-3  # the second derivative blows up as the values meet
+    check(lambda lib, t: t.std(-1, unbiased=unbiased, keepdim=keepdim), x, rtol=1e-5, second=spread)
+
+
+@given(x=testing.arrays(testing.shapes(1, 3), away_from_zero=0.1), p=st.sampled_from([1, 2, 3, float("inf")]))
+def test_norm(x, p):
+    check(lambda lib, t: t.norm(p, dim=-1), x, second=p != float("inf"))
+    check(lambda lib, t: t.norm(p), x, second=p != float("inf"))
+
+
+def test_norm_of_zeros_has_gradient_zero():
+    testing.assert_matches_torch(lambda lib, t: t.norm(), np.zeros(3))
+
+
+@given(x=testing.arrays(testing.shapes(0, 3)))
+def test_all_and_any_over_a_dim(x):
+    for dims in [()] if x.ndim == 0 else [(), (0,), (-1,)]:
+        for op in ("all", "any"):
+            got = getattr(minigrad.tensor(x > 0), op)(*dims)
+            want = getattr(torch.tensor(x > 0), op)(*dims)
+            np.testing.assert_array_equal(got.data, want.numpy())
+
+
+@given(data=st.data())
+def test_shape_ops(data):
+    x = data.draw(testing.arrays(testing.shapes(1, 3, 0, 4)))
+    d = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    n = x.shape[d]
+    check(lambda lib, t: t.flip(d) * 2, x)
+    check(lambda lib, t: t.flatten(0, d) * 3, x)
+    check(lambda lib, t: t.movedim(d, 0) * 2, x)
+    start = data.draw(st.integers(0, n))
+    check(lambda lib, t: t.narrow(d, start, n - start) * 2, x)
+    if n:
+        size = data.draw(st.integers(1, n))
+        check(lambda lib, t: lib.cat([p * (i + 1) for i, p in enumerate(t.split(size, d))], d), x)
+        chunks = data.draw(st.integers(1, 4))
+        check(lambda lib, t: lib.cat([p * (i + 1) for i, p in enumerate(t.chunk(chunks, d))], d), x)
+        check(lambda lib, t: lib.stack([p * (i + 1) for i, p in enumerate(t.unbind(d))]), x)
+        index = data.draw(hnp.arrays(np.int64, (data.draw(st.integers(0, 4)),), elements=st.integers(0, n - 1)))
+        check(lambda lib, t: t.index_select(d, lib.tensor(index)) * 2, x)
+    check(lambda lib, t: t.unflatten(d, (1, n)) * 2, x)
+    reps = data.draw(st.lists(st.integers(0, 3), min_size=x.ndim, max_size=x.ndim + 1))
+    check(lambda lib, t: t.repeat(*reps) * 2, x)
+    check(lambda lib, t: t.tile(reps[:1]) * 2, x)
+
+
+@given(data=st.data())
+def test_take_along_dim_broadcasts_indices(data):
+    x = data.draw(testing.arrays((3, 4)))
+    idx = data.draw(hnp.arrays(np.int64, data.draw(st.sampled_from([(3, 2), (1, 2)])), elements=st.integers(0, 3)))
+    check(lambda lib, t: lib.take_along_dim(t, lib.tensor(idx), 1) * 2, x)
+
+
+# ----------------------------------------------------------------------------- nn.functional
+
+
+@settings(deadline=None)
+@given(data=st.data(), mask_kind=st.sampled_from(["none", "bool", "float", "causal"]))
+def test_scaled_dot_product_attention(data, mask_kind):
+    b, h, lq, lk, e = (data.draw(st.integers(1, 3)) for _ in range(5))
+    q, k, v = (data.draw(testing.arrays(s)) for s in ((b, h, lq, e), (b, h, lk, e), (b, h, lk, e)))
+    keep = data.draw(hnp.arrays(bool, (b, 1, lq, lk), elements=st.booleans()))
+    keep[..., 0] = True  # every query sees a key
+    mask = {"none": None, "bool": keep, "float": np.where(keep, 0.0, -1e9)}.get(mask_kind)
+    causal = mask_kind == "causal" and lq <= lk
+
+    def fn(lib, a, c, w):
+        m = None if mask is None else lib.tensor(mask)
+        return F(lib).scaled_dot_product_attention(a, c, w, attn_mask=m, is_causal=causal, scale=0.7)
+
+    check(fn, q, k, v, rtol=1e-5, second=False)  # torch's CPU attention kernels have no second derivative
+
+
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum", "none"]), weighted=st.booleans())
+def test_class_losses(data, reduction, weighted):
+    n, c = data.draw(st.integers(1, 4)), data.draw(st.integers(2, 4))
+    x = data.draw(testing.arrays((n, c)))
+    labels = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)))
+    labels[-1] = -100 if n > 1 else labels[-1]  # one ignored target
+    w = data.draw(testing.arrays((c,), min_value=0.1, max_value=2.0))
+    probs = data.draw(testing.arrays((n, c), min_value=0.0, max_value=1.0)) + 0.01
+    probs = probs / probs.sum(1, keepdims=True)
+
+    def kw(lib):  # class weights are constants (torch does not differentiate them)
+        return {"weight": lib.tensor(w) if weighted else None, "reduction": reduction}
+
+    check(lambda lib, t: F(lib).cross_entropy(t, lib.tensor(labels), **kw(lib)), x)
+    check(lambda lib, t: F(lib).cross_entropy(t, lib.tensor(labels), label_smoothing=0.2, **kw(lib)), x)
+    check(lambda lib, t, pr: F(lib).cross_entropy(t, pr, **kw(lib)), x, probs)
+    check(lambda lib, t: F(lib).nll_loss(t.log_softmax(1), lib.tensor(labels), **kw(lib)), x)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # torch's, about kl_div's mean
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_regression_and_distribution_losses(data, reduction):
+    shape = data.draw(testing.shapes(1, 3))
+    x, y = data.draw(testing.arrays(shape)), data.draw(testing.arrays(shape))
+    check(lambda lib, a, b: F(lib).l1_loss(a, b, reduction=reduction), x, y + 0.01 * np.sign(x - y + 1e-3))
+    check(lambda lib, a, b: F(lib).smooth_l1_loss(a, b, reduction=reduction, beta=0.7), x, y)
+    target = data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.2, 0.5, 1.0])))
+    # (the target is data: at target 0 torch's gradient for it is NaN, the -inf of d(t log t)/dt)
+    check(lambda lib, a: F(lib).kl_div(a.log_softmax(-1), lib.tensor(target), reduction=reduction), x)
+    check(lambda lib, a, t: F(lib).kl_div(a, t.log_softmax(-1), reduction="batchmean", log_target=True), x, y)
+    pos = data.draw(testing.arrays(shape[-1:], min_value=0.5, max_value=3.0))
+    weight = data.draw(testing.arrays(shape, min_value=0.0, max_value=2.0))
+    t01 = data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.3, 1.0])))
+
+    def bce(lib, a):  # weights are constants (torch does not differentiate them)
+        w, p = lib.tensor(weight), lib.tensor(pos)
+        return F(lib).binary_cross_entropy_with_logits(a, lib.tensor(t01), weight=w, pos_weight=p, reduction=reduction)
+
+    check(bce, x)
+
+
+@given(pair=testing.broadcastable_arrays(2, min_dims=1, away_from_zero=0.1))
+def test_cosine_similarity_and_normalize(pair):
+    a, b = pair
+    check(lambda lib, x, y: F(lib).cosine_similarity(x, y, dim=-1), a, b, rtol=1e-5)
+    check(lambda lib, x: F(lib).normalize(x, dim=-1), a, rtol=1e-5)
+
+
+@given(data=st.data(), padding=st.sampled_from([None, 0, 2]))
+def test_embedding_and_one_hot(data, padding):
+    weight = data.draw(testing.arrays((4, 3)))
+    idx = data.draw(hnp.arrays(np.int64, testing.shapes(0, 2, 0, 3), elements=st.integers(0, 3)))
+    check(lambda lib, w: F(lib).embedding(lib.tensor(idx), w, padding_idx=padding) * 2, weight)
+    got = minigrad.nn.functional.one_hot(minigrad.tensor(idx), 5)
+    np.testing.assert_array_equal(got.data, torch.nn.functional.one_hot(torch.tensor(idx), 5).numpy())
+    assert got.dtype == np.int64
