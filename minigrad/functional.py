@@ -77,7 +77,8 @@ _METHODS = (
     "exp log sqrt abs tanh sigmoid relu softmax log_softmax logsumexp sum mean var max min "
     "argmax argmin gather clamp reshape transpose permute squeeze unsqueeze t flatten "
     "sin cos log1p expm1 square rsqrt reciprocal sign minimum masked_fill tril triu outer dot bmm std "
-    "amax amin norm unflatten movedim narrow flip split chunk unbind tile index_select all any"
+    "amax amin norm unflatten movedim narrow flip split chunk unbind tile index_select all any "
+    "cumsum roll repeat_interleave sort argsort topk scatter_add"
 ).split()
 globals().update({name: _method(name) for name in _METHODS})
 

@@ -518,6 +518,22 @@ class Expm1(Op):
         return grad * (y + 1)
 
 
+class CumSum(Op):
+    rule = "d cumsum(u)_j/du_i = 1 for i <= j: the gradient is summed from the end"
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = dim
+        return np.cumsum(x.data, axis=dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        d = ctx.dim
+        if isinstance(grad, Tensor):
+            return grad.flip(d).cumsum(d).flip(d), None
+        return np.flip(np.cumsum(np.flip(grad, d), axis=d), d), None
+
+
 class Softplus(Op):
     """log(1 + e^x), computed without overflow; its derivative is sigmoid(x)."""
 

@@ -577,6 +577,53 @@ class Tensor:
         dims = tuple(dims)
         return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
 
+    def cumsum(self, dim: int) -> Tensor:
+        if self.ndim == 0:
+            return self * 1
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return ops.CumSum.apply(self, d)
+
+    def roll(self, shifts: Any, dims: Any) -> Tensor:
+        """Shift elements along ``dims`` by ``shifts``, wrapping around."""
+        out = self
+        for shift, dim in zip(np.atleast_1d(shifts), np.atleast_1d(dims)):
+            (d,) = ops.normalize_dims(int(dim), self.ndim)
+            n = self.shape[d]
+            out = out.index_select(d, (np.arange(n) - int(shift)) % n) if n else out
+        return out
+
+    def repeat_interleave(self, repeats: int, dim: int) -> Tensor:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self.index_select(d, np.repeat(np.arange(self.shape[d]), repeats))
+
+    def sort(self, dim: int = -1, descending: bool = False) -> Any:
+        """(values, indices) along ``dim``; the values carry the gradient back to where they came from."""
+        if self.ndim == 0:
+            return ReturnTypes(self * 1, Tensor._wrap(np.zeros((), np.int64)))
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        order = np.argsort(-self.data if descending else self.data, axis=d, kind="stable")
+        indices = Tensor._wrap(order.astype(np.int64))
+        return ReturnTypes(self.gather(d, indices), indices)
+
+    def argsort(self, dim: int = -1, descending: bool = False) -> Tensor:
+        return self.sort(dim, descending).indices
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+        """The k largest (or smallest) along ``dim``, as (values, indices), largest first."""
+        values, indices = self.sort(dim, descending=largest)
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return ReturnTypes(values.narrow(d, 0, k), indices.narrow(d, 0, k))
+
+    def scatter_add(self, dim: int, index: Any, src: Tensor) -> Tensor:
+        """A copy of self with ``src[i][j]`` added at ``[index[i][j]][j]`` for dim 0 (and so on):
+        repeated indices add up; src's gradient is gathered back from the same places."""
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64)
+        grid = [np.arange(n).reshape([-1 if i == k else 1 for i in range(idx.ndim)]) for k, n in enumerate(idx.shape)]
+        grid[d] = idx
+        src = src[tuple(slice(n) for n in idx.shape)]
+        return self + ops.IndexAdd.apply(src, self.shape, tuple(np.broadcast_arrays(*grid)))
+
     def index_select(self, dim: int, index: Any) -> Tensor:
         (d,) = ops.normalize_dims(dim, self.ndim)
         idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64).reshape(-1)

@@ -227,3 +227,73 @@ def test_embedding_and_one_hot(data, padding):
     got = minigrad.nn.functional.one_hot(minigrad.tensor(idx), 5)
     np.testing.assert_array_equal(got.data, torch.nn.functional.one_hot(torch.tensor(idx), 5).numpy())
     assert got.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------- scans, sorting, scatter, pad, conv
+
+
+@given(data=st.data())
+def test_cumsum_roll_repeat_interleave(data):
+    x = data.draw(testing.arrays(testing.shapes(1, 3, 0, 4)))
+    d = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    check(lambda lib, t: t.cumsum(d) * 2, x)
+    shift = data.draw(st.integers(-5, 5))
+    check(lambda lib, t: t.roll(shift, d) * 2, x)
+    check(lambda lib, t: t.repeat_interleave(2, d) * 2, x)
+
+
+@given(data=st.data(), descending=st.booleans())
+def test_sort_argsort_topk(data, descending):
+    x = data.draw(hnp.arrays(np.float64, testing.shapes(1, 3, 1, 4), elements=st.floats(-3, 3), unique=True))
+    d = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    check(lambda lib, t: t.sort(d, descending=descending).values * 2, x)
+    np.testing.assert_array_equal(minigrad.tensor(x).argsort(d, descending=descending).data,
+                                  torch.tensor(x).argsort(d, descending=descending).numpy())  # fmt: skip
+    k = data.draw(st.integers(0, x.shape[d]))
+    check(lambda lib, t: t.topk(k, d, largest=not descending).values * 2, x)
+
+
+@given(data=st.data())
+def test_scatter_add(data):
+    x = data.draw(testing.arrays(testing.shapes(1, 3, 1, 3)))
+    d = data.draw(st.integers(0, x.ndim - 1))
+    index_shape = tuple(data.draw(st.integers(0, n)) for n in x.shape)
+    index = data.draw(hnp.arrays(np.int64, index_shape, elements=st.integers(0, x.shape[d] - 1)))
+    src = data.draw(testing.arrays(index_shape))  # (a larger src works in minigrad; torch's backward refuses it)
+    check(lambda lib, t, s: t.scatter_add(d, lib.tensor(index), s), x, src)
+
+
+@given(x=testing.arrays(testing.shapes(1, 3, 1, 4)), amounts=st.lists(st.integers(-1, 2), min_size=2, max_size=4),
+       value=st.sampled_from([0.0, -1.5]))  # fmt: skip
+def test_pad_constant(x, amounts, value):
+    amounts = amounts[: 2 * x.ndim]
+    amounts = amounts[: len(amounts) // 2 * 2]
+    shape = list(x.shape)
+    for i in range(len(amounts) // 2):
+        shape[-1 - i] += amounts[2 * i] + amounts[2 * i + 1]
+    if min(shape, default=1) < 0:
+        return
+    check(lambda lib, t: F(lib).pad(t, amounts, value=value) * 2, x)
+
+
+@settings(deadline=None)
+@given(data=st.data())
+def test_conv2d_and_pools(data):
+    n, c, o = (data.draw(st.integers(1, 2)) for _ in range(3))
+    h, w = data.draw(st.integers(3, 5)), data.draw(st.integers(3, 5))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    stride, padding, dilation = data.draw(st.integers(1, 2)), data.draw(st.integers(0, 1)), data.draw(st.integers(1, 2))
+    if (h + 2 * padding - dilation * (kh - 1) - 1) < 0 or (w + 2 * padding - dilation * (kw - 1) - 1) < 0:
+        return
+    x = data.draw(testing.arrays((n, c, h, w)))
+    weight, bias = data.draw(testing.arrays((o, c, kh, kw))), data.draw(testing.arrays((o,)))
+
+    def conv(lib, t, k, b):
+        return F(lib).conv2d(t, k, b, stride=stride, padding=padding, dilation=dilation)
+
+    check(conv, x, weight, bias)
+    k = data.draw(st.integers(1, 3))
+    pool_pad = data.draw(st.integers(0, k // 2))
+    unique = data.draw(hnp.arrays(np.float64, (n, c, h, w), elements=st.floats(-3, 3), unique=True))
+    check(lambda lib, t: F(lib).max_pool2d(t, k, stride=stride, padding=pool_pad), unique)
+    check(lambda lib, t: F(lib).avg_pool2d(t, k, stride=stride, padding=pool_pad), x)

@@ -4,12 +4,14 @@ gradients come from the engine, not from hand-written formulas)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from minigrad import ops
 from minigrad.errors import ShapeError
+from minigrad.functional import cat
 from minigrad.tensor import Tensor, generator, where
 
 
@@ -231,6 +233,76 @@ def layer_norm(
     if bias is not None:
         out = out + bias
     return out
+
+
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:  # noqa: A002
+    """Pad with ``value``: ``pad`` is (left, right) for the last dim, then (top, bottom) for the one
+    before, and so on, as torch's; a negative amount crops."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is implemented, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ShapeError(f"pad: {len(pad)} amounts for a {input.ndim}-D tensor (two per padded dim, from the last)")
+    out = input
+    for i in range(len(pad) // 2):
+        d, (before, after) = input.ndim - 1 - i, pad[2 * i : 2 * i + 2]
+        n = out.shape[d]
+        out = out.narrow(d, max(-before, 0), n - max(-before, 0) - max(-after, 0))
+        sides = []
+        for amount in (max(before, 0), max(after, 0)):
+            shape = list(out.shape)
+            shape[d] = amount
+            sides.append(Tensor(np.full(shape, value, dtype=out.dtype)))
+        out = cat([sides[0], out, sides[1]], d)
+    return out
+
+
+def _windows(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    """Every kernel-sized window of an (N, C, H, W) tensor: (N, C, H_out, W_out, kh, kw), by
+    indexing (so the gradient of each window flows back to its pixels, overlaps adding up)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    h_out = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    w_out = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    if h_out <= 0 or w_out <= 0:
+        raise ShapeError(f"the kernel {kernel} (dilation {dilation}) is larger than the input's {x.shape[2:]}")
+    rows = (np.arange(h_out) * sh)[:, None] + np.arange(kh) * dh  # (h_out, kh)
+    cols = (np.arange(w_out) * sw)[:, None] + np.arange(kw) * dw  # (w_out, kw)
+    patches = x[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, h_out, kh, w_out, kw)
+    return patches.permute(0, 1, 2, 4, 3, 5)
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,  # noqa: A002
+           dilation: Any = 1) -> Tensor:  # fmt: skip
+    """2-D cross-correlation of (N, C, H, W) with weight (O, C, kh, kw): each window, flattened,
+    times the flattened kernels (im2col), so the gradients come from indexing and matmul."""
+    ph, pw = _pair(padding)
+    x = pad(input, (pw, pw, ph, ph)) if ph or pw else input
+    windows = _windows(x, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))  # (N, C, Ho, Wo, kh, kw)
+    n, c, h_out, w_out, kh, kw = windows.shape
+    columns = windows.permute(0, 2, 3, 1, 4, 5).reshape(n, h_out * w_out, c * kh * kw)
+    out = (columns @ weight.reshape(weight.shape[0], -1).t()).permute(0, 2, 1).reshape(n, -1, h_out, w_out)
+    return out if bias is None else out + bias.reshape(-1, 1, 1)
+
+
+def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:  # noqa: A002
+    """The largest value of each window (padding counts as -inf); its gradient goes to that element."""
+    kernel = _pair(kernel_size)
+    ph, pw = _pair(padding)
+    x = pad(input, (pw, pw, ph, ph), value=float("-inf")) if ph or pw else input
+    windows = _windows(x, kernel, _pair(stride or kernel_size), (1, 1))
+    return windows.reshape(*windows.shape[:4], -1).max(-1).values
+
+
+def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:  # noqa: A002
+    """The mean of each window (padding counts as zeros, as torch's default count_include_pad)."""
+    kernel = _pair(kernel_size)
+    ph, pw = _pair(padding)
+    x = pad(input, (pw, pw, ph, ph)) if ph or pw else input
+    windows = _windows(x, kernel, _pair(stride or kernel_size), (1, 1))
+    return windows.reshape(*windows.shape[:4], -1).mean(-1)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
