@@ -53,6 +53,14 @@ def baddbmm(input: Tensor, batch1: Tensor, batch2: Tensor, *, beta: float = 1, a
     return beta * input + alpha * batch1.bmm(batch2)
 
 
+def einsum(equation: str, *operands: Tensor) -> Tensor:
+    """Sums of products over named indices, ``einsum("bij,bjk->bik", a, b)``, as torch.einsum
+    (without ``...`` or a letter repeated within one operand)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    return ops.Einsum.apply(equation, *operands)
+
+
 def take_along_dim(input: Tensor, indices: Tensor, dim: int) -> Tensor:  # noqa: A002
     """``gather`` with ``indices`` broadcast against ``input`` outside ``dim``."""
     (d,) = ops.normalize_dims(dim, input.ndim)
@@ -82,4 +90,6 @@ _METHODS = (
 ).split()
 globals().update({name: _method(name) for name in _METHODS})
 
-__all__ = ["mm", "matmul", "cat", "stack", "maximum", "where", "addmm", "baddbmm", "take_along_dim", *_METHODS]
+__all__ = [
+    "mm", "matmul", "cat", "stack", "maximum", "where", "addmm", "baddbmm", "einsum", "take_along_dim", *_METHODS,
+]  # fmt: skip

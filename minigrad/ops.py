@@ -920,6 +920,57 @@ class IndexPut(Op):
         return gx, None, gv
 
 
+class Einsum(Op):
+    """``einsum`` for subscripts without ``...`` or a letter repeated within one operand. The
+    gradient of an operand is the einsum of the output's gradient with the other operands, back to
+    that operand's subscripts (letters summed away inside it alone are broadcast back)."""
+
+    rule = "d einsum/d operand_i = einsum(grad, the other operands -> subscripts of i)"
+    arity = None
+
+    @staticmethod
+    def forward(ctx, equation, *operands):
+        ctx.inputs_spec, ctx.output_spec = _parse_einsum(equation, len(operands))
+        ctx.save_for_backward(*operands)
+        return np.einsum(equation, *(t.data for t in operands))
+
+    @staticmethod
+    def backward(ctx, grad):
+        operands = ctx.saved_tensors
+        grads = [None]
+        for i, spec in enumerate(ctx.inputs_spec):
+            if not ctx.needs_input_grad[i + 1]:
+                grads.append(None)
+                continue
+            others = [(s, t) for j, (s, t) in enumerate(zip(ctx.inputs_spec, operands)) if j != i]
+            known = set(ctx.output_spec).union(*(s for s, _ in others))
+            kept = "".join(c for c in spec if c in known)
+            terms = [ctx.output_spec, *(s for s, _ in others)]
+            g = einsum(",".join(terms) + "->" + kept, grad, *(t for _, t in others))
+            shape = operands[i].shape
+            g = g.reshape(tuple(shape[k] if c in known else 1 for k, c in enumerate(spec)))
+            grads.append(expand_to(g, shape))
+        return tuple(grads)
+
+
+def _parse_einsum(equation: str, count: int) -> tuple[list[str], str]:
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    inputs = lhs.split(",")
+    if "." in equation or len(inputs) != count:
+        raise ShapeError(f"einsum {equation!r}: give one subscript per operand ({count}), without '...'")
+    if not arrow:  # implicit output: the letters seen once, in alphabetical order
+        out = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
+    if any(len(set(s)) != len(s) for s in inputs):
+        raise ShapeError(f"einsum {equation!r}: a letter repeated within one operand (a diagonal) is not supported")
+    return inputs, out
+
+
+def einsum(equation: str, *operands: Any) -> Any:
+    if isinstance(operands[0], Tensor):
+        return Einsum.apply(equation, *operands)
+    return np.einsum(equation, *operands)
+
+
 class Cat(Op):
     rule = "split the gradient into the pieces that were joined"
     arity = None

@@ -297,3 +297,23 @@ def test_conv2d_and_pools(data):
     unique = data.draw(hnp.arrays(np.float64, (n, c, h, w), elements=st.floats(-3, 3), unique=True))
     check(lambda lib, t: F(lib).max_pool2d(t, k, stride=stride, padding=pool_pad), unique)
     check(lambda lib, t: F(lib).avg_pool2d(t, k, stride=stride, padding=pool_pad), x)
+
+
+EINSUMS = {  # equation -> operand shapes, in letters (sizes drawn per letter)
+    "ij,jk->ik": ("ij", "jk"), "bij,bjk->bik": ("bij", "bjk"), "bhqd,bhkd->bhqk": ("bhqd", "bhkd"),
+    "ij->i": ("ij",), "ij,j->": ("ij", "j"), "i,j->ij": ("i", "j"), "ijk->kj": ("ijk",), "ij,kj": ("ij", "kj"),
+}  # fmt: skip
+
+
+@given(data=st.data(), equation=st.sampled_from(sorted(EINSUMS)))
+def test_einsum(data, equation):
+    sizes = {c: data.draw(st.integers(0, 3)) for c in "bhijkqd"}
+    arrays = [data.draw(testing.arrays(tuple(sizes[c] for c in spec))) for spec in EINSUMS[equation]]
+    check(lambda lib, *t: lib.einsum(equation, *t) * lib.einsum(equation, *t), *arrays)
+
+
+def test_einsum_refuses_what_it_does_not_do():
+    with pytest.raises(minigrad.ShapeError, match="a letter repeated within one operand"):
+        minigrad.einsum("ii->i", minigrad.zeros(2, 2))
+    with pytest.raises(minigrad.ShapeError, match="without '...'"):
+        minigrad.einsum("...ij->ij", minigrad.zeros(2, 2))
