@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -201,6 +201,24 @@ class Sequential(Module):
         return len(self._modules)
 
 
+class ModuleList(Module):
+    """Modules in a list, registered as ``0``, ``1``, ... (so their parameters are ``layer.0.weight``...)."""
+
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
+        super().__init__()
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
+    def __getitem__(self, i: int) -> Module:
+        return self._modules[str(i % len(self))]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+
 class Tanh(Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.tanh()
@@ -241,6 +259,7 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 __all__ = [
-    "Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "Sequential", "Tanh", "ReLU", "GELU",
+    "Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "Sequential", "ModuleList", "Tanh", "ReLU",
+    "GELU",
     "functional", "init", "utils", "save", "load",
 ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Real models written with ``minigrad.nn``: ``bert`` (the encoder finetune fine-tunes)."""

@@ -1,0 +1,110 @@
+"""minigrad's BERT against transformers' on real MRPC batches with padding: the same logits (both
+poolings, float32 and float64) and the same gradients for every parameter, from the same
+checkpoint folder, read with NumPy; bad folders refused."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.data import load_glue
+from finetune.modeling import load_model
+from finetune.tasks import get_task
+from minigrad.models.bert import CheckpointError, from_pretrained
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_models, glue_dir):
+    from transformers import AutoTokenizer
+
+    pairs = load_glue("mrpc", glue_dir)["validation"].select(range(6))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    return tokenizer(
+        list(pairs["sentence1"]), list(pairs["sentence2"]), padding=True, truncation=True, return_tensors="pt"
+    )
+
+
+@pytest.fixture(scope="module", params=["mean", "cls"])
+def saved_classifier(request, tiny_models, tmp_path_factory):
+    """A finetune classifier (mean-pooling head, or the stock [CLS] one) saved by transformers."""
+    torch.manual_seed(0)
+    model = load_model(tiny_models["bert"], get_task("mrpc"), request.param).eval()
+    folder = tmp_path_factory.mktemp(f"clf-{request.param}")
+    model.save_pretrained(folder)
+    return request.param, model, folder
+
+
+def _inputs(batch):
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+
+
+def test_the_encoder_gives_transformers_hidden_states(tiny_models, batch):
+    from transformers import AutoModel
+
+    theirs = AutoModel.from_pretrained(tiny_models["bert"]).eval()
+    mine = from_pretrained(tiny_models["bert"]).eval()
+    with torch.no_grad():
+        expected = theirs(**batch).last_hidden_state.numpy()
+    got = mine.bert(*_inputs(batch)).data
+    real = batch["attention_mask"].numpy().astype(bool)  # padding positions are not compared
+    assert real.sum() < real.size  # the batch does have padding
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [(np.float32, 1e-5), (np.float64, 1e-10)])
+def test_a_saved_classifier_gives_the_same_logits(saved_classifier, batch, dtype, atol):
+    pooling, theirs, folder = saved_classifier
+    mine = from_pretrained(folder).eval().to(dtype)
+    assert mine.pooling == pooling
+    theirs = theirs.double() if dtype == np.float64 else theirs.float()
+    with torch.no_grad():
+        expected = theirs(**batch).logits.numpy()
+    got = mine(*_inputs(batch))
+    assert got.shape == (6, 2) and got.dtype == dtype
+    np.testing.assert_allclose(got.data, expected, atol=atol, rtol=0)
+
+
+def test_the_gradients_of_every_parameter_equal_torchs(saved_classifier, batch):
+    pooling, theirs, folder = saved_classifier
+    theirs = theirs.double().eval()  # eval: dropout off, so both compute the same function
+    mine = from_pretrained(folder).eval().to(np.float64)
+    labels = batch["input_ids"][:, 1] % 2
+    import minigrad
+
+    loss = minigrad.nn.functional.cross_entropy(mine(*_inputs(batch)), minigrad.tensor(labels.numpy()))
+    loss.backward()
+    theirs.zero_grad()
+    torch.nn.functional.cross_entropy(theirs(**batch).logits, labels).backward()
+    prefix = "encoder." if pooling == "mean" else "bert."
+    grads = {name.replace(prefix, "bert.", 1): p.grad for name, p in theirs.named_parameters()}
+    compared = 0
+    for name, p in mine.named_parameters():
+        if name.startswith("bert.pooler.") and pooling == "mean":
+            continue  # the mean head has no pooler
+        expected = grads[name].numpy()
+        np.testing.assert_allclose(p.grad.data, expected, rtol=1e-9, atol=1e-12, err_msg=name)
+        compared += 1
+    assert compared == len([n for n in grads if not n.startswith("bert.pooler.") or pooling == "cls"])
+
+
+def test_dropout_is_on_in_training_and_off_in_eval(tiny_models, batch):
+    model = from_pretrained(tiny_models["bert"])
+    first, second = model(*_inputs(batch)).data, model(*_inputs(batch)).data
+    assert not np.allclose(first, second)  # dropout 0.1 draws new masks
+    model.eval()
+    np.testing.assert_array_equal(model(*_inputs(batch)).data, model(*_inputs(batch)).data)
+
+
+def test_bad_folders_are_refused(tiny_models, tmp_path):
+    with pytest.raises(CheckpointError, match="needs config.json and model.safetensors"):
+        from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="holds a 'distilbert' model, not a BERT"):
+        from_pretrained(tiny_models["distilbert"])
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["bert"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
+    with pytest.raises(CheckpointError, match="has shape"):
+        from_pretrained(broken)
