@@ -183,6 +183,8 @@ class BertForSequenceClassification(nn.Module):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
         self.bert = BertModel(config)
+        if pooling == "mean":
+            self.bert.pooler = None  # unused by the mean head (as in finetune): no weights that never train
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
 
@@ -231,6 +233,8 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
         raise CheckpointError(f"{folder} holds a {settings.get('model_type')!r} model, not a BERT")
     model = BertForSequenceClassification(BertConfig.from_dict(settings), num_labels, pooling)
     state = {_our_name(k): v for k, v in load_file(str(weights_file)).items() if not k.endswith("position_ids")}
+    if model.bert.pooler is None:
+        state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
     own = dict(model.named_parameters())
     unknown = sorted(set(state) - set(own))
     if unknown:
