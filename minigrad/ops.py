@@ -775,8 +775,6 @@ class MatMul(Op):
         b2 = b.reshape((*b.shape, 1)) if len(b.shape) == 1 else b
         g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
-        quiet = np.errstate(divide="ignore", invalid="ignore")
-        quiet.__enter__()
         if ctx.needs_input_grad[0]:  # dL/dA = dL/dC @ B^T
             ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:  # dL/dB = A^T @ dL/dC
