@@ -141,6 +141,16 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
 
 
+def evaluation_due(cfg: TrainConfig, step: int, total_steps: int, epoch_ended: bool) -> bool:
+    """``--eval-strategy`` after optimizer step ``step``: each epoch's end (``epoch``), every
+    ``--eval-steps`` (``steps``), and the last step in both; never (``no``). Every loop asks this."""
+    if cfg.eval_strategy == "no":
+        return False
+    if step >= total_steps:
+        return True
+    return step % cfg.eval_steps == 0 if cfg.eval_strategy == "steps" else epoch_ended
+
+
 def judge_evaluation(
     selection: ModelSelection, model: PreTrainedModel, metrics: dict[str, float], step: int, epoch: float,
     by_steps: bool, more_steps: bool, show: bool = True,
@@ -325,13 +335,10 @@ class Progress:
     def evaluation_due(self) -> bool:
         """True right after the optimizer step that ends an epoch (``--eval-strategy epoch``) or
         completes ``--eval-steps`` steps (``steps``), and after the last step (unless ``no``)."""
-        strategy = self.cfg.eval_strategy
-        if strategy == "no" or not self.ends_accumulation():
+        if not self.ends_accumulation():
             return False
-        steps = self.result.optimizer_steps
-        if strategy == "steps":
-            return steps % self.cfg.eval_steps == 0 or steps >= self.total_steps
-        return self.batch + 1 == self.batches_per_epoch or steps >= self.total_steps
+        epoch_ended = self.batch + 1 == self.batches_per_epoch
+        return evaluation_due(self.cfg, self.result.optimizer_steps, self.total_steps, epoch_ended)
 
     def evaluated(self, model: PreTrainedModel, metrics: dict[str, float]) -> None:
         """After an evaluation: the history, the log line, the best model, early stopping, then

@@ -35,6 +35,7 @@ from finetune.run import (
     build_optimizer,
     check_finite_weights,
     evaluate,
+    evaluation_due,
     judge_evaluation,
     load_best_model,
     log_line,
@@ -146,16 +147,6 @@ class FinetuneCallback(TrainerCallback):
         self.stopped_early = False
         self.report: Any = None  # Trainer.log, to send evaluations to --report-to as well
 
-    def evaluation_due(self, state: Any) -> bool:
-        """After each epoch, or every --eval-steps steps; and after the last step (unless ``no``)."""
-        if self.cfg.eval_strategy == "no":
-            return False
-        if state.global_step >= state.max_steps:
-            return True
-        if self.cfg.eval_strategy == "steps":
-            return state.global_step % self.cfg.eval_steps == 0
-        return float(state.epoch).is_integer()
-
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
@@ -166,7 +157,7 @@ class FinetuneCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if self.evaluation_due(state):
+        if evaluation_due(self.cfg, state.global_step, state.max_steps, float(state.epoch).is_integer()):
             metrics = self.evaluate(model)
             entry = {"step": state.global_step, "epoch": round(state.epoch, 4), "validation": metrics}
             state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
