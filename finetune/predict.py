@@ -74,11 +74,9 @@ def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:
     if not 1 <= len(sentences) <= 2:
         raise ConfigError(f"give one sentence or a pair, got {len(sentences)}")
     model, tokenizer = load_classifier(checkpoint)
-    inputs = tokenizer(*sentences, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        probs = model(**inputs).logits.softmax(-1)[0]
-    best = int(probs.argmax())
-    return model.config.id2label[best], float(probs[best])
+    logits = predict_logits(model, tokenizer, [sentences], max_length=None)  # None: the model's own limit
+    (row,) = prediction_rows(logits, model.config.id2label, regression=False)
+    return row["label_name"], row["probability"]
 
 
 # ----------------------------------------------------------------------------- files
@@ -145,7 +143,7 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def predict_logits(model: Any, tokenizer: Any, examples: list[list[str]], batch_size: int = 64,
-                   max_length: int = 128, progress: bool = False) -> np.ndarray:  # fmt: skip
+                   max_length: int | None = 128, progress: bool = False) -> np.ndarray:  # fmt: skip
     """The model's logits for every example, batched by length (less padding), in the input's order."""
     device = pick_device()
     model.to(device)
