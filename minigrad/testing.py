@@ -44,6 +44,13 @@ def broadcastable_shapes(
     ).map(lambda b: b.input_shapes)
 
 
+def shapes_broadcasting_to(shape: tuple[int, ...]) -> st.SearchStrategy:
+    """Shapes that broadcast to ``shape`` (a trailing part of it, some sides 1), e.g. a bias's."""
+    return st.integers(0, len(shape)).flatmap(
+        lambda kept: st.tuples(*(st.sampled_from([1, n]) for n in shape[len(shape) - kept :]))
+    )
+
+
 def arrays(
     shape: tuple[int, ...] | st.SearchStrategy,
     dtype: Any = np.float64,

@@ -64,12 +64,6 @@ def test_masked_fill_tril_triu(x):
         check(lambda lib, t: t.tril(-1) + t.triu(1) * 2 + t.tril() * 3, x)
 
 
-def shape_broadcasting_to(data, shape):
-    """A trailing part of ``shape`` with some sides set to 1: it broadcasts to ``shape``."""
-    kept = data.draw(st.integers(0, len(shape)))
-    return tuple(data.draw(st.sampled_from([1, n])) for n in shape[len(shape) - kept :])
-
-
 @given(data=st.data())
 def test_products(data):
     n, m, p, b = (data.draw(st.integers(0, 3)) for _ in range(4))
@@ -78,10 +72,10 @@ def test_products(data):
     check(lambda lib, x, y: x.dot(y * 2), v, v)
     a, c = data.draw(testing.arrays((b, n, m))), data.draw(testing.arrays((b, m, p)))
     check(lambda lib, x, y: x.bmm(y), a, c)
-    bias = data.draw(testing.arrays(shape_broadcasting_to(data, (b, n, p))))
+    bias = data.draw(testing.arrays(testing.shapes_broadcasting_to((b, n, p))))
     check(lambda lib, i, x, y: lib.baddbmm(i, x, y, beta=0.5, alpha=2.0), bias, a, c)
     a2, c2 = data.draw(testing.arrays((n, m))), data.draw(testing.arrays((m, p)))
-    bias2 = data.draw(testing.arrays(shape_broadcasting_to(data, (n, p))))
+    bias2 = data.draw(testing.arrays(testing.shapes_broadcasting_to((n, p))))
     check(lambda lib, i, x, y: lib.addmm(i, x, y, beta=-1.0, alpha=3.0), bias2, a2, c2)
 
 
