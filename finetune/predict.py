@@ -90,7 +90,7 @@ def read_examples(path: Path, columns: list[str]) -> list[list[str]]:
     if suffix not in (*FORMATS, ".jsonl"):
         raise DataError(f"{path}: unknown format {suffix or '(no suffix)'}: give a .tsv, .csv or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's exports) is not part of the header
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     rows = _jsonl_rows(path, text) if suffix == ".jsonl" else _table_rows(path, text, FORMATS[suffix])

@@ -147,3 +147,11 @@ def test_glue_submission_for_mrpc_matches_the_test_metrics(capsys, run_dir, tmp_
                                glue_dir)  # fmt: skip
     assert code == 0, err
     assert accuracy == pytest.approx(json.loads(out_eval[out_eval.index("{") :])["accuracy"], abs=1 / 1725)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(capsys, run_dir, tmp_path):
+    src, dst = tmp_path / "excel.tsv", tmp_path / "out.tsv"
+    src.write_bytes(b"\xef\xbb\xbf" + ("sentence1\tsentence2\n" + "\t".join(PAIRS[0]) + "\n").encode())
+    code, _, err = _cli(capsys, "predict", "--checkpoint", str(run_dir), "--input", str(src), "--output", str(dst))
+    assert code == 0, err
+    assert len(dst.read_text().splitlines()) == 2
