@@ -1,7 +1,7 @@
-"""The recipe search for the default checkpoint on MRPC (full strategy, native loop): each
-configuration of ``SEARCH`` over the given seeds, one run at a time, each finished run's
-results.json copied to ``results/search/<name>-seed<seed>/`` at once (runs already there are
-skipped, so the search can be stopped and continued). Choices are made on validation only.
+"""The recipe search for the default checkpoint on MRPC (native loop; the full strategy unless
+a configuration names another): each configuration of ``SEARCH`` over the given seeds, one run
+at a time, each finished run's results.json copied to ``results/search/<name>-seed<seed>/`` at
+once (runs already there are skipped, so the search can be stopped and continued). Choices are made on validation only.
 
     GLUE_DIR=../shared/data/glue python benchmarks/search_recipe.py --seeds 1 2
     finetune report results/search results/mrpc-native-full-seed* --out docs/report-search
@@ -27,6 +27,15 @@ SEARCH: dict[str, dict] = {
     "reinit1-epochs5-best": {"reinit_layers": 1, "epochs": 5, "load_best_model_at_end": True},
     "warmup0.2-epochs5-best": {"warmup_ratio": 0.2, "epochs": 5, "load_best_model_at_end": True},
     "swap-pairs-epochs5-best": {"swap_pairs": True, "epochs": 5, "load_best_model_at_end": True},
+    "lr1e-4-best": {"lr": 1e-4, "load_best_model_at_end": True},
+    "lr1e-4-reinit1-best": {"lr": 1e-4, "reinit_layers": 1, "load_best_model_at_end": True},
+    "lr2e-4": {"lr": 2e-4},
+    "lr1e-4-batch32": {"lr": 1e-4, "batch_size": 32},
+    "lr1e-4-swap-pairs-best": {"lr": 1e-4, "swap_pairs": True, "load_best_model_at_end": True},
+    # the other strategies (defaults: partial lr 1e-4, head lr 1e-3 batch 32, both 3 epochs)
+    "partial-lr2e-4-best": {"strategy": "partial", "lr": 2e-4, "load_best_model_at_end": True},
+    "partial-freeze2-best": {"strategy": "partial", "freeze_layers": 2, "load_best_model_at_end": True},
+    "head-lr3e-3-epochs10-best": {"strategy": "head", "lr": 3e-3, "epochs": 10, "load_best_model_at_end": True},
 }
 
 
@@ -44,8 +53,8 @@ def main() -> None:
             if target.exists() or (args.only and name not in args.only):
                 continue
             run_dir = Path(args.runs_dir) / f"{name}-seed{seed}"
-            config = TrainConfig(strategy="full", seed=seed, data_dir=args.data_dir, output_dir=str(run_dir),
-                                 overwrite_output_dir=True, disable_tqdm=True, **settings)  # fmt: skip
+            config = TrainConfig(**{"strategy": "full", **settings}, seed=seed, data_dir=args.data_dir,
+                                 output_dir=str(run_dir), overwrite_output_dir=True, disable_tqdm=True)  # fmt: skip
             start = time.time()
             results = train(config)
             target.parent.mkdir(parents=True, exist_ok=True)
