@@ -69,7 +69,7 @@ def take_along_dim(input: Tensor, indices: Tensor, dim: int) -> Tensor:  # noqa:
         input.shape[:d] + (1,) + input.shape[d + 1 :], idx.shape[:d] + (1,) + idx.shape[d + 1 :]
     )
     source = input.expand(*shape[:d], input.shape[d], *shape[d + 1 :])
-    return source.gather(d, Tensor._wrap(np.broadcast_to(idx, shape[:d] + (idx.shape[d],) + shape[d + 1 :]).copy()))
+    return source.gather(d, Tensor(np.broadcast_to(idx, shape[:d] + (idx.shape[d],) + shape[d + 1 :]).copy()))
 
 
 def _method(name: str) -> Any:

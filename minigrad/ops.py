@@ -1,10 +1,9 @@
-"""Every differentiable op: its forward (NumPy) next to its backward (Tensor ops).
+"""Every differentiable op: its forward (NumPy) next to its backward (Tensor ops) and its rule.
 
 Reading guide: ``forward`` computes the value from the arrays in ``x.data``; ``backward``
-receives ``grad`` (dLoss/dOutput) and returns dLoss/dInput for each input, by the op's local
-derivative. Each backward formula is written once, with what NumPy arrays and Tensors share
-(operators, ``reshape``, indexing, ``.mT``) plus the small helpers below; a plain ``backward()``
-runs it on arrays (fast), ``create_graph=True`` on Tensors (differentiable again).
+receives ``grad`` (dLoss/dOutput, a Tensor) and returns dLoss/dInput for each input, by the op's
+local derivative, written with Tensor ops: so ``create_graph=True`` can differentiate it again.
+``ctx.result`` is the op's output, for derivatives stated through it (exp, tanh, softmax ...).
 
 Broadcasting: when an input was broadcast (stretched) in forward, its gradient is summed
 back over the stretched axes by ``unbroadcast``: one value fed many outputs, so it collects
@@ -18,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from minigrad.autograd import Function
+from minigrad.autograd import Function, Variable
 from minigrad.errors import ShapeError
-from minigrad.tensor import Tensor, _is_floating, _to_tensor
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -39,97 +37,26 @@ def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...
     return tuple(sorted(set(out))) if ndim else ()
 
 
-def _sum_keepdim(x: Any, axes: tuple[int, ...]) -> Any:
-    if not axes:  # nothing to sum (a 0-d softmax): torch's sum(dim=()) would sum everything
-        return x
-    return x.sum(axes, keepdim=True) if isinstance(x, Tensor) else np.sum(x, axis=axes, keepdims=True)
-
-
-def zero_where(mask: np.ndarray, x: Any) -> Any:
-    """``x`` with 0 where ``mask`` holds (unlike ``x * ~mask``, an inf or NaN there becomes 0 too)."""
-    if not mask.any():
-        return x
-    if isinstance(x, Tensor):
-        from minigrad.tensor import where
-
-        return where(~mask, x, 0)
-    return np.where(mask, 0, x)
-
-
-def raw(x: Any) -> np.ndarray:
-    """The array under a Tensor (backward formulas get Tensors under create_graph, else arrays)."""
-    return x.data if isinstance(x, Tensor) else x
-
-
-def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
+def unbroadcast(grad: Variable, shape: tuple[int, ...]) -> Variable:
     """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
     if grad.shape == shape:
         return grad
     lead = len(grad.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
-    return (_sum_keepdim(grad, axes) if axes else grad).reshape(shape)
+    return grad.sum(axes, keepdim=True).reshape(shape)
 
 
-def expand_to(x: Any, shape: tuple[int, ...]) -> Any:
-    if isinstance(x, Tensor):
-        return x.expand(shape)
-    out = np.empty(shape, dtype=x.dtype)  # faster than np.broadcast_to for small arrays
-    out[...] = x
-    return out
-
-
-def swap_dims(x: Any, dim0: int, dim1: int) -> Any:
-    if isinstance(x, Tensor):
-        return x.transpose(dim0, dim1)
-    return x.T if x.ndim == 2 and dim0 != dim1 else x.swapaxes(dim0, dim1)
-
-
-def permute_dims(x: Any, dims: tuple[int, ...]) -> Any:
-    return x.permute(*dims) if isinstance(x, Tensor) else np.transpose(x, dims)
-
-
-def mm(x: Any, y: Any) -> Any:
-    """2-D matrix product (``ndarray.dot`` is NumPy's quickest route for small matrices)."""
-    return x.mm(y) if isinstance(x, Tensor) else x.dot(y)
-
-
-def exp(x: Any) -> Any:
-    return x.exp() if isinstance(x, Tensor) else np.exp(x)
-
-
-def log(x: Any) -> Any:
-    return x.log() if isinstance(x, Tensor) else np.log(x)
-
-
-def sin(x: Any) -> Any:
-    return x.sin() if isinstance(x, Tensor) else np.sin(x)
-
-
-def cos(x: Any) -> Any:
-    return x.cos() if isinstance(x, Tensor) else np.cos(x)
-
-
-def cast(x: Any, dtype: np.dtype) -> Any:
-    return x.to(dtype) if isinstance(x, Tensor) else np.asarray(x).astype(dtype)
-
-
-def index_add(grad: Any, shape: tuple[int, ...], index: tuple) -> Any:
+def scatter_add(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.ndarray:
     """Zeros of ``shape`` with ``grad`` added at ``index`` (repeated indices add up)."""
-    if isinstance(grad, Tensor):
-        return IndexAdd.apply(grad, shape, index)
-    return _index_add_array(np.asarray(grad), shape, index)
-
-
-def _index_add_array(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.ndarray:
     out = np.zeros(shape, dtype=grad.dtype)
-    if _is_basic(index):
-        out[index] = grad
+    if all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index):
+        out[index] = grad  # basic indexing never repeats a place
     else:
         np.add.at(out, index, grad)
     return out
 
 
-def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
+def _broadcast_error(name: str, a: Variable, b: Variable) -> ShapeError:
     sa, sb = a.shape, b.shape
     for i in range(1, max(len(sa), len(sb)) + 1):
         x = sa[-i] if i <= len(sa) else 1
@@ -143,7 +70,7 @@ def _broadcast_error(name: str, a: Tensor, b: Tensor) -> ShapeError:
     return ShapeError(f"{name}: shapes {sa} and {sb} do not broadcast")
 
 
-def broadcasting(name: str, fn: Any, a: Tensor, b: Tensor) -> np.ndarray:
+def broadcasting(name: str, fn: Any, a: Variable, b: Variable) -> np.ndarray:
     """``fn(a.data, b.data)`` with NumPy broadcasting; a shape mismatch names both shapes."""
     try:
         return fn(a.data, b.data)
@@ -151,44 +78,11 @@ def broadcasting(name: str, fn: Any, a: Tensor, b: Tensor) -> np.ndarray:
         raise _broadcast_error(name, a, b) from None
 
 
-def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
-    """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
-    dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype is b.data.dtype:
-        return cls.apply(a, b)  # the common case (NumPy reuses one object per built-in dtype)
-    if not isinstance(a, Tensor):
-        a = _to_tensor(a, b.dtype)
-    elif not isinstance(b, Tensor):
-        b = _to_tensor(b, a.dtype)
-    if a.dtype != b.dtype:
-        fa, fb = _is_floating(a.dtype), _is_floating(b.dtype)
-        if fa and not fb:
-            b = Tensor._wrap(b.data.astype(a.dtype))
-        elif fb and not fa:
-            a = Tensor._wrap(a.data.astype(b.dtype))
-    return cls.apply(a, b)
-
-
-class Op(Function):
-    """Base of minigrad's built-in ops: forward on arrays; backward formulas that run on arrays
-    or Tensors alike (see ``Function``). ``rule`` states the local derivative in words (shown by
-    ``minigrad.trace``); ``broadcasts`` marks ops whose inputs may have been broadcast.
-    Each sets ``arity``, the number of leading Tensor arguments (see ``Function``)."""
-
-    on_arrays = True
-    _plain = True
-    rule = ""
-    broadcasts = False
-    arity: int | None = 1
-
-
 # ----------------------------------------------------------------------------- arithmetic
 
 
-class Add(Op):
+class Add(Function):
     rule = "d(a+b)/da = 1, d(a+b)/db = 1"
-    arity = 2
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -200,10 +94,8 @@ class Add(Op):
         return unbroadcast(grad, ctx.shapes[0]), unbroadcast(grad, ctx.shapes[1])
 
 
-class Sub(Op):
+class Sub(Function):
     rule = "d(a-b)/da = 1, d(a-b)/db = -1"
-    arity = 2
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -215,10 +107,8 @@ class Sub(Op):
         return unbroadcast(grad, ctx.shapes[0]), unbroadcast(-grad, ctx.shapes[1])
 
 
-class Mul(Op):
+class Mul(Function):
     rule = "d(a*b)/da = b, d(a*b)/db = a"
-    arity = 2
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -233,10 +123,8 @@ class Mul(Op):
         return ga, gb
 
 
-class Div(Op):
+class Div(Function):
     rule = "d(a/b)/da = 1/b, d(a/b)/db = -a/b^2"
-    arity = 2
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -251,43 +139,38 @@ class Div(Op):
         return ga, gb
 
 
-class Pow(Op):
-    """a ** b; d/da = b * a^(b-1) (0 where b = 0), d/db = a^b * log(a) (0 where a = 0 and b >= 0)."""
+class Pow(Function):
+    """a ** b; d/da = b * a^(b-1) (0 where b = 0), d/db = a^b * a.log() (0 where a = 0 and b >= 0)."""
 
-    rule = "d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)"
-    arity = 2
-    broadcasts = True
+    rule = "d(a^b)/da = b a^(b-1), d(a^b)/db = a^b a.log()"
 
     @staticmethod
     def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-1) ** 0.5 = nan, quietly
-            out = Tensor._wrap(broadcasting("pow", np.power, a, b))
-        ctx.save_for_backward(a, b, out)
-        return out
+            return broadcasting("pow", np.power, a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        a, b, out = ctx.saved_tensors
+        a, b = ctx.saved_tensors
         # torch's special points: x ** 0 is constant (even at x = 0, where b a^(b-1) is 0 * inf),
         # and 0 ** b for b >= 0 does not move with b (where a^b log a is 0 * -inf)
         ga = gb = None
         with np.errstate(divide="ignore", invalid="ignore"):
             if ctx.needs_input_grad[0]:
-                at_zero = np.broadcast_to(raw(b) == 0, grad.shape)
-                ga = unbroadcast(zero_where(at_zero, grad * b * a ** (b - 1)), a.shape)
+                at_zero = np.broadcast_to(b.data == 0, grad.shape)
+                ga = unbroadcast((grad * b * a ** (b - 1)).masked_fill(at_zero, 0), a.shape)
             if ctx.needs_input_grad[1]:
-                at_zero = np.broadcast_to((raw(a) == 0) & (raw(b) >= 0), grad.shape)
-                gb = unbroadcast(zero_where(at_zero, grad * out * log(a)), b.shape)
+                at_zero = np.broadcast_to((a.data == 0) & (b.data >= 0), grad.shape)
+                gb = unbroadcast((grad * ctx.result * a.log()).masked_fill(at_zero, 0), b.shape)
         return ga, gb
 
 
-class Maximum(Op):
+class Maximum(Function):
     """Elementwise max; on a tie each side gets half the gradient, and where either is NaN both
     get all of it (torch's rule: a side gets nothing only where it is the smaller)."""
 
     rule = "d max(a,b) = 1 to the larger input (half each on a tie)"
-    arity = 2
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -303,7 +186,7 @@ class Maximum(Op):
         return unbroadcast(grad * ctx.a_share, ctx.shapes[0]), unbroadcast(grad * ctx.b_share, ctx.shapes[1])
 
 
-class Neg(Op):
+class Neg(Function):
     rule = "d(-u)/du = -1"
 
     @staticmethod
@@ -315,7 +198,7 @@ class Neg(Op):
         return -grad
 
 
-class Clone(Op):
+class Clone(Function):
     rule = "d u/du = 1"
 
     @staticmethod
@@ -327,7 +210,7 @@ class Clone(Op):
         return grad
 
 
-class Cast(Op):
+class Cast(Function):
     rule = "the gradient is cast back to the input's dtype"
 
     @staticmethod
@@ -337,28 +220,25 @@ class Cast(Op):
 
     @staticmethod
     def backward(ctx, grad):
-        return cast(grad, ctx.dtype), None
+        return grad.to(ctx.dtype), None
 
 
 # ----------------------------------------------------------------------------- elementwise
 
 
-class Exp(Op):
+class Exp(Function):
     rule = "d exp(u)/du = exp(u)"
 
     @staticmethod
     def forward(ctx, x):
-        out = Tensor._wrap(np.exp(x.data))
-        ctx.save_for_backward(out)
-        return out
+        return np.exp(x.data)
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return grad * out  # d exp(x)/dx = exp(x)
+        return grad * ctx.result
 
 
-class Log(Op):
+class Log(Function):
     rule = "d log(u)/du = 1/u"
 
     @staticmethod
@@ -372,22 +252,19 @@ class Log(Op):
         return grad / x  # d log(x)/dx = 1/x
 
 
-class Sqrt(Op):
+class Sqrt(Function):
     rule = "d sqrt(u)/du = 1/(2 sqrt(u))"
 
     @staticmethod
     def forward(ctx, x):
-        out = Tensor._wrap(np.sqrt(x.data))
-        ctx.save_for_backward(out)
-        return out
+        return np.sqrt(x.data)
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return grad / (2 * out)  # d sqrt(x)/dx = 1/(2 sqrt(x))
+        return grad / (2 * ctx.result)
 
 
-class Abs(Op):
+class Abs(Function):
     rule = "d|u|/du = sign(u)"
 
     @staticmethod
@@ -400,22 +277,20 @@ class Abs(Op):
         return grad * ctx.sign  # d|x|/dx = sign(x), 0 at 0
 
 
-class Tanh(Op):
+class Tanh(Function):
     rule = "d tanh(u)/du = 1 - tanh(u)^2"
 
     @staticmethod
     def forward(ctx, x):
-        out = Tensor._wrap(np.tanh(x.data))
-        ctx.save_for_backward(out)
-        return out
+        return np.tanh(x.data)
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return grad - grad * out * out  # d tanh(x)/dx = 1 - tanh(x)^2 (no scalar: quicker)
+        y = ctx.result
+        return grad * (1 - y * y)
 
 
-class Sigmoid(Op):
+class Sigmoid(Function):
     rule = "d s(u)/du = s(u) (1 - s(u))"
 
     @staticmethod
@@ -423,14 +298,12 @@ class Sigmoid(Op):
         data = x.data
         # exp of a non-positive number only, so no overflow for large |x|
         z = np.exp(-np.abs(data))
-        out = Tensor._wrap(np.where(data >= 0, 1 / (1 + z), z / (1 + z)).astype(data.dtype, copy=False))
-        ctx.save_for_backward(out)
-        return out
+        return np.where(data >= 0, 1 / (1 + z), z / (1 + z)).astype(data.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return grad * out * (1 - out)  # d s(x)/dx = s(x)(1 - s(x))
+        y = ctx.result
+        return grad * y * (1 - y)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -443,7 +316,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return erf(x).astype(x.dtype, copy=False)
 
 
-class Erf(Op):
+class Erf(Function):
     rule = "d erf(u)/du = 2/sqrt(pi) exp(-u^2)"
 
     @staticmethod
@@ -454,10 +327,10 @@ class Erf(Op):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * (2 / np.sqrt(np.pi)) * exp(-(x * x))  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
+        return grad * (2 / np.sqrt(np.pi)) * (-(x * x)).exp()  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
 
 
-class Sin(Op):
+class Sin(Function):
     rule = "d sin(u)/du = cos(u)"
 
     @staticmethod
@@ -468,10 +341,10 @@ class Sin(Op):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * cos(x)
+        return grad * x.cos()
 
 
-class Cos(Op):
+class Cos(Function):
     rule = "d cos(u)/du = -sin(u)"
 
     @staticmethod
@@ -482,10 +355,10 @@ class Cos(Op):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return -grad * sin(x)
+        return -grad * x.sin()
 
 
-class Log1p(Op):
+class Log1p(Function):
     """log(1 + u), exact for small u."""
 
     rule = "d log(1+u)/du = 1/(1+u)"
@@ -501,24 +374,21 @@ class Log1p(Op):
         return grad / (1 + x)
 
 
-class Expm1(Op):
+class Expm1(Function):
     """e^u - 1, exact for small u."""
 
     rule = "d(e^u - 1)/du = e^u"
 
     @staticmethod
     def forward(ctx, x):
-        out = Tensor._wrap(np.expm1(x.data))
-        ctx.save_for_backward(out)
-        return out
+        return np.expm1(x.data)
 
     @staticmethod
     def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad * (y + 1)
+        return grad * (ctx.result + 1)
 
 
-class CumSum(Op):
+class CumSum(Function):
     rule = "d cumsum(u)_j/du_i = 1 for i <= j: the gradient is summed from the end"
 
     @staticmethod
@@ -529,12 +399,10 @@ class CumSum(Op):
     @staticmethod
     def backward(ctx, grad):
         d = ctx.dim
-        if isinstance(grad, Tensor):
-            return grad.flip(d).cumsum(d).flip(d), None
-        return np.flip(np.cumsum(np.flip(grad, d), axis=d), d), None
+        return grad.flip(d).cumsum(d).flip(d), None
 
 
-class Softplus(Op):
+class Softplus(Function):
     """log(1 + e^x), computed without overflow; its derivative is sigmoid(x)."""
 
     rule = "d softplus(u)/du = sigmoid(u)"
@@ -547,10 +415,10 @@ class Softplus(Op):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad / (1 + exp(-x))  # d softplus(x)/dx = sigmoid(x)
+        return grad / (1 + (-x).exp())  # d softplus(x)/dx = sigmoid(x)
 
 
-class Relu(Op):
+class Relu(Function):
     rule = "d relu(u)/du = 1 where u > 0, else 0"
 
     @staticmethod
@@ -563,7 +431,7 @@ class Relu(Op):
         return grad * ctx.mask  # 1 where x > 0, else 0
 
 
-class Clamp(Op):
+class Clamp(Function):
     rule = "d clamp(u)/du = 1 inside [min, max], else 0"
 
     @staticmethod
@@ -581,14 +449,12 @@ class Clamp(Op):
         return grad * ctx.mask, None, None  # gradient passes where x was inside [lo, hi]
 
 
-class ClampTensors(Op):
+class ClampTensors(Function):
     """clamp(x, lo, hi) with tensor bounds (a missing one is -inf or inf). torch's rule for who gets
     the gradient: x where lo <= x <= hi, lo where x < lo < hi, hi where x > hi or lo > hi; where
     any of them is NaN, none of them."""
 
     rule = "d clamp(x, lo, hi) = 1 to whichever of x, lo, hi the answer is"
-    arity = 3
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, x, lo, hi):
@@ -602,10 +468,8 @@ class ClampTensors(Op):
         return tuple(unbroadcast(grad * mask, shape) for mask, shape in zip(ctx.masks, ctx.shapes))
 
 
-class Where(Op):
+class Where(Function):
     rule = "the gradient goes to the side the condition chose"
-    arity = 3
-    broadcasts = True
 
     @staticmethod
     def forward(ctx, cond, a, b):
@@ -624,7 +488,7 @@ class Where(Op):
 # ----------------------------------------------------------------------------- reductions
 
 
-class Sum(Op):
+class Sum(Function):
     rule = "d sum(u)/du_i = 1: the gradient is copied back to every summed element"
 
     @staticmethod
@@ -640,10 +504,10 @@ class Sum(Op):
         # every input element contributed with weight 1: copy the gradient back out
         if ctx.dims is not None:
             grad = grad.reshape(tuple(1 if i in ctx.dims else n for i, n in enumerate(ctx.shape)))
-        return expand_to(grad, ctx.shape), None, None
+        return Expand.apply(grad, ctx.shape), None, None
 
 
-class MaxAll(Op):
+class MaxAll(Function):
     """max() or min() over all elements; ties share the gradient evenly (torch's rule)."""
 
     rule = "d max(u)/du_i = 1 at the maximum (shared on ties), else 0"
@@ -660,7 +524,7 @@ class MaxAll(Op):
         return grad * ctx.share, None
 
 
-class LogSumExp(Op):
+class LogSumExp(Function):
     rule = "d logsumexp(u)/du = softmax(u)"
 
     @staticmethod
@@ -670,18 +534,17 @@ class LogSumExp(Op):
         with np.errstate(divide="ignore"):  # log(0) = -inf: the logsumexp of nothing, or of -infs
             out_kept = m + np.log(np.sum(np.exp(x.data - m), axis=dims, keepdims=True))
         ctx.kept_shape = out_kept.shape
-        out = Tensor._wrap(out_kept if keepdim else np.squeeze(out_kept, axis=dims))
-        ctx.save_for_backward(x, out)
-        return out
+        ctx.save_for_backward(x)
+        return out_kept if keepdim else np.squeeze(out_kept, axis=dims)
 
     @staticmethod
     def backward(ctx, grad):
-        x, out = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         kept = ctx.kept_shape
-        return grad.reshape(kept) * exp(x - out.reshape(kept)), None, None  # softmax(x)
+        return grad.reshape(kept) * (x - ctx.result.reshape(kept)).exp(), None, None  # softmax(x)
 
 
-class Softmax(Op):
+class Softmax(Function):
     rule = "d softmax: y * (g - sum(g * y))"
 
     @staticmethod
@@ -689,44 +552,40 @@ class Softmax(Op):
         """``dims``: the one softmax axis, as a tuple (empty for a 0-d tensor)."""
         shifted = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
         e = np.exp(shifted)
-        out = Tensor._wrap(e / np.sum(e, axis=dims, keepdims=True))
         ctx.dims = dims
-        ctx.save_for_backward(out)
-        return out
+        return e / np.sum(e, axis=dims, keepdims=True)
 
     @staticmethod
     def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
+        y = ctx.result
         # Jacobian-vector product of softmax: y * (g - sum(g * y))
-        return y * (grad - _sum_keepdim(grad * y, ctx.dims)), None
+        return y * (grad - (grad * y).sum(ctx.dims, keepdim=True)), None
 
 
-class LogSoftmax(Op):
+class LogSoftmax(Function):
     rule = "d log_softmax: g - softmax(u) * sum(g)"
 
     @staticmethod
     def forward(ctx, x, dims):
         shifted = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
         with np.errstate(divide="ignore"):  # an empty axis sums to 0
-            out = Tensor._wrap(shifted - np.log(np.sum(np.exp(shifted), axis=dims, keepdims=True)))
+            out = shifted - np.log(np.sum(np.exp(shifted), axis=dims, keepdims=True))
         ctx.dims = dims
-        ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad - exp(y) * _sum_keepdim(grad, ctx.dims), None
+        y = ctx.result
+        return grad - y.exp() * grad.sum(ctx.dims, keepdim=True), None
 
 
 # ----------------------------------------------------------------------------- matmul
 
 
-class Mm(Op):
+class Mm(Function):
     """2-D matrix product, ``torch.mm`` (and ``@`` on two matrices)."""
 
     rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
-    arity = 2
 
     @staticmethod
     def forward(ctx, a, b):
@@ -744,17 +603,16 @@ class Mm(Op):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        ga = mm(grad, b.T) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
-        gb = mm(a.T, grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
+        ga = grad.mm(b.t()) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
+        gb = a.t().mm(grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
         return ga, gb
 
 
-class MatMul(Op):
+class MatMul(Function):
     """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims
     (two matrices go to ``Mm``)."""
 
     rule = "d(A@B)/dA = G @ B^T, d(A@B)/dB = A^T @ G"
-    arity = 2
 
     @staticmethod
     def forward(ctx, a, b):
@@ -785,7 +643,7 @@ class MatMul(Op):
 # ----------------------------------------------------------------------------- shapes
 
 
-class Reshape(Op):
+class Reshape(Function):
     rule = "reshape the gradient back to the input's shape"
 
     @staticmethod
@@ -803,7 +661,7 @@ class Reshape(Op):
         return grad.reshape(ctx.shape), None
 
 
-class Transpose(Op):
+class Transpose(Function):
     rule = "transpose the gradient back"
 
     @staticmethod
@@ -813,10 +671,10 @@ class Transpose(Op):
 
     @staticmethod
     def backward(ctx, grad):
-        return swap_dims(grad, *ctx.dims), None, None
+        return grad.transpose(*ctx.dims), None, None
 
 
-class Permute(Op):
+class Permute(Function):
     rule = "permute the gradient back (inverse permutation)"
 
     @staticmethod
@@ -826,16 +684,21 @@ class Permute(Op):
 
     @staticmethod
     def backward(ctx, grad):
-        return permute_dims(grad, ctx.inverse), None
+        return grad.permute(*ctx.inverse), None
 
 
-class Expand(Op):
+class Expand(Function):
     rule = "sum the gradient over the expanded axes"
 
     @staticmethod
     def forward(ctx, x, shape):
+        """A read-only copy: like torch's expanded view it refuses in-place writes (NumPy's own view,
+        ``np.broadcast_to``, takes longer to make than this copy of a small array)."""
         ctx.shape = x.shape
-        return np.broadcast_to(x.data, shape)
+        out = np.empty(shape, dtype=x.dtype)
+        out[...] = x.data
+        out.flags.writeable = False
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -847,7 +710,7 @@ def normalize_index(index: Any) -> Any:
     parts = index if isinstance(index, tuple) else (index,)
     out = []
     for p in parts:
-        if isinstance(p, Tensor):
+        if isinstance(p, Variable):
             p = p.data
         if isinstance(p, list):
             p = np.asarray(p)
@@ -858,11 +721,7 @@ def normalize_index(index: Any) -> Any:
     return tuple(out)
 
 
-def _is_basic(index: tuple) -> bool:
-    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index)
-
-
-class Index(Op):
+class Index(Function):
     """x[index]: ints, slices, None, ..., integer arrays and boolean masks."""
 
     rule = "scatter the gradient into zeros at the indexed places (adding repeats)"
@@ -877,10 +736,10 @@ class Index(Op):
 
     @staticmethod
     def backward(ctx, grad):
-        return index_add(grad, ctx.shape, ctx.index), None
+        return IndexAdd.apply(grad, ctx.shape, ctx.index), None
 
 
-class IndexAdd(Op):
+class IndexAdd(Function):
     """Scatter ``grad`` into zeros of ``shape`` at ``index``, adding where indices repeat (the
     backward of indexing; its own backward is indexing again)."""
 
@@ -889,18 +748,17 @@ class IndexAdd(Op):
     @staticmethod
     def forward(ctx, grad, shape, index):
         ctx.index = index
-        return _index_add_array(grad.data, shape, index)
+        return scatter_add(grad.data, shape, index)
 
     @staticmethod
     def backward(ctx, grad):
         return grad[ctx.index], None, None
 
 
-class IndexPut(Op):
+class IndexPut(Function):
     """Out-of-place ``x[index] = value``: the result of ``__setitem__`` on a graph tensor."""
 
     rule = "the overwritten places get no gradient; the value gets theirs"
-    arity = None
 
     @staticmethod
     def forward(ctx, x, index, value):
@@ -918,13 +776,12 @@ class IndexPut(Op):
         return gx, None, gv
 
 
-class Einsum(Op):
+class Einsum(Function):
     """``einsum`` for subscripts without ``...`` or a letter repeated within one operand. The
     gradient of an operand is the einsum of the output's gradient with the other operands, back to
     that operand's subscripts (letters summed away inside it alone are broadcast back)."""
 
     rule = "d einsum/d operand_i = einsum(grad, the other operands -> subscripts of i)"
-    arity = None
 
     @staticmethod
     def forward(ctx, equation, *operands):
@@ -944,10 +801,10 @@ class Einsum(Op):
             known = set(ctx.output_spec).union(*(s for s, _ in others))
             kept = "".join(c for c in spec if c in known)
             terms = [ctx.output_spec, *(s for s, _ in others)]
-            g = einsum(",".join(terms) + "->" + kept, grad, *(t for _, t in others))
+            g = Einsum.apply(",".join(terms) + "->" + kept, grad, *(t for _, t in others))
             shape = operands[i].shape
             g = g.reshape(tuple(shape[k] if c in known else 1 for k, c in enumerate(spec)))
-            grads.append(expand_to(g, shape))
+            grads.append(g.expand(shape))
         return tuple(grads)
 
 
@@ -963,15 +820,8 @@ def _parse_einsum(equation: str, count: int) -> tuple[list[str], str]:
     return inputs, out
 
 
-def einsum(equation: str, *operands: Any) -> Any:
-    if isinstance(operands[0], Tensor):
-        return Einsum.apply(equation, *operands)
-    return np.einsum(equation, *operands)
-
-
-class Cat(Op):
+class Cat(Function):
     rule = "split the gradient into the pieces that were joined"
-    arity = None
 
     @staticmethod
     def forward(ctx, dim, *tensors):
@@ -994,6 +844,6 @@ class Cat(Op):
         lead = (slice(None),) * ctx.dim
         for size, skipped, dtype in zip(ctx.sizes, ctx.skipped, ctx.dtypes):
             piece = grad.reshape(-1)[:0] if skipped else grad[lead + (slice(start, start + size),)]
-            grads.append(piece if piece.dtype == dtype else cast(piece, dtype))  # each input's own dtype
+            grads.append(piece if piece.dtype == dtype else piece.to(dtype))  # each input's own dtype
             start += size
         return tuple(grads)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import autograd
 from minigrad.tensor import Tensor
 
 
@@ -38,7 +37,7 @@ class Optimizer:
         for p in group["params"]:
             if p.grad is not None:
                 yield p, p.grad.data, self.state.setdefault(id(p), {})
-                autograd.bump_version(p)  # p changed in place: a graph that saved it is now stale
+                p._version += 1  # p changed in place: a graph that saved it is now stale
 
     def step(self) -> None:
         raise NotImplementedError

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import autograd
-from minigrad.autograd import _ndarray  # np.ndarray, bound once (see there)
+from minigrad import autograd, ops
+from minigrad.autograd import Function, Variable
 from minigrad.errors import DtypeError, InplaceError, ShapeError
 
 # ----------------------------------------------------------------------------- dtypes
@@ -26,7 +26,6 @@ int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
 _default_float = float32
-_new = object.__new__
 
 
 def _is_floating(dtype: np.dtype) -> bool:
@@ -58,7 +57,7 @@ def _as_array(data: Any, dtype: np.dtype | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------- Tensor
 
 
-class Tensor:
+class Tensor(Variable):
     """An n-dimensional array that can record the operations applied to it.
 
     ``data`` is the NumPy array itself (torch's ``.data`` is a Tensor; here it is the raw
@@ -66,32 +65,20 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
-    # Class-level defaults: an op result only has to set ``data`` (cheap to make, and ops are
-    # where an engine's own overhead shows).
+    # The autograd attributes (grad, grad_fn, _version, _hooks) default to the class's values
+    # (see ``autograd.Variable``): a tensor made by an op only sets ``data``.
     _requires_grad = False
-    grad: Tensor | None = None
-    grad_fn: autograd.Function | None = None
-    _version = 0  # in-place changes so far (see autograd.bump_version)
-    _changed_at = 0  # the autograd clock's tick at the last change
-    _hooks: tuple | list = ()
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
-        self.data = _as_array(data, dtype)
+        self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
         if requires_grad:
             self.requires_grad = True
-
-    @staticmethod
-    def _wrap(array: np.ndarray) -> Tensor:
-        """Fast constructor for op results: no conversion, no checks."""
-        t = _new(Tensor)
-        t.data = array if type(array) is _ndarray else np.asarray(array)
-        return t
 
     # -- autograd attributes
 
     @property
     def requires_grad(self) -> bool:
-        return self._requires_grad
+        return self._requires_grad or self.grad_fn is not None  # every op result in a graph does
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
@@ -116,32 +103,28 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same data (shared, not copied) cut from the graph."""
-        return Tensor._wrap(self.data)
+        return Tensor(self.data)
 
     def clone(self) -> Tensor:
-        from minigrad import ops
-
         return ops.Clone.apply(self)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` on a non-leaf tensor too (leaves always keep theirs)."""
         if self.grad_fn is not None:
-            self.grad_fn._retained = weakref.ref(self)
-            self.grad_fn._plain = False
+            self.grad_fn.retained = weakref.ref(self)
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> _HookHandle:
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
-        if not self._requires_grad:
+        if not self.requires_grad:
             raise DtypeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is None:
             if not isinstance(self._hooks, list):
                 self._hooks = []
             hooks = self._hooks
         else:
-            if not isinstance(self.grad_fn._hooks, list):
-                self.grad_fn._hooks = []
-            hooks = self.grad_fn._hooks
-            self.grad_fn._plain = False
+            if not isinstance(self.grad_fn.hooks, list):
+                self.grad_fn.hooks = []
+            hooks = self.grad_fn.hooks
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 
@@ -149,10 +132,9 @@ class Tensor:
         self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
     ) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
-        seed = autograd._default_grad(self, gradient)
-        if retain_graph is None:
-            retain_graph = create_graph
-        autograd.run_backward([self], [seed], retain_graph, create_graph)
+        seed = autograd.default_grad(self, gradient)
+        retain_graph = create_graph if retain_graph is None else retain_graph
+        autograd.backward([self], [seed], retain_graph, create_graph)
 
     # -- array-like attributes
 
@@ -181,7 +163,7 @@ class Tensor:
         return len(self.data)
 
     def numpy(self) -> np.ndarray:
-        if self._requires_grad:
+        if self.requires_grad:
             raise InplaceError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy()")
         return self.data
 
@@ -194,13 +176,11 @@ class Tensor:
         return self.data.tolist()
 
     def to(self, dtype: np.dtype) -> Tensor:
-        from minigrad import ops
-
         dtype = np.dtype(dtype)
         if dtype == self.dtype:
             return self
-        if self._requires_grad and not _is_floating(dtype):
-            return Tensor._wrap(self.data.astype(dtype))
+        if self.requires_grad and not _is_floating(dtype):
+            return Tensor(self.data.astype(dtype))
         return ops.Cast.apply(self, dtype)
 
     def float(self) -> Tensor:
@@ -219,7 +199,7 @@ class Tensor:
             extras.append(f"dtype=minigrad.{self.dtype}")
         if self.grad_fn is not None:
             extras.append(f"grad_fn={self.grad_fn!r}")
-        elif self._requires_grad:
+        elif self.requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body, *extras]) + ")"
 
@@ -240,36 +220,36 @@ class Tensor:
     # -- differentiable ops (each is a Function in minigrad.ops)
 
     def __add__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Add, self, other)
+        return binary(ops.Add, self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Add, other, self)
+        return binary(ops.Add, other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Sub, self, other)
+        return binary(ops.Sub, self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Sub, other, self)
+        return binary(ops.Sub, other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Mul, self, other)
+        return binary(ops.Mul, self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Mul, other, self)
+        return binary(ops.Mul, other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
         if not _is_floating(self.dtype) and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-            return ops.binary(ops.Div, self.to(_default_float), other)  # true division, as torch
-        return ops.binary(ops.Div, self, other)
+            return binary(ops.Div, self.to(_default_float), other)  # true division, as torch
+        return binary(ops.Div, self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Div, other, self)
+        return binary(ops.Div, other, self)
 
     def __pow__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Pow, self, other)
+        return binary(ops.Pow, self, other)
 
     def __rpow__(self, other: Any) -> Tensor:
-        return ops.binary(ops.Pow, other, self)
+        return binary(ops.Pow, other, self)
 
     def __neg__(self) -> Tensor:
         return ops.Neg.apply(self)
@@ -291,7 +271,7 @@ class Tensor:
         return ops.Mm.apply(self, other)
 
     def maximum(self, other: Any) -> Tensor:
-        return ops.binary(ops.Maximum, self, other)
+        return binary(ops.Maximum, self, other)
 
     def exp(self) -> Tensor:
         return ops.Exp.apply(self)
@@ -343,7 +323,7 @@ class Tensor:
 
     def sign(self) -> Tensor:
         """-1, 0 or 1 (no gradient flows through a sign)."""
-        return Tensor._wrap(np.sign(self.data))
+        return Tensor(np.sign(self.data))
 
     def minimum(self, other: Any) -> Tensor:
         return -(-self).maximum(-other)
@@ -384,7 +364,7 @@ class Tensor:
         best = find(self.data, axis=dims, keepdims=True)
         hits = self.data == best
         share = hits / hits.sum(axis=dims, keepdims=True)
-        return (self * Tensor._wrap(share.astype(self.dtype))).sum(dims, keepdim)
+        return (self * Tensor(share.astype(self.dtype))).sum(dims, keepdim)
 
     def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
         return self._extreme_share(dim, keepdim, np.max)
@@ -462,10 +442,10 @@ class Tensor:
         indices = (
             (np.argmin if is_min else np.argmax)(self.data, axis=d, keepdims=True) if self.ndim else np.zeros((), int)
         )
-        values = self.gather(d, Tensor._wrap(indices)) if self.ndim else self
+        values = self.gather(d, Tensor(indices)) if self.ndim else self
         if not keepdim and self.ndim:
             values, indices = values.squeeze(d), np.squeeze(indices, d)
-        return ReturnTypes(values, Tensor._wrap(indices.astype(np.int64)))
+        return ReturnTypes(values, Tensor(indices.astype(np.int64)))
 
     def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
         """The largest element, or with ``dim`` a (values, indices) pair, as torch.max."""
@@ -477,8 +457,8 @@ class Tensor:
     def _arg(self, find: Callable, dim: int | None, keepdim: bool) -> Tensor:
         """Indices (int64, never in the graph) of np.argmax/np.argmin over ``dim`` or all elements."""
         if dim is None:
-            return Tensor._wrap(np.asarray(find(self.data), dtype=np.int64))
-        return Tensor._wrap(find(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+            return Tensor(np.asarray(find(self.data), dtype=np.int64))
+        return Tensor(find(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         return self._arg(np.argmax, dim, keepdim)
@@ -599,10 +579,10 @@ class Tensor:
     def sort(self, dim: int = -1, descending: bool = False) -> Any:
         """(values, indices) along ``dim``; the values carry the gradient back to where they came from."""
         if self.ndim == 0:
-            return ReturnTypes(self * 1, Tensor._wrap(np.zeros((), np.int64)))
+            return ReturnTypes(self * 1, Tensor(np.zeros((), np.int64)))
         (d,) = ops.normalize_dims(dim, self.ndim)
         order = np.argsort(-self.data if descending else self.data, axis=d, kind="stable")
-        indices = Tensor._wrap(order.astype(np.int64))
+        indices = Tensor(order.astype(np.int64))
         return ReturnTypes(self.gather(d, indices), indices)
 
     def argsort(self, dim: int = -1, descending: bool = False) -> Tensor:
@@ -643,8 +623,8 @@ class Tensor:
             raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {ndim}D (shape {self.shape})")
         if ndim < 2:
             return self
-        if not self._requires_grad:  # outside the graph: just NumPy's transposed view
-            return Tensor._wrap(self.data.T)
+        if not self.requires_grad:  # outside the graph: just NumPy's transposed view
+            return Tensor(self.data.T)
         return ops.Transpose.apply(self, 0, 1)
 
     @property
@@ -699,7 +679,7 @@ class Tensor:
 
     def _compare(self, other: Any, op: Callable) -> Tensor:
         other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(np.asarray(op(self.data, other)))
+        return Tensor(np.asarray(op(self.data, other)))
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, np.equal)
@@ -720,7 +700,7 @@ class Tensor:
         return self._compare(other, np.greater_equal)
 
     def __invert__(self) -> Tensor:
-        return Tensor._wrap(~self.data)
+        return Tensor(~self.data)
 
     def __and__(self, other: Any) -> Tensor:
         return self._compare(other, np.logical_and)
@@ -730,36 +710,36 @@ class Tensor:
 
     def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
-        return Tensor._wrap(np.asarray(self.data.all(axis=axis, keepdims=keepdim)))
+        return Tensor(np.asarray(self.data.all(axis=axis, keepdims=keepdim)))
 
     def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
-        return Tensor._wrap(np.asarray(self.data.any(axis=axis, keepdims=keepdim)))
+        return Tensor(np.asarray(self.data.any(axis=axis, keepdims=keepdim)))
 
     # -- in-place ops
 
     def _records(self, other: Any = None) -> bool:
         """Must an in-place change of this tensor (by ``other``) join the graph? Yes when grad
         mode is on and this tensor or ``other`` requires grad; otherwise the array is just written."""
-        return autograd._grad_enabled and (self._requires_grad or getattr(other, "_requires_grad", False))
+        return autograd.is_grad_enabled() and (self.requires_grad or getattr(other, "requires_grad", False))
 
     def _inplace(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
         """Record out-of-place ``fn(self, *args)`` and write the result into this tensor: the
         result's graph is grafted onto ``self`` (its old value is kept in a snapshot for
         backward). A leaf that requires grad may only be changed under ``no_grad()``."""
-        if self._requires_grad and self.grad_fn is None:
+        if self.requires_grad and self.grad_fn is None:
             raise InplaceError(
                 f"a leaf Tensor that requires grad (shape {self.shape}) is being used in an "
                 "in-place operation: do it under minigrad.no_grad() (as optimizers do) or "
                 "use the out-of-place op"
             )
         self._check_writable()
-        snapshot = Tensor._wrap(self.data.copy())
+        snapshot = Tensor(self.data.copy())
         snapshot._requires_grad, snapshot.grad_fn = self._requires_grad, self.grad_fn
         result = fn(snapshot, *args)
-        self.grad_fn, self._requires_grad = result.grad_fn, result._requires_grad
+        self.grad_fn, self._requires_grad = result.grad_fn, result.requires_grad
         self.data[...] = result.data
-        autograd.bump_version(self)
+        self._version += 1
         return self
 
     def _check_writable(self) -> None:
@@ -789,7 +769,7 @@ class Tensor:
                 f"output with shape {self.shape} doesn't match the broadcast shape of the in-place "
                 f"{ufunc.__name__} with shape {np.shape(value)}"
             ) from None
-        autograd.bump_version(self)
+        self._version += 1
         return self
 
     def add_(self, other: Any, alpha: float = 1) -> Tensor:
@@ -816,7 +796,7 @@ class Tensor:
             return self._inplace(lambda t: t * 0 + value)
         self._check_writable()
         self.data[...] = value.data if isinstance(value, Tensor) else value
-        autograd.bump_version(self)
+        self._version += 1
         return self
 
     def __iadd__(self, other: Any) -> Tensor:
@@ -832,15 +812,31 @@ class Tensor:
         return self.div_(other)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        from minigrad import ops
-
         index = ops.normalize_index(index)
         if not self._records(value):
             self._check_writable()
             self.data[index] = value.data if isinstance(value, Tensor) else value
-            autograd.bump_version(self)
+            self._version += 1
             return
         self._inplace(lambda t, v: ops.IndexPut.apply(t, index, v), _to_tensor(value, self.dtype))
+
+
+def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
+    """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
+    dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype is b.data.dtype:
+        return cls.apply(a, b)  # the common case (NumPy reuses one object per built-in dtype)
+    if not isinstance(a, Tensor):
+        a = _to_tensor(a, b.dtype)
+    elif not isinstance(b, Tensor):
+        b = _to_tensor(b, a.dtype)
+    if a.dtype != b.dtype:
+        fa, fb = _is_floating(a.dtype), _is_floating(b.dtype)
+        if fa and not fb:
+            b = Tensor(b.data.astype(a.dtype))
+        elif fb and not fa:
+            a = Tensor(a.data.astype(b.dtype))
+    return cls.apply(a, b)
 
 
 class ReturnTypes(tuple):
@@ -873,7 +869,7 @@ def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
     """sqrt(t), whose gradient is 0 (not sqrt's 1/0) where t is 0: torch's rule for std and norm,
     where t = 0 means every element equal (or zero), a point of no change in any direction."""
     zero = t.data == 0
-    return where(zero, 1, t).sqrt() * Tensor._wrap((~zero).astype(t.dtype))
+    return where(zero, 1, t).sqrt() * Tensor((~zero).astype(t.dtype))
 
 
 def _all_if_empty(dim: Any) -> Any:
@@ -890,8 +886,8 @@ def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:
         return value
     if isinstance(value, (int, float, bool, np.number)):
         if isinstance(value, (float, np.floating)) and not _is_floating(like_dtype):
-            return Tensor._wrap(np.asarray(value, dtype=_default_float))
-        return Tensor._wrap(np.asarray(value, dtype=like_dtype))
+            return Tensor(np.asarray(value, dtype=_default_float))
+        return Tensor(np.asarray(value, dtype=like_dtype))
     return Tensor(value)
 
 
@@ -987,7 +983,7 @@ def full_like(t: Tensor, fill_value: Any, dtype: np.dtype | None = None, require
 
 def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - torch's name
     """Elementwise ``input if condition else other``; gradients flow to the chosen side."""
-    cond = condition if isinstance(condition, Tensor) else Tensor._wrap(np.asarray(condition, dtype=bool))
+    cond = condition if isinstance(condition, Tensor) else Tensor(np.asarray(condition, dtype=bool))
     a = input if isinstance(input, Tensor) or isinstance(other, Tensor) else Tensor(input)
     like = a.dtype if isinstance(a, Tensor) else other.dtype
     a, b = _to_tensor(a, like), _to_tensor(other, like)
@@ -995,7 +991,3 @@ def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - tor
         common = np.result_type(a.dtype, b.dtype)
         a, b = a.to(common), b.to(common)
     return ops.Where.apply(cond, a, b)
-
-
-autograd._bind_tensor(Tensor)
-from minigrad import ops  # noqa: E402  (ops needs Tensor defined first)

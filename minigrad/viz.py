@@ -158,8 +158,16 @@ def render(root: Tensor, path: str | os.PathLike, names: dict[str, Tensor] | Non
 # ----------------------------------------------------------------------------- trace
 
 
-def _norm(g: Any) -> float:
-    return float(np.linalg.norm(np.asarray(g.data if isinstance(g, Tensor) else g, dtype=np.float64)))
+def _norm(g: Tensor) -> float:
+    return float(np.linalg.norm(g.data.astype(np.float64)))
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Was an input of ``shape`` stretched to ``target`` (so its gradient is summed back)?"""
+    try:
+        return shape != target and np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def broadcast_axes(grad_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -180,7 +188,7 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
 
     def tracer(node: Any, grad: Any, input_grads: tuple) -> None:
         step[0] += 1
-        shape = tuple(np.shape(grad.data if isinstance(grad, Tensor) else grad))
+        shape = grad.shape
         print(f"[{step[0]}] {type(node).__name__}Backward: incoming grad {shape}, norm {_norm(grad):.4g}", file=stream)
         if getattr(node, "rule", ""):
             print(f"    rule: {node.rule}", file=stream)
@@ -192,15 +200,9 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
             if not needed or g is None:
                 print(f"    input {i} ({target} {t.shape}): no gradient needed", file=stream)
                 continue
-            note = ""
-            if getattr(node, "broadcasts", False):
-                axes = broadcast_axes(shape, t.shape)
-                note = f"; summed over axes {axes} to undo broadcasting" if axes else ""
+            axes = broadcast_axes(shape, t.shape) if _broadcasts_to(t.shape, shape) else ()
+            note = f"; summed over axes {axes} to undo broadcasting" if axes else ""
             print(f"    -> input {i} ({target} {t.shape}): grad norm {_norm(g):.4g}{note}", file=stream)
 
-    previous = autograd._tracer
-    autograd._tracer = tracer
-    try:
+    with autograd.observe(tracer):
         yield
-    finally:
-        autograd._tracer = previous

@@ -67,9 +67,9 @@ def test_leaf_grads_own_their_memory(comp):
 
 
 @given(testing.compositions())
-def test_full_visit_agrees_with_the_short_path(comp):
-    """A node with a hook or retain_grad takes the engine's full visit (``autograd._visit``), a
-    plain one its short path: both must give the same gradients, bit for bit."""
+def test_hooks_and_retain_grad_change_no_gradient(comp):
+    """Hooks that return None and retain_grad on every intermediate leave the leaves' gradients
+    as they are, bit for bit (and a gradient a hook saw is never kept by a leaf uncopied)."""
 
     def leaf_grads(hooked: bool) -> list:
         xs = [mg.tensor(a, requires_grad=True) for a in comp.input_arrays]
@@ -88,6 +88,22 @@ def test_full_visit_agrees_with_the_short_path(comp):
         assert (plain is None) == (full is None)
         if plain is not None:
             np.testing.assert_array_equal(plain, full)
+
+
+def test_a_leaf_never_keeps_an_array_someone_else_holds():
+    w = mg.randn(3, requires_grad=True)
+    seed = mg.ones(3)
+    w.backward(seed)  # the leaf is the output: its gradient is the caller's seed
+    assert w.grad is not seed and not np.shares_memory(w.grad.data, seed.data)
+    a, b = mg.randn(2, 3, requires_grad=True), mg.randn(3, 2, requires_grad=True)
+    (a + b.t()).sum().backward()  # one gradient array reaches a as it is and b transposed
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    seen = []
+    h = a + 0  # add passes h's gradient on to a as it is
+    h.register_hook(seen.append)  # the hook keeps h's gradient
+    a.grad = None
+    (h * 3).sum().backward()
+    assert not np.shares_memory(seen[0].data, a.grad.data)
 
 
 def _intermediates(out):

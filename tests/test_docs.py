@@ -38,6 +38,21 @@ def test_snippet_runs_as_pasted(code, glue_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+EXCERPT = re.compile(r"^```py\n(.*?)^```", re.S | re.M)  # a ```py block quotes the source
+OP_CLASS = re.compile(r"^class \w+\(Function\):\n.*?(?=\n\n\n|\Z)", re.S | re.M)
+
+
+def test_the_code_shown_is_the_real_code():
+    """Every ```py excerpt, and every op class a snippet defines, is minigrad's own source, letter
+    for letter: the engine the docs walk through is the one that runs."""
+    source = "\n".join(path.read_text() for path in (ROOT / "minigrad").rglob("*.py"))
+    shown = [block for page in PAGES for block in EXCERPT.findall(page.read_text())]
+    shown += [cls for page in PAGES for _, code in SNIPPET.findall(page.read_text()) for cls in OP_CLASS.findall(code)]
+    assert len(shown) >= 3  # the engine, apply and an op
+    for block in shown:
+        assert block in source, f"not minigrad's code:\n{block}"
+
+
 def run_example(module: str) -> str:
     done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -123,7 +123,7 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 (..., num_classes) with a 1 at each index (num_classes -1: the largest index + 1)."""
     idx = np.asarray(tensor.data, dtype=np.int64)
     n = int(idx.max()) + 1 if num_classes == -1 else num_classes
-    return Tensor._wrap((idx[..., None] == np.arange(n)).astype(np.int64))
+    return Tensor((idx[..., None] == np.arange(n)).astype(np.int64))
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Any = None,
