@@ -3,6 +3,7 @@ Tensor method of the same name, or an op that takes several tensors at once."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,11 +55,43 @@ def baddbmm(input: Tensor, batch1: Tensor, batch2: Tensor, *, beta: float = 1, a
 
 
 def einsum(equation: str, *operands: Tensor) -> Tensor:
-    """Sums of products over named indices, ``einsum("bij,bjk->bik", a, b)``, as torch.einsum
-    (without ``...`` or a letter repeated within one operand)."""
+    """Sums of products over named indices, ``einsum("bij,bjk->bik", a, b)``, as torch.einsum:
+    ``...`` for leading dims (broadcast between operands), an implicit output (the letters seen
+    once, in order), a letter repeated within one operand for its diagonal."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
+    equation, operands = _explicit_einsum(equation, operands)
     return ops.Einsum.apply(equation, *operands)
+
+
+def _explicit_einsum(equation: str, operands: Sequence[Tensor]) -> tuple[str, list[Tensor]]:
+    """The equation with ``...`` written out in fresh capital letters and the output made explicit,
+    and the operands with ``...`` dims of size 1 expanded to their partners' sizes."""
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    specs = lhs.split(",")
+    if len(specs) != len(operands):
+        raise ShapeError(f"einsum {equation!r}: {len(specs)} subscripts for {len(operands)} operands")
+    letters = [s.replace("...", "") for s in specs]
+    for s, rest, t in zip(specs, letters, operands):
+        if (rest and not rest.isalpha()) or len(rest) > t.ndim or ("..." not in s and len(rest) != t.ndim):
+            raise ShapeError(f"einsum {equation!r}: subscript {s!r} does not fit an operand of shape {t.shape}")
+    spans = [t.ndim - len(rest) if "..." in s else 0 for s, rest, t in zip(specs, letters, operands)]
+    ellipsis = "".join([c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation][: builtins.max(spans)])
+    specs = [s.replace("...", ellipsis[len(ellipsis) - n :]) for s, n in zip(specs, spans)]
+    if arrow:
+        out = out.replace("...", ellipsis)
+    else:  # numpy's and torch's implicit output: the ... dims, then the letters seen once, sorted
+        joined = "".join(letters)
+        out = ellipsis + "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    size: dict[str, int] = {}
+    for spec, t in zip(specs, operands):
+        for c, n in zip(spec, t.shape):
+            seen = size.setdefault(c, n)
+            if seen != n and (c not in ellipsis or 1 not in (seen, n)):  # only ... dims broadcast
+                raise ShapeError(f"einsum {equation!r}: letter {c!r} has sizes {seen} and {n} in different places")
+            size[c] = n if seen == 1 else seen
+    operands = [t.expand(tuple(size[c] for c in spec)) for spec, t in zip(specs, operands)]  # ... dims broadcast
+    return ",".join(specs) + "->" + out, operands
 
 
 def take_along_dim(input: Tensor, indices: Tensor, dim: int) -> Tensor:  # noqa: A002

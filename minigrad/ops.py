@@ -777,15 +777,18 @@ class IndexPut(Function):
 
 
 class Einsum(Function):
-    """``einsum`` for subscripts without ``...`` or a letter repeated within one operand. The
-    gradient of an operand is the einsum of the output's gradient with the other operands, back to
-    that operand's subscripts (letters summed away inside it alone are broadcast back)."""
+    """``einsum`` on an explicit equation (``"ij,jk->ik"``: letters only, the output given;
+    ``minigrad.einsum`` writes ``...`` and implicit outputs out so). The gradient of an operand is
+    the einsum of the output's gradient with the other operands, back to that operand's letters;
+    letters summed away inside it alone are broadcast back, and a letter it repeats (a diagonal,
+    ``"ii->i"``) gets the gradient back on the diagonal through identity matrices."""
 
     rule = "d einsum/d operand_i = einsum(grad, the other operands -> subscripts of i)"
 
     @staticmethod
     def forward(ctx, equation, *operands):
-        ctx.inputs_spec, ctx.output_spec = _parse_einsum(equation, len(operands))
+        lhs, _, ctx.output_spec = equation.partition("->")
+        ctx.inputs_spec = lhs.split(",")
         ctx.save_for_backward(*operands)
         return np.einsum(equation, *(t.data for t in operands))
 
@@ -799,25 +802,31 @@ class Einsum(Function):
                 continue
             others = [(s, t) for j, (s, t) in enumerate(zip(ctx.inputs_spec, operands)) if j != i]
             known = set(ctx.output_spec).union(*(s for s, _ in others))
-            kept = "".join(c for c in spec if c in known)
+            size = dict(zip(spec, operands[i].shape))
+            letters = "".join(dict.fromkeys(spec))  # each letter once
+            kept = "".join(c for c in letters if c in known)
             terms = [ctx.output_spec, *(s for s, _ in others)]
             g = Einsum.apply(",".join(terms) + "->" + kept, grad, *(t for _, t in others))
-            shape = operands[i].shape
-            g = g.reshape(tuple(shape[k] if c in known else 1 for k, c in enumerate(spec)))
-            grads.append(g.expand(shape))
+            g = g.reshape(tuple(size[c] if c in known else 1 for c in letters))
+            g = g.expand(tuple(size[c] for c in letters))
+            grads.append(g if letters == spec else _onto_diagonals(g, letters, spec, size))
         return tuple(grads)
 
 
-def _parse_einsum(equation: str, count: int) -> tuple[list[str], str]:
-    lhs, arrow, out = equation.replace(" ", "").partition("->")
-    inputs = lhs.split(",")
-    if "." in equation or len(inputs) != count:
-        raise ShapeError(f"einsum {equation!r}: give one subscript per operand ({count}), without '...'")
-    if not arrow:  # implicit output: the letters seen once, in alphabetical order
-        out = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
-    if any(len(set(s)) != len(s) for s in inputs):
-        raise ShapeError(f"einsum {equation!r}: a letter repeated within one operand (a diagonal) is not supported")
-    return inputs, out
+def _onto_diagonals(g: Variable, letters: str, spec: str, size: dict[str, int]) -> Variable:
+    """``g`` (indexed by ``letters``, each once) placed on the diagonals of ``spec``, which repeats
+    some: each repeat gets a fresh letter tied to the first by an identity matrix."""
+    fresh = iter(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in spec)
+    renamed, ties = "", []
+    for c in spec:
+        if c in renamed or c in (t[0] for t in ties):
+            new = next(fresh)
+            ties.append(c + new)
+            renamed += new
+        else:
+            renamed += c
+    eyes = [type(g)(np.eye(size[tie[0]], dtype=g.dtype)) for tie in ties]
+    return Einsum.apply(",".join([letters, *ties]) + "->" + renamed, g, *eyes)
 
 
 class Cat(Function):

@@ -557,6 +557,22 @@ class Tensor(Variable):
         dims = tuple(dims)
         return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
 
+    def prod(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        """The product of the elements (along ``dim``), multiplied pairwise as a tree: log2(n)
+        products of halves. Its gradients of every order are exact where elements are 0 (the
+        shortcut d prod/dx = prod / x would divide by them) and need no rule of their own."""
+        if self.ndim == 0:
+            return self * 1
+        d = None if dim is None else ops.normalize_dims(dim, self.ndim)[0]
+        x = self.reshape(-1) if d is None else self.movedim(d, 0)
+        if x.shape[0] == 0:  # the product of nothing is 1
+            return self.sum(d, keepdim) * 0 + 1
+        while x.shape[0] > 1:
+            half = x.shape[0] // 2
+            paired = x[:half] * x[half : 2 * half]
+            x = ops.Cat.apply(0, paired, x[2 * half :]) if x.shape[0] % 2 else paired
+        return x[0].unsqueeze(d) if keepdim and d is not None else x[0]
+
     def cumsum(self, dim: int) -> Tensor:
         if self.ndim == 0:
             return self * 1

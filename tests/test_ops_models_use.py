@@ -89,6 +89,14 @@ def test_amax_amin_share_ties(data, op, keepdim):
     check(lambda lib, t: getattr(t, op)(dims, keepdim), x)
 
 
+@given(data=st.data(), keepdim=st.booleans())
+def test_prod_is_exact_at_zeros(data, keepdim):
+    """Zeros (one, or several) along the product: where prod / x would divide by zero."""
+    x = data.draw(hnp.arrays(np.float64, EDGE, elements=st.sampled_from([-2.0, -0.5, 0.0, 0.0, 1.5, 3.0])))
+    dim = data.draw(st.one_of(st.none(), st.integers(-x.ndim, x.ndim - 1) if x.ndim else st.none()))
+    check(lambda lib, t: t.prod() if dim is None else t.prod(dim, keepdim=keepdim), x)
+
+
 @given(x=testing.arrays(testing.shapes(1, 3, 2, 4)), keepdim=st.booleans(), unbiased=st.booleans())
 def test_std(x, keepdim, unbiased):
     spread = np.ptp(x, axis=-1).min() > 1e-3  # the second derivative blows up as the values meet
@@ -273,17 +281,18 @@ def test_pad_constant(x, amounts, value):
 @settings(deadline=None)
 @given(data=st.data())
 def test_conv2d_and_pools(data):
-    n, c, o = (data.draw(st.integers(1, 2)) for _ in range(3))
+    groups = data.draw(st.integers(1, 2))
+    n, c, o = data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2))
     h, w = data.draw(st.integers(3, 5)), data.draw(st.integers(3, 5))
     kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
     stride, padding, dilation = data.draw(st.integers(1, 2)), data.draw(st.integers(0, 1)), data.draw(st.integers(1, 2))
     if (h + 2 * padding - dilation * (kh - 1) - 1) < 0 or (w + 2 * padding - dilation * (kw - 1) - 1) < 0:
         return
     x = data.draw(testing.arrays((n, c, h, w)))
-    weight, bias = data.draw(testing.arrays((o, c, kh, kw))), data.draw(testing.arrays((o,)))
+    weight, bias = data.draw(testing.arrays((o, c // groups, kh, kw))), data.draw(testing.arrays((o,)))
 
     def conv(lib, t, k, b):
-        return F(lib).conv2d(t, k, b, stride=stride, padding=padding, dilation=dilation)
+        return F(lib).conv2d(t, k, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     check(conv, x, weight, bias)
     k = data.draw(st.integers(1, 3))
@@ -296,6 +305,7 @@ def test_conv2d_and_pools(data):
 EINSUMS = {  # equation -> operand shapes, in letters (sizes drawn per letter)
     "ij,jk->ik": ("ij", "jk"), "bij,bjk->bik": ("bij", "bjk"), "bhqd,bhkd->bhqk": ("bhqd", "bhkd"),
     "ij->i": ("ij",), "ij,j->": ("ij", "j"), "i,j->ij": ("i", "j"), "ijk->kj": ("ijk",), "ij,kj": ("ij", "kj"),
+    "ii->i": ("ii",), "ii->": ("ii",), "ii": ("ii",), "bii,bi->b": ("bii", "bi"), "iji->j": ("iji",),
 }  # fmt: skip
 
 
@@ -306,8 +316,32 @@ def test_einsum(data, equation):
     check(lambda lib, *t: lib.einsum(equation, *t) * lib.einsum(equation, *t), *arrays)
 
 
-def test_einsum_refuses_what_it_does_not_do():
-    with pytest.raises(minigrad.ShapeError, match="a letter repeated within one operand"):
-        minigrad.einsum("ii->i", minigrad.zeros(2, 2))
-    with pytest.raises(minigrad.ShapeError, match="without '...'"):
-        minigrad.einsum("...ij->ij", minigrad.zeros(2, 2))
+@given(data=st.data(), equation=st.sampled_from(["...ij,...jk->...ik", "...ij,...jk", "i...,...->...", "...ii->..."]))
+def test_einsum_ellipsis_broadcasts(data, equation):
+    batch = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3))
+    i, j, k = (data.draw(st.integers(1, 3)) for _ in range(3))
+    first, second = {
+        "...ij,...jk->...ik": ((i, j), (j, k)), "...ij,...jk": ((i, j), (j, k)),
+        "i...,...->...": ((i,), ()), "...ii->...": ((i, i), None),
+    }[equation]  # fmt: skip
+    leading = equation[0] == "i"  # the operand's own letter comes before its ... dims
+    a = data.draw(testing.arrays(first + batch.input_shapes[0] if leading else batch.input_shapes[0] + first))
+    if second is None:
+        check(lambda lib, x: lib.einsum(equation, x) * 2, a)
+        return
+    b = data.draw(testing.arrays(batch.input_shapes[1] + second))
+    check(lambda lib, x, y: lib.einsum(equation, x, y) * lib.einsum(equation, x, y), a, b)
+
+
+def test_conv2d_refuses_channels_that_do_not_fit_the_groups():
+    with pytest.raises(minigrad.ShapeError, match="expects 4 input channels"):
+        minigrad.nn.functional.conv2d(minigrad.zeros(1, 3, 4, 4), minigrad.zeros(2, 2, 1, 1), groups=2)
+
+
+def test_einsum_refuses_what_does_not_fit():
+    with pytest.raises(minigrad.ShapeError, match="2 subscripts for 1 operands"):
+        minigrad.einsum("ij,jk->ik", minigrad.zeros(2, 2))
+    with pytest.raises(minigrad.ShapeError, match="letter 'j' has sizes 2 and 3"):
+        minigrad.einsum("ij,jk->ik", minigrad.zeros(2, 2), minigrad.zeros(3, 2))
+    with pytest.raises(minigrad.ShapeError, match="does not fit an operand of shape"):
+        minigrad.einsum("ijk->i", minigrad.zeros(2, 2))

@@ -275,15 +275,26 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,  # noqa: A002
-           dilation: Any = 1) -> Tensor:  # fmt: skip
-    """2-D cross-correlation of (N, C, H, W) with weight (O, C, kh, kw): each window, flattened,
-    times the flattened kernels (im2col), so the gradients come from indexing and matmul."""
+           dilation: Any = 1, groups: int = 1) -> Tensor:  # fmt: skip
+    """2-D cross-correlation of (N, C, H, W) with weight (O, C / groups, kh, kw): each window,
+    flattened, times the flattened kernels (im2col), so the gradients come from indexing and
+    matmul. With ``groups`` the channels split into that many groups, each with its own O / groups
+    kernels: one batched matmul over the groups."""
+    n, c = input.shape[:2]
+    out_channels, group_channels = weight.shape[:2]
+    if c % groups or out_channels % groups or group_channels * groups != c:
+        raise ShapeError(
+            f"conv2d: weight {weight.shape} with groups={groups} expects {group_channels * groups} input channels "
+            f"(and out channels divisible by groups); the input {input.shape} has {c}"
+        )
     ph, pw = _pair(padding)
     x = pad(input, (pw, pw, ph, ph)) if ph or pw else input
     windows = _windows(x, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))  # (N, C, Ho, Wo, kh, kw)
-    n, c, h_out, w_out, kh, kw = windows.shape
-    columns = windows.permute(0, 2, 3, 1, 4, 5).reshape(n, h_out * w_out, c * kh * kw)
-    out = (columns @ weight.reshape(weight.shape[0], -1).t()).permute(0, 2, 1).reshape(n, -1, h_out, w_out)
+    h_out, w_out, kh, kw = windows.shape[2:]
+    columns = (windows.reshape(n, groups, group_channels, h_out, w_out, kh, kw)
+               .permute(0, 1, 3, 4, 2, 5, 6).reshape(n, groups, h_out * w_out, group_channels * kh * kw))  # fmt: skip
+    kernels = weight.reshape(groups, out_channels // groups, -1)
+    out = (columns @ kernels.mT).permute(0, 1, 3, 2).reshape(n, out_channels, h_out, w_out)
     return out if bias is None else out + bias.reshape(-1, 1, 1)
 
 
