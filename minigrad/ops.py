@@ -22,6 +22,8 @@ from minigrad.errors import ShapeError
 
 # ----------------------------------------------------------------------------- helpers
 
+SQRT_HALF = np.float32(1 / np.sqrt(2))
+
 
 def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     """``dim`` as a sorted tuple of non-negative axes; None means every axis."""
@@ -306,14 +308,49 @@ class Sigmoid(Function):
         return grad * y * (1 - y)
 
 
+def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
+    """``formula`` (elementwise, NumPy) over same-shaped arrays, 32K elements at a time: a block
+    stays in the CPU cache through the dozens of passes a formula like erf's makes (on whole
+    arrays of BERT's size each pass would go out to memory and back)."""
+    flat = [a.reshape(-1) for a in arrays]
+    out = np.empty(flat[0].size, np.result_type(*arrays))
+    block = 1 << 15
+    for start in range(0, out.size, block):
+        out[start : start + block] = formula(*(f[start : start + block] for f in flat))
+    return out.reshape(arrays[0].shape)
+
+
+# Numerical Recipes' Chebyshev fit of erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), fractional
+# error below 1.2e-7: P's coefficients, highest power first.
+_ERFC_FIT = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+             0.37409196, 1.00002368, -1.26551223)  # fmt: skip
+
+
+def _erfc_of_abs(x: np.ndarray) -> np.ndarray:
+    """erfc(|x|) in float32 through the fit above: 5e-7 from the exact value at worst, a few
+    float32 steps (torch's float32 erf is as close)."""
+    z = np.abs(x)
+    t = 1 / (1 + np.float32(0.5) * z)
+    poly = np.full_like(t, _ERFC_FIT[0])
+    for c in _ERFC_FIT[1:]:
+        poly *= t
+        poly += np.float32(c)
+    poly -= z * z
+    return t * np.exp(poly, out=poly)
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
+    """erf, elementwise: float32 through the fit (2.3x quicker than scipy's scalar loop, on one
+    core), other dtypes through scipy's erf (or Python's math.erf where scipy is missing)."""
+    if x.dtype == np.float32:
+        return _blockwise(lambda block: np.copysign(1 - _erfc_of_abs(block), block), x)
     try:
         from scipy.special import erf
-    except ImportError:  # scipy is optional: the exact scalar erf, elementwise
+    except ImportError:
         import math
 
         return np.vectorize(math.erf, otypes=[x.dtype])(x)
-    return erf(x).astype(x.dtype, copy=False)
+    return _blockwise(erf, x)
 
 
 class Erf(Function):
@@ -328,6 +365,55 @@ class Erf(Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * (2 / np.sqrt(np.pi)) * (-(x * x)).exp()  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal's cumulative distribution."""
+    if x.dtype == np.float32:  # the tail beyond |x| is h = erfc(|x| / sqrt 2) / 2: Phi is h or 1 - h
+        return _blockwise(lambda b: 0.5 + np.copysign(0.5 - np.float32(0.5) * _erfc_of_abs(b * SQRT_HALF), b), x)
+    cdf = _erf(x * (1 / np.sqrt(2)))
+    cdf += 1
+    cdf *= 0.5
+    return cdf
+
+
+class Gelu(Function):
+    """The exact GELU, x Phi(x) (Hendrycks & Gimpel; BERT's activation). Its gradient is an op of
+    its own, ``GeluBackward``, as in torch: one pass over the arrays instead of the dozen a
+    composition of mul, add and erf takes, and still differentiable again."""
+
+    rule = "d gelu(u)/du = Phi(u) + u phi(u)"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.cdf = _normal_cdf(x.data)  # kept for backward: erf is the costly part
+        with np.errstate(invalid="ignore"):  # -inf * 0 is nan, quietly (torch: nan too)
+            return x.data * ctx.cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return GeluBackward.apply(grad, x, ctx.cdf)
+
+
+class GeluBackward(Function):
+    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), with Phi(x) given (Gelu's forward has it)."""
+
+    rule = "d/dgrad = Phi(x) + x phi(x), d/dx = grad phi(x) (2 - x^2)"
+
+    @staticmethod
+    def forward(ctx, grad, x, cdf):
+        ctx.save_for_backward(grad, x)
+        k = x.dtype.type(1 / np.sqrt(2 * np.pi))
+        return _blockwise(lambda g, v, c: g * (c + v * k * np.exp(v * v * -0.5)), grad.data, x.data, cdf)
+
+    @staticmethod
+    def backward(ctx, gg):
+        grad, x = ctx.saved_tensors
+        pdf = (x * x * -0.5).exp() * (1 / np.sqrt(2 * np.pi))
+        cdf = ((x * (1 / np.sqrt(2))).erf() + 1) * 0.5
+        return gg * (cdf + x * pdf), gg * grad * pdf * (2 - x * x), None
 
 
 class Sin(Function):
@@ -550,10 +636,11 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dims):
         """``dims``: the one softmax axis, as a tuple (empty for a 0-d tensor)."""
-        shifted = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
-        e = np.exp(shifted)
+        e = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
+        np.exp(e, out=e)  # in place: one array for the whole op
+        e /= np.sum(e, axis=dims, keepdims=True)
         ctx.dims = dims
-        return e / np.sum(e, axis=dims, keepdims=True)
+        return e
 
     @staticmethod
     def backward(ctx, grad):
@@ -577,6 +664,44 @@ class LogSoftmax(Function):
     def backward(ctx, grad):
         y = ctx.result
         return grad - y.exp() * grad.sum(ctx.dims, keepdim=True), None
+
+
+class LayerNorm(Function):
+    """(x - mean) / sqrt(var + eps) over the trailing ``dims`` (biased variance), times weight,
+    plus bias. Forward is a few NumPy passes in place; backward is torch's formula, with
+    g = grad * weight and xhat the normalized input, rebuilt from x with tensor ops so that the
+    gradient is differentiable again."""
+
+    rule = "dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps), dw = sum(grad xhat), db = sum(grad)"
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dims, eps):
+        ctx.dims, ctx.eps = dims, eps
+        ctx.save_for_backward(x, weight)
+        out = x.data - x.data.mean(axis=dims, keepdims=True)
+        out *= 1 / np.sqrt(np.mean(out * out, axis=dims, keepdims=True) + eps)  # xhat
+        if weight is not None:
+            out *= weight.data
+        if bias is not None:
+            out += bias.data
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        dims, lead = ctx.dims, tuple(range(x.ndim - len(ctx.dims)))
+        centered = x - x.mean(dims, keepdim=True)
+        rstd = 1 / ((centered * centered).mean(dims, keepdim=True) + ctx.eps).sqrt()
+        xhat = centered * rstd
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            g = grad if weight is None else grad * weight
+            dx = (g - g.mean(dims, keepdim=True) - xhat * (g * xhat).mean(dims, keepdim=True)) * rstd
+        if ctx.needs_input_grad[1]:
+            dw = (grad * xhat).sum(lead) if lead else grad * xhat  # sum(()) would sum everything
+        if ctx.needs_input_grad[2]:
+            db = grad.sum(lead) if lead else grad
+        return dx, dw, db, None, None
 
 
 # ----------------------------------------------------------------------------- matmul

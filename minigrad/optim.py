@@ -42,6 +42,14 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        """A work array shaped like ``like``: a view into one buffer kept from step to step, as
+        large as the largest parameter."""
+        work = getattr(self, "_work", None)
+        if work is None or work.size < like.size or work.dtype != like.dtype:
+            work = self._work = np.empty(like.size, like.dtype)
+        return work[: like.size].reshape(like.shape)
+
 
 class SGD(Optimizer):
     """p -= lr * v, with v the gradient (+ weight decay), or its momentum buffer (torch's rule)."""
@@ -94,12 +102,20 @@ class Adam(Optimizer):
                     state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
                 state["step"] += 1
                 m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+                # Every line writes into an existing array (out=, in place): no temporaries, which
+                # for 22M parameters would be fresh memory the OS must fault in at each step.
+                work = self._scratch(p.data)
                 m *= beta1
-                m += (1 - beta1) * grad
+                m += np.multiply(grad, 1 - beta1, out=work)  # m = b1 m + (1 - b1) g
                 v *= beta2
-                v += (1 - beta2) * grad * grad
-                denom = np.sqrt(v) / np.sqrt(1 - beta2**t) + eps
-                p.data -= (lr / (1 - beta1**t)) * m / denom
+                np.multiply(grad, grad, out=work)
+                v += np.multiply(work, 1 - beta2, out=work)  # v = b2 v + (1 - b2) g^2
+                denom = np.sqrt(v, out=work)
+                denom /= np.sqrt(1 - beta2**t)
+                denom += eps  # sqrt(v / (1 - b2^t)) + eps
+                update = np.divide(m, denom, out=work)
+                update *= lr / (1 - beta1**t)
+                p.data -= update  # p -= lr m / (1 - b1^t) / denom
 
 
 class AdamW(Adam):

@@ -194,8 +194,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # 
         return input
     if p == 1:
         return input * 0
-    keep = generator().random(input.shape) >= p
-    return input * Tensor((keep / (1 - p)).astype(input.dtype))
+    draw_dtype = input.dtype if input.dtype in (np.float32, np.float64) else np.float64
+    keep = generator().random(input.shape, dtype=draw_dtype) >= p
+    return input * Tensor(np.multiply(keep, 1 / (1 - p), dtype=input.dtype))
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
@@ -205,7 +206,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
         return input * 0.5 * (1 + (math.sqrt(2 / math.pi) * (input + 0.044715 * input * input * input)).tanh())
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return input * 0.5 * (1 + (input * (1 / math.sqrt(2))).erf())
+    return ops.Gelu.apply(input)
 
 
 def relu(input: Tensor) -> Tensor:  # noqa: A002
@@ -224,15 +225,7 @@ def layer_norm(
     if input.shape[-len(normalized_shape) :] != normalized_shape:
         raise ShapeError(f"layer_norm: input shape {input.shape} does not end with {normalized_shape}")
     dims = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    mean = input.mean(dims, keepdim=True)
-    centered = input - mean
-    var = (centered * centered).mean(dims, keepdim=True)
-    out = centered / (var + eps).sqrt()
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
+    return ops.LayerNorm.apply(input, weight, bias, dims, eps)
 
 
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:  # noqa: A002
