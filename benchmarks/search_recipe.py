@@ -34,6 +34,7 @@ SEARCH: dict[str, dict] = {
     "lr1e-4-swap-pairs-best": {"lr": 1e-4, "swap_pairs": True, "load_best_model_at_end": True},
     # the other strategies (defaults: partial lr 1e-4, head lr 1e-3 batch 32, both 3 epochs)
     "partial-lr2e-4-best": {"strategy": "partial", "lr": 2e-4, "load_best_model_at_end": True},
+    "partial-lr2e-4": {"strategy": "partial", "lr": 2e-4},
     "partial-freeze2-best": {"strategy": "partial", "freeze_layers": 2, "load_best_model_at_end": True},
     "head-lr3e-3-epochs10-best": {"strategy": "head", "lr": 3e-3, "epochs": 10, "load_best_model_at_end": True},
 }
