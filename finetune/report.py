@@ -51,6 +51,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Where the true mean lies with probability ``level``: mean ± t * sd / sqrt(n), Student's t
+    for n - 1 degrees of freedom (with 5 seeds, t = 2.78: wider than two standard errors)."""
+    from scipy import stats
+
+    m, s = mean_std(values)
+    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1)) * s / math.sqrt(len(values))
+    return m - half, m + half
+
+
 def group_runs(runs: list[dict[str, Any]], keys: tuple[str, ...] = GROUP_KEYS) -> dict[tuple, list[dict[str, Any]]]:
     """Runs keyed by their values of ``keys`` (missing settings count as None)."""
     groups: dict[tuple, list] = defaultdict(list)
@@ -63,8 +73,10 @@ def _cell(runs: list[dict[str, Any]], split: str, metric: str) -> str:
     values = [r[split][metric] * 100 for r in runs if r.get(split) and metric in r[split]]
     if not values:
         return "-"
-    m, s = mean_std(values)
-    return f"{m:.1f} ± {s:.1f}" if len(values) > 1 else f"{m:.1f}"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    (m, s), (low, high) = mean_std(values), confidence_interval(values)
+    return f"{m:.1f} ± {s:.1f} [{low:.1f}, {high:.1f}]"
 
 
 def _text(value: Any) -> str:
@@ -85,7 +97,8 @@ def _data_cell(run: dict[str, Any]) -> str:
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     """One row per setting (every run-changing option but the seed): metrics as mean ± sample
-    std over seeds (%). Settings beyond the first columns that vary between rows get a column."""
+    std over seeds [95% confidence interval of the mean] (%). Settings beyond the first columns
+    that vary between rows get a column."""
     names = ("accuracy", "f1", "matthews", "pearson", "spearman")
     metrics = [m for m in names if any(m in (r.get("validation") or {}) for r in runs)]
     groups = group_runs(runs)

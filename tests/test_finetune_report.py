@@ -25,9 +25,9 @@ def test_table_means_and_spreads():
     table = markdown_table(runs)
     row = next(line for line in table.splitlines() if "| head |" in line)
     assert (
-        "| mrpc | native | head | mean | 3 | 3,668 | 3 | 72.0 ± 2.0 | 80.0 ± 0.0 | 71.0 ± 2.0 | 79.0 ± 0.0 | 770 | 100 "
-        "| 36.7 |" == row
-    )
+        "| mrpc | native | head | mean | 3 | 3,668 | 3 | 72.0 ± 2.0 [67.0, 77.0] | 80.0 ± 0.0 [80.0, 80.0] "
+        "| 71.0 ± 2.0 [66.0, 76.0] | 79.0 ± 0.0 [79.0, 79.0] | 770 | 100 | 36.7 |" == row
+    )  # the 95% interval of n = 3: mean ± 4.30 sd / sqrt(3)
 
 
 def test_runs_with_other_settings_are_not_pooled():
@@ -39,7 +39,9 @@ def test_runs_with_other_settings_are_not_pooled():
     other_lr["config"]["lr"] = 1e-4
     rows = [line for line in markdown_table([*full, smoke, other_lr]).splitlines() if line.startswith("| mrpc")]
     assert len(rows) == 3
-    assert any("| 3 | 3,668 | " in r and "| 3 | 80.0 ± 0.0 |" in r for r in rows)  # the three alike, pooled
+    assert any(
+        "| 3 | 3,668 | " in r and "| 3 | 80.0 ± 0.0 [80.0, 80.0] |" in r for r in rows
+    )  # the three alike, pooled
     assert any("| 1 | 64 (subset: 64 train) |" in r for r in rows)  # epochs and the subset shown
     assert any("lr=0.0001" in r for r in rows)  # the setting that differs gets a column
 
