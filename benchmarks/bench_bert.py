@@ -1,6 +1,7 @@
 """minigrad's BERT against torch's on the packaged MiniLM: one training step (forward, backward,
 AdamW) and one inference pass on a median-length MRPC batch of 32, float32, the same threads,
-alternating in one process, best of ``--rounds``.
+alternating in one process, best of ``--rounds``; then the memory each library's training step
+takes beyond the loaded model and batch (peak RSS, each in a fresh process).
 
     GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -37,11 +40,47 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.environ.get("GLUE_DIR"))
+    parser.add_argument("--memory-of", choices=("torch", "minigrad"), help=argparse.SUPPRESS)  # the child's part
     args = parser.parse_args()
+    batch = batch_of(args.batch_size, args.data_dir)
+    torch_step, minigrad_step, torch_infer, minigrad_infer = contenders(batch)
+    if args.memory_of:
+        print(step_memory_mib(torch_step if args.memory_of == "torch" else minigrad_step))
+        return
+    cases = {"train step": (torch_step, minigrad_step), "inference": (torch_infer, minigrad_infer)}
+    best = {(case, lib): float("inf") for case in cases for lib in ("torch", "minigrad")}
+    for fn in (f for pair in cases.values() for f in pair):
+        fn()  # warm up
+    for _ in range(args.rounds):  # alternate: both see the same machine
+        for case, (t_fn, m_fn) in cases.items():
+            for lib, fn in (("torch", t_fn), ("minigrad", m_fn)):
+                start = time.perf_counter()
+                fn()
+                best[(case, lib)] = min(best[(case, lib)], time.perf_counter() - start)
+    shape = tuple(batch["input_ids"].shape)
+    print(f"default model, MRPC batch {shape[0]} x {shape[1]} tokens, float32, {torch.get_num_threads()} threads, "
+          f"best of {args.rounds}")  # fmt: skip
+    print(f"{'':<12}{'torch':>10}{'minigrad':>10}{'minigrad / torch':>18}")
+    for case in cases:
+        t, m = best[(case, "torch")], best[(case, "minigrad")]
+        print(f"{case:<12}{t * 1000:>8.0f} ms{m * 1000:>8.0f} ms{m / t:>17.2f}x")
+    memory = {}
+    for lib in ("torch", "minigrad"):
+        child = [sys.executable, __file__, "--memory-of", lib, "--batch-size", str(args.batch_size)]
+        done = subprocess.run(child + (["--data-dir", args.data_dir] if args.data_dir else []),
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        memory[lib] = float(done.stdout.split()[-1])
+    print(
+        f"{'step memory':<12}{memory['torch']:>7.0f} MiB{memory['minigrad']:>7.0f} MiB"
+        f"{memory['minigrad'] / memory['torch']:>17.2f}x   (peak RSS above the loaded model, fresh processes)"
+    )
+
+
+def contenders(batch: dict) -> tuple:
+    """A training step and an inference pass for each library, on the same model and batch."""
     from finetune.modeling import default_model_path, load_model
     from finetune.tasks import get_task
 
-    batch = batch_of(args.batch_size, args.data_dir)
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     labels = batch["labels"]
     torch.manual_seed(0)
@@ -76,23 +115,24 @@ def main() -> None:
         with mg.no_grad():
             mine(*inputs)
 
-    cases = {"train step": (torch_step, minigrad_step), "inference": (torch_infer, minigrad_infer)}
-    best = {(case, lib): float("inf") for case in cases for lib in ("torch", "minigrad")}
-    for fn in (f for pair in cases.values() for f in pair):
-        fn()  # warm up
-    for _ in range(args.rounds):  # alternate: both see the same machine
-        for case, (t_fn, m_fn) in cases.items():
-            for lib, fn in (("torch", t_fn), ("minigrad", m_fn)):
-                start = time.perf_counter()
-                fn()
-                best[(case, lib)] = min(best[(case, lib)], time.perf_counter() - start)
-    shape = tuple(batch["input_ids"].shape)
-    print(f"default model, MRPC batch {shape[0]} x {shape[1]} tokens, float32, {torch.get_num_threads()} threads, "
-          f"best of {args.rounds}")  # fmt: skip
-    print(f"{'':<12}{'torch':>10}{'minigrad':>10}{'minigrad / torch':>18}")
-    for case in cases:
-        t, m = best[(case, "torch")], best[(case, "minigrad")]
-        print(f"{case:<12}{t * 1000:>8.0f} ms{m * 1000:>8.0f} ms{m / t:>17.2f}x")
+    return torch_step, minigrad_step, torch_infer, minigrad_infer
+
+
+def step_memory_mib(step) -> float:
+    """How far three training steps raise the process's peak RSS above what it held before them
+    (Linux: writing 5 to clear_refs resets the peak, VmHWM, to the current RSS)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mib("VmRSS")
+    for _ in range(3):
+        step()
+    return _status_mib("VmHWM") - before
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
 
 
 if __name__ == "__main__":
