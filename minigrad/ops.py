@@ -53,9 +53,23 @@ def scatter_add(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.nd
     out = np.zeros(shape, dtype=grad.dtype)
     if all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index):
         out[index] = grad  # basic indexing never repeats a place
+    elif len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu" and out.ndim:
+        _add_rows(out, index[0], grad)  # rows picked by one integer array: an embedding lookup
     else:
         np.add.at(out, index, grad)
     return out
+
+
+def _add_rows(out: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+    """out[rows[i]] += grad[i] for every i, repeated rows summed: sorted, so that each run of one
+    row is summed by one ``np.add.reduceat`` (``np.add.at`` would add the rows one by one)."""
+    rows = rows.reshape(-1) % max(out.shape[0], 1)  # negative indices count from the end
+    if rows.size == 0:
+        return
+    order = np.argsort(rows, kind="stable")
+    rows, values = rows[order], grad.reshape(rows.size, -1)[order]
+    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    out.reshape(out.shape[0], -1)[rows[starts]] = np.add.reduceat(values, starts, axis=0)
 
 
 def _broadcast_error(name: str, a: Variable, b: Variable) -> ShapeError:
