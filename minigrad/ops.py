@@ -650,8 +650,9 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dims):
         """``dims``: the one softmax axis, as a tuple (empty for a 0-d tensor)."""
-        e = x.data - np.max(x.data, axis=dims, keepdims=True, initial=-np.inf)
-        np.exp(e, out=e)  # in place: one array for the whole op
+        e = np.empty_like(x.data)  # one array for the whole op, worked in place
+        np.subtract(x.data, np.max(x.data, axis=dims, keepdims=True, initial=-np.inf), out=e)
+        np.exp(e, out=e)
         e /= np.sum(e, axis=dims, keepdims=True)
         ctx.dims = dims
         return e
