@@ -43,9 +43,15 @@ def unbroadcast(grad: Variable, shape: tuple[int, ...]) -> Variable:
     """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
     if grad.shape == shape:
         return grad
-    lead = len(grad.shape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
-    return grad.sum(axes, keepdim=True).reshape(shape)
+    return grad.sum(broadcast_axes(grad.shape, shape), keepdim=True).reshape(shape)
+
+
+def broadcast_axes(grad_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of the gradient summed to undo broadcasting an input of ``input_shape``."""
+    lead = len(grad_shape) - len(input_shape)
+    return tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(input_shape) if n == 1 and grad_shape[lead + i] != 1
+    )
 
 
 def scatter_add(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from minigrad import autograd
+from minigrad import autograd, ops
 from minigrad.errors import MinigradError
 from minigrad.tensor import Tensor
 
@@ -170,14 +170,6 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
         return False
 
 
-def broadcast_axes(grad_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The axes of the gradient summed to undo broadcasting an input of ``input_shape``."""
-    lead = len(grad_shape) - len(input_shape)
-    return tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(input_shape) if n == 1 and grad_shape[lead + i] != 1
-    )
-
-
 @contextlib.contextmanager
 def trace(file: TextIO | None = None) -> Iterator[None]:
     """Print each node backward visits, in the engine's order: the op, the incoming gradient's
@@ -200,7 +192,7 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
             if not needed or g is None:
                 print(f"    input {i} ({target} {t.shape}): no gradient needed", file=stream)
                 continue
-            axes = broadcast_axes(shape, t.shape) if _broadcasts_to(t.shape, shape) else ()
+            axes = ops.broadcast_axes(shape, t.shape) if _broadcasts_to(t.shape, shape) else ()
             note = f"; summed over axes {axes} to undo broadcasting" if axes else ""
             print(f"    -> input {i} ({target} {t.shape}): grad norm {_norm(g):.4g}{note}", file=stream)
 
