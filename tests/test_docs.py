@@ -61,13 +61,17 @@ def run_example(module: str) -> str:
 
 def test_the_rnn_cell_numbers_quoted_are_printed():
     out = run_example("minigrad.examples.rnn_cell")
-    w_h, w_x = re.findall(r"for W_[hx]\.grad \S+ \S+: (\S+)", out)
-    assert f"`{w_h}` for `W_h` and `{w_x}` for `W_x`" in (ROOT / "README.md").read_text()
+    differences = [float(d) for d in re.findall(r"for W_[hx]\.grad \S+ \S+: (\S+)", out)]
+    bound = re.search(r"below `(\S+)` for both `W_h` and `W_x`", (ROOT / "README.md").read_text())
+    assert len(differences) == 2 and bound, out
+    assert max(differences) < float(bound[1])  # the last bits depend on the CPU: the README quotes a bound
 
 
 def test_the_mlp_numbers_quoted_are_printed():
     out = run_example("minigrad.examples.train_mlp")
-    difference = re.search(r"largest per-step loss difference: \S+", out)[0]
+    difference = float(re.search(r"largest per-step loss difference: (\S+)", out)[1])
     accuracy = re.search(r"test accuracy \(minigrad model\): \S+", out)[0]
     page = (ROOT / "docs" / "minigrad" / "training.md").read_text()
-    assert f"`{difference}`" in page and f"`{accuracy}`" in page
+    bound = re.search(r"largest per-step loss difference\s+stays below `(\S+)`", page)
+    assert bound and difference < float(bound[1])  # the last bits depend on the CPU: the page quotes a bound
+    assert f"`{accuracy}`" in page
