@@ -45,8 +45,8 @@ def maximum(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002
 
 
 def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:  # noqa: A002
-    """beta * input + alpha * (mat1 @ mat2)."""
-    return beta * input + alpha * mat1.mm(mat2)
+    """beta * input + alpha * (mat1 @ mat2), in one op (``input`` broadcasts to the product's shape)."""
+    return ops.Addmm.apply(input, mat1, mat2, beta, alpha)
 
 
 def baddbmm(input: Tensor, batch1: Tensor, batch2: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:  # noqa: A002

@@ -22,8 +22,6 @@ from minigrad.errors import ShapeError
 
 # ----------------------------------------------------------------------------- helpers
 
-SQRT_HALF = np.float32(1 / np.sqrt(2))
-
 
 def normalize_dims(dim: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     """``dim`` as a sorted tuple of non-negative axes; None means every axis."""
@@ -340,37 +338,50 @@ def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
     return out.reshape(arrays[0].shape)
 
 
-# Numerical Recipes' Chebyshev fit of erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), fractional
-# error below 1.2e-7: P's coefficients, highest power first.
-_ERFC_FIT = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
-             0.37409196, 1.00002368, -1.26551223)  # fmt: skip
+# Abramowitz & Stegun 7.1.26: erfc(z) = t P(t) exp(-z^2) for z >= 0, t = 1 / (1 + p z), within
+# 1.5e-7 of the exact value; P's coefficients a5 .. a1, highest power first.
+_AS_P = 0.3275911
+_AS_COEFFS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
 
 
-def _erfc_of_abs(x: np.ndarray) -> np.ndarray:
-    """erfc(|x|) in float32 through the fit above: 5e-7 from the exact value at worst, a few
-    float32 steps (torch's float32 erf is as close)."""
-    z = np.abs(x)
-    t = 1 / (1 + np.float32(0.5) * z)
-    poly = np.full_like(t, _ERFC_FIT[0])
-    for c in _ERFC_FIT[1:]:
-        poly *= t
-        poly += np.float32(c)
-    poly -= z * z
-    return t * np.exp(poly, out=poly)
+def _normal_tail(x: np.ndarray) -> np.ndarray:
+    """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal's mass beyond |x|. float32 by the
+    fit above, a dozen NumPy passes (scipy's erfc is a scalar loop, several times slower); other
+    dtypes by scipy."""
+    if x.dtype != np.float32:
+        return 0.5 * _special("erfc", np.abs(x) * (1 / np.sqrt(2)))
+    f32 = np.float32
+    t = np.abs(x)
+    t *= f32(_AS_P / np.sqrt(2))
+    t += 1
+    np.divide(1, t, out=t)
+    tail = t * f32(_AS_COEFFS[0] / 2)  # each coefficient halved: the tail is erfc / 2
+    for a in _AS_COEFFS[1:]:
+        tail += f32(a / 2)
+        tail *= t
+    exponent = np.square(x)
+    exponent *= f32(-0.5)  # -z^2 with z = |x| / sqrt 2
+    tail *= np.exp(exponent, out=exponent)
+    return tail
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf, elementwise: float32 through the fit (2.3x quicker than scipy's scalar loop, on one
-    core), other dtypes through scipy's erf (or Python's math.erf where scipy is missing)."""
-    if x.dtype == np.float32:
-        return _blockwise(lambda block: np.copysign(1 - _erfc_of_abs(block), block), x)
+def _special(name: str, x: np.ndarray) -> np.ndarray:
+    """scipy.special's ``erf`` or ``erfc``; Python's math one, element by element, where scipy is missing."""
     try:
-        from scipy.special import erf
+        from scipy import special
+
+        return getattr(special, name)(x)
     except ImportError:
         import math
 
-        return np.vectorize(math.erf, otypes=[x.dtype])(x)
-    return _blockwise(erf, x)
+        return np.vectorize(getattr(math, name), otypes=[x.dtype])(x)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf, elementwise: float32 as sign(x) (1 - erfc(|x|)) through the fit, others by scipy."""
+    if x.dtype == np.float32:
+        return _blockwise(lambda b: np.copysign(1 - 2 * _normal_tail(b * np.float32(np.sqrt(2))), b), x)
+    return _special("erf", x)
 
 
 class Erf(Function):
@@ -387,46 +398,41 @@ class Erf(Function):
         return grad * (2 / np.sqrt(np.pi)) * (-(x * x)).exp()  # d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
 
 
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal's cumulative distribution."""
-    if x.dtype == np.float32:  # the tail beyond |x| is h = erfc(|x| / sqrt 2) / 2: Phi is h or 1 - h
-        return _blockwise(lambda b: 0.5 + np.copysign(0.5 - np.float32(0.5) * _erfc_of_abs(b * SQRT_HALF), b), x)
-    cdf = _erf(x * (1 / np.sqrt(2)))
-    cdf += 1
-    cdf *= 0.5
-    return cdf
-
-
 class Gelu(Function):
-    """The exact GELU, x Phi(x) (Hendrycks & Gimpel; BERT's activation). Its gradient is an op of
-    its own, ``GeluBackward``, as in torch: one pass over the arrays instead of the dozen a
-    composition of mul, add and erf takes, and still differentiable again."""
+    """The exact GELU, x Phi(x) (Hendrycks & Gimpel; BERT's activation), with Phi(x) = 1 - h for
+    x >= 0 and h below, h = Phi(-|x|) the normal tail: gelu(x) = relu(x) - |x| h, no sign to fix.
+    Its gradient is an op of its own, ``GeluBackward``, as in torch: one pass over the arrays
+    instead of the dozen a composition of mul, add and erf takes, and still differentiable again."""
 
     rule = "d gelu(u)/du = Phi(u) + u phi(u)"
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        ctx.cdf = _normal_cdf(x.data)  # kept for backward: erf is the costly part
-        with np.errstate(invalid="ignore"):  # -inf * 0 is nan, quietly (torch: nan too)
-            return x.data * ctx.cdf
+        ctx.tail = _blockwise(_normal_tail, x.data)  # kept for backward: erfc is the costly part
+        with np.errstate(invalid="ignore"):  # inf * 0 is nan, quietly (torch's float32 gelu: nan too)
+            return _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x.data, ctx.tail)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.cdf)
+        return GeluBackward.apply(grad, x, ctx.tail)
 
 
 class GeluBackward(Function):
-    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), with Phi(x) given (Gelu's forward has it)."""
+    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), with the tail Phi(-|x|) given (Gelu's forward has it)."""
 
     rule = "d/dgrad = Phi(x) + x phi(x), d/dx = grad phi(x) (2 - x^2)"
 
     @staticmethod
-    def forward(ctx, grad, x, cdf):
+    def forward(ctx, grad, x, tail):
         ctx.save_for_backward(grad, x)
         k = x.dtype.type(1 / np.sqrt(2 * np.pi))
-        return _blockwise(lambda g, v, c: g * (c + v * k * np.exp(v * v * -0.5)), grad.data, x.data, cdf)
+
+        def formula(g: np.ndarray, v: np.ndarray, h: np.ndarray) -> np.ndarray:
+            return g * (np.where(v >= 0, 1 - h, h) + v * k * np.exp(v * v * -0.5))
+
+        return _blockwise(formula, grad.data, x.data, tail)
 
     @staticmethod
     def backward(ctx, gg):
@@ -752,6 +758,37 @@ class Mm(Function):
         ga = grad.mm(b.t()) if ctx.needs_input_grad[0] else None  # dL/dA = dL/dC @ B^T
         gb = a.t().mm(grad) if ctx.needs_input_grad[1] else None  # dL/dB = A^T @ dL/dC
         return ga, gb
+
+
+class Addmm(Function):
+    """beta * input + alpha * (mat1 @ mat2), ``torch.addmm``: the sum lands in the product's own
+    array, no second one (``nn.Linear`` on a batch is ``addmm(bias, x, W^T)``, as in torch)."""
+
+    rule = "d/dinput = beta G, d/dmat1 = alpha G @ mat2^T, d/dmat2 = alpha mat1^T @ G"
+
+    @staticmethod
+    def forward(ctx, input, mat1, mat2, beta, alpha):  # noqa: A002 - torch's names
+        out = Mm.forward(ctx, mat1, mat2)  # checks the shapes and saves both
+        ctx.shape, ctx.beta, ctx.alpha = input.shape, beta, alpha
+        if alpha != 1:
+            out *= alpha
+        if beta != 0:  # beta = 0 ignores input, nan and inf included (torch's rule)
+            try:
+                out += input.data if beta == 1 else beta * input.data
+            except ValueError:
+                raise ShapeError(f"addmm: input of shape {input.shape} does not broadcast to {out.shape}") from None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        mat1, mat2 = ctx.saved_tensors
+        g_input = None
+        if ctx.needs_input_grad[0]:
+            g_input = unbroadcast(grad if ctx.beta == 1 else grad * ctx.beta, ctx.shape)
+        grad = grad if ctx.alpha == 1 else grad * ctx.alpha
+        g1 = grad.mm(mat2.t()) if ctx.needs_input_grad[1] else None
+        g2 = mat1.t().mm(grad) if ctx.needs_input_grad[2] else None
+        return g_input, g1, g2, None, None
 
 
 class MatMul(Function):

@@ -310,9 +310,12 @@ def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
-    """x W^T + b. A batch of sequences (b, n, in) is multiplied as one (b n, in) matrix: one BLAS
-    call, and the weight's gradient is one (in, b n) @ (b n, out) product, not b of them summed."""
+    """x W^T + b, as torch's ``addmm(b, x, W^T)``. A batch of sequences (b, n, in) is multiplied as
+    one (b n, in) matrix: one BLAS call, and the weight's gradient is one (in, b n) @ (b n, out)
+    product, not b of them summed."""
     rows = input.reshape(-1, input.shape[-1]) if input.ndim > 2 else input
-    out = rows.mm(weight.t()) if rows.ndim == 2 else rows @ weight.mT
-    out = out.reshape(*input.shape[:-1], weight.shape[0]) if input.ndim > 2 else out
-    return out + bias if bias is not None else out
+    if rows.ndim != 2:  # a single vector
+        out = rows @ weight.mT
+        return out + bias if bias is not None else out
+    out = rows.mm(weight.t()) if bias is None else ops.Addmm.apply(bias, rows, weight.t(), 1, 1)
+    return out.reshape(*input.shape[:-1], weight.shape[0]) if input.ndim > 2 else out
