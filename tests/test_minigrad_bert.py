@@ -53,6 +53,18 @@ def test_the_encoder_gives_transformers_hidden_states(tiny_models, batch):
     np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
+def test_a_new_head_starts_as_transformers_does():
+    """A checkpoint without a head gets one drawn as transformers draws it (weights N(0, 0.02),
+    biases 0), not nn.Linear's default: with head-only training the start shows in the result."""
+    from finetune.modeling import default_model_path
+
+    theirs = load_model(default_model_path(), get_task("mrpc"), "mean").classifier
+    mine = from_pretrained(default_model_path()).classifier
+    assert not mine.bias.data.any() and not theirs.bias.detach().numpy().any()
+    for weight in (mine.weight.data, theirs.weight.detach().numpy()):  # 768 draws: the std within 10%
+        assert weight.shape == (2, 384) and abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
+
+
 @pytest.mark.parametrize(("dtype", "atol"), [(np.float32, 1e-5), (np.float64, 1e-10)])
 def test_a_saved_classifier_gives_the_same_logits(saved_classifier, batch, dtype, atol):
     pooling, theirs, folder = saved_classifier

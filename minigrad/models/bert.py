@@ -42,6 +42,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BertConfig:
@@ -187,6 +188,11 @@ class BertForSequenceClassification(nn.Module):
             self.bert.pooler = None  # unused by the mean head (as in finetune): no weights that never train
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
+        for module in self.modules():  # transformers' initialisation, which a new head keeps
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=config.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> Tensor:
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
