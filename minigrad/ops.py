@@ -329,29 +329,35 @@ class Sigmoid(Function):
         return grad * y * (1 - y)
 
 
-def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
-    """``formula`` (elementwise, NumPy) over same-shaped arrays, 256K elements at a time, the
-    blocks shared among the CPU's cores: a block stays in the cache through the dozen passes a
-    formula like erfc's makes (on whole arrays of BERT's size each pass would go out to memory and
-    back), and NumPy lets go of the interpreter inside each pass, so threads run them side by side."""
-    flat = [a.reshape(-1) for a in arrays]
-    out = np.empty(flat[0].size, np.result_type(*arrays))
-    block = 1 << 18
+BLOCK = 1 << 18  # elements a block of elementwise work holds: 1 MiB of float32, cache-sized
 
-    def run(start: int) -> None:
-        out[start : start + block] = formula(*(f[start : start + block] for f in flat))
 
-    starts = range(0, out.size, block)
-    if len(starts) > 1:
-        list(_thread_pool().map(run, starts))
-    elif starts:
-        run(0)
-    return out.reshape(arrays[0].shape)
+def in_parallel(work: Any, items: Sequence[Any]) -> None:
+    """``work(item)`` for each item, spread over the CPU's cores: NumPy lets go of the interpreter
+    inside each pass over an array, so threads run their passes side by side."""
+    if len(items) > 1:
+        list(_thread_pool().map(work, items))
+    elif items:
+        work(items[0])
 
 
 @functools.cache
 def _thread_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="minigrad")
+
+
+def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
+    """``formula`` (elementwise, NumPy) over same-shaped arrays, a block at a time, the blocks
+    shared among the cores: a block stays in the cache through the dozen passes a formula like
+    erfc's makes (on whole arrays of BERT's size each pass would go out to memory and back)."""
+    flat = [a.reshape(-1) for a in arrays]
+    out = np.empty(flat[0].size, np.result_type(*arrays))
+
+    def run(start: int) -> None:
+        out[start : start + BLOCK] = formula(*(f[start : start + BLOCK] for f in flat))
+
+    in_parallel(run, range(0, out.size, BLOCK))
+    return out.reshape(arrays[0].shape)
 
 
 # Abramowitz & Stegun 7.1.26: erfc(z) = t P(t) exp(-z^2) for z >= 0, t = 1 / (1 + p z), within

@@ -7,11 +7,14 @@ group, so parts of a model can have their own learning rate or weight decay.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from minigrad.ops import BLOCK, in_parallel
 from minigrad.tensor import Tensor
 
 
@@ -41,14 +44,6 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
-
-    def _scratch(self, like: np.ndarray) -> np.ndarray:
-        """A work array shaped like ``like``: a view into one buffer kept from step to step, as
-        large as the largest parameter."""
-        work = getattr(self, "_work", None)
-        if work is None or work.size < like.size or work.dtype != like.dtype:
-            work = self._work = np.empty(like.size, like.dtype)
-        return work[: like.size].reshape(like.shape)
 
 
 class SGD(Optimizer):
@@ -92,32 +87,33 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         for group in self.param_groups:
-            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p, grad, state in self._params_with_grad(group):
-                if wd and self.decoupled:
-                    p.data *= 1 - lr * wd  # AdamW: decay the weights directly
-                elif wd:
-                    grad = grad + wd * p.data
                 if not state:
                     state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
                 state["step"] += 1
-                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                # Every line writes into an existing array (out=, in place): no temporaries, which
-                # for 22M parameters would be fresh memory the OS must fault in at each step.
-                work = self._scratch(p.data)
-                m *= beta1
-                m += np.multiply(grad, 1 - beta1, out=work)  # m = b1 m + (1 - b1) g
-                v *= beta2
-                np.multiply(grad, grad, out=work)
-                v += np.multiply(work, 1 - beta2, out=work)  # v = b2 v + (1 - b2) g^2
-                # p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps), with sqrt(1 - b2^t) moved
-                # from the denominator into the step size: one pass fewer over the parameters
-                root = np.sqrt(1 - beta2**t)
-                denom = np.sqrt(v, out=work)
-                denom += eps * root
-                update = np.divide(m, denom, out=work)
-                update *= lr * root / (1 - beta1**t)
-                p.data -= update
+                arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"])
+                # a few rows at a time, in the cache, on every core: the dozen passes of _update
+                # would otherwise each go over the whole parameter in memory (22M floats for BERT)
+                in_parallel(functools.partial(self._update, arrays, group, state["step"]), _row_blocks(p.shape))
+
+    def _update(self, arrays: tuple[np.ndarray, ...], group: dict[str, Any], t: int, rows: Any) -> None:
+        """Step ``t`` of Adam on some rows of a parameter, from its gradient and moments, in place."""
+        p, grad, m, v = (a[rows] for a in arrays)
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if wd and self.decoupled:
+            p *= 1 - lr * wd  # AdamW: decay the weights directly
+        elif wd:
+            grad = grad + wd * p
+        m *= beta1
+        m += (1 - beta1) * grad  # m = b1 m + (1 - b1) g
+        v *= beta2
+        v += (1 - beta2) * np.square(grad)  # v = b2 v + (1 - b2) g^2
+        # p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps), with sqrt(1 - b2^t) moved from the
+        # denominator into the step size: one pass fewer
+        root = np.sqrt(1 - beta2**t)
+        denom = np.sqrt(v)
+        denom += eps * root
+        p -= (lr * root / (1 - beta1**t)) * (m / denom)
 
 
 class AdamW(Adam):
@@ -157,3 +153,11 @@ class LinearWarmupSchedule:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
+
+
+def _row_blocks(shape: tuple[int, ...]) -> list:
+    """Slices of the first axis holding about ``BLOCK`` elements each (everything for a 0-d array)."""
+    if not shape:
+        return [...]
+    rows = max(1, BLOCK // max(1, math.prod(shape[1:])))
+    return [slice(i, i + rows) for i in range(0, shape[0], rows)]

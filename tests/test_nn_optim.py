@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minigrad as mg
-from minigrad import nn, optim, testing
+from minigrad import nn, ops, optim, testing
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 
 
@@ -44,6 +44,30 @@ def test_100_optimizer_steps_equal_torch(make, opt_args):
     for step in grads:
         for p, tp, g in zip(mine, theirs, step):
             p.grad, tp.grad = mg.tensor(g), torch.tensor(g)
+        opt.step()
+        topt.step()
+    for p, tp in zip(mine, theirs):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("make", [optim.Adam, optim.AdamW])
+def test_adam_updates_large_parameters_block_by_block_as_torch(make):
+    """Adam works a parameter of more than one block (ops.BLOCK elements) in row blocks on several
+    threads: the same result as torch, with a transposed (non-contiguous) gradient and a 0-d one."""
+    rng = np.random.default_rng(0)
+    shapes = [(3 * ops.BLOCK // 1000 + 7, 1000), (), (5,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    mine = [mg.tensor(a, requires_grad=True) for a in start]
+    theirs = [torch.tensor(a, requires_grad=True) for a in start]
+    opt, topt = (
+        make(mine, lr=1e-2, weight_decay=0.1),
+        getattr(torch.optim, make.__name__)(theirs, lr=1e-2, weight_decay=0.1),
+    )
+    for _ in range(3):
+        for p, tp, shape in zip(mine, theirs, shapes):
+            g = np.asarray(rng.standard_normal(shape[::-1]), np.float32).T  # a transposed view
+            p.grad, tp.grad = mg.tensor(g), torch.tensor(g.copy())
+            p.grad.data = g  # as the engine can leave it (the gradient of a weight used as W.t())
         opt.step()
         topt.step()
     for p, tp in zip(mine, theirs):
