@@ -1,7 +1,8 @@
 """minigrad's BERT against torch's on the packaged MiniLM: one training step (forward, backward,
 AdamW) and one inference pass on a median-length MRPC batch of 32, float32, the same threads,
 alternating in one process, best of ``--rounds``; then the memory each library's training step
-takes beyond the loaded model and batch (peak RSS, each in a fresh process).
+takes beyond the loaded model and batch (peak RSS, each in a fresh process), and where minigrad's
+step spends its time.
 
     GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py
 """
@@ -9,6 +10,7 @@ takes beyond the loaded model and batch (peak RSS, each in a fresh process).
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import torch
 
 import minigrad as mg
 from minigrad import optim
+from minigrad.autograd import Function
 from minigrad.models.bert import from_pretrained
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 
@@ -74,6 +77,10 @@ def main() -> None:
         f"{'step memory':<12}{memory['torch']:>7.0f} MiB{memory['minigrad']:>7.0f} MiB"
         f"{memory['minigrad'] / memory['torch']:>17.2f}x   (peak RSS above the loaded model, fresh processes)"
     )
+    spent, total = time_split(minigrad_step, args.rounds)
+    print(f"\nwhere minigrad's training step goes ({total * 1000:.0f} ms, mean of {args.rounds}):")
+    for kind, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<34}{seconds * 1000:>6.0f} ms {seconds / total:>5.0%}")
 
 
 def contenders(batch: dict) -> tuple:
@@ -116,6 +123,38 @@ def contenders(batch: dict) -> tuple:
             mine(*inputs)
 
     return torch_step, minigrad_step, torch_infer, minigrad_infer
+
+
+KINDS = {"Mm": "matrix products", "Addmm": "matrix products", "MatMul": "matrix products",
+         "Gelu": "GELU and its gradient", "GeluBackward": "GELU and its gradient",
+         "LayerNorm": "LayerNorm", "Softmax": "softmax"}  # fmt: skip
+
+
+def time_split(step, rounds: int) -> tuple[dict[str, float], float]:
+    """Where a minigrad training step's time goes: each op timed where ``Function.apply`` runs it
+    (forward, and the ops the backward formulas call), AdamW's step, and the rest (dropout's
+    random draws, the engine's bookkeeping, Python), per step."""
+    spent: collections.Counter = collections.Counter()
+    apply, adam_step = Function.__dict__["apply"], optim.Adam.step
+
+    def timed(kind: str, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            spent[kind] += time.perf_counter() - start
+
+    Function.apply = classmethod(lambda cls, *a: timed(KINDS.get(cls.__name__, "other ops"), apply.__func__, cls, *a))
+    optim.Adam.step = lambda self: timed("AdamW", adam_step, self)
+    try:
+        start = time.perf_counter()
+        for _ in range(rounds):
+            step()
+        total = time.perf_counter() - start
+    finally:
+        Function.apply, optim.Adam.step = apply, adam_step
+    spent["the rest: dropout draws, engine, Python"] = total - sum(spent.values())
+    return {kind: seconds / rounds for kind, seconds in spent.items()}, total / rounds
 
 
 def step_memory_mib(step) -> float:
