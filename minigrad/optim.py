@@ -8,13 +8,12 @@ group, so parts of a model can have their own learning rate or weight decay.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from minigrad.ops import BLOCK, in_parallel
+from minigrad.ops import in_parallel, row_blocks
 from minigrad.tensor import Tensor
 
 
@@ -94,7 +93,7 @@ class Adam(Optimizer):
                 arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"])
                 # a few rows at a time, in the cache, on every core: the dozen passes of _update
                 # would otherwise each go over the whole parameter in memory (22M floats for BERT)
-                in_parallel(functools.partial(self._update, arrays, group, state["step"]), _row_blocks(p.shape))
+                in_parallel(functools.partial(self._update, arrays, group, state["step"]), row_blocks(p.shape))
 
     def _update(self, arrays: tuple[np.ndarray, ...], group: dict[str, Any], t: int, rows: Any) -> None:
         """Step ``t`` of Adam on some rows of a parameter, from its gradient and moments, in place."""
@@ -153,11 +152,3 @@ class LinearWarmupSchedule:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
-
-
-def _row_blocks(shape: tuple[int, ...]) -> list:
-    """Slices of the first axis holding about ``BLOCK`` elements each (everything for a 0-d array)."""
-    if not shape:
-        return [...]
-    rows = max(1, BLOCK // max(1, math.prod(shape[1:])))
-    return [slice(i, i + rows) for i in range(0, shape[0], rows)]
