@@ -81,19 +81,25 @@ def _columns(rows: list[dict[str, Any]], spec: GlueTask) -> dict[str, list]:
     return cols
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's contents: UTF-8, a byte-order mark (Excel's exports) dropped; anything else is
+    a DataError naming the line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: bytes that are not UTF-8 text: the file is damaged, or in another encoding "
+            "(save it as UTF-8)"
+        ) from None
+
+
 def _read_tsv(path: Path) -> list[list[str]]:
     """The rows of a tab-separated file (UTF-8, an optional byte-order mark, no quoting)."""
     if not path.is_file():
         raise DataError(f"missing data file {path}: the GLUE folder is incomplete")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: bytes that are not UTF-8: the file is damaged or in another encoding"
-        ) from None
-    return list(csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+    return list(csv.reader(read_utf8(path).splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -17,7 +17,7 @@ import torch
 from datasets import DatasetDict
 from tqdm.auto import tqdm
 
-from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
+from finetune.data import load_glue, make_collator, make_dataloader, read_utf8, tokenize_glue
 from finetune.errors import ConfigError, DataError
 from finetune.files import write_atomic
 from finetune.loop import pick_device
@@ -89,10 +89,7 @@ def read_examples(path: Path, columns: list[str]) -> list[list[str]]:
     suffix = path.suffix.lower()
     if suffix not in (*FORMATS, ".jsonl"):
         raise DataError(f"{path}: unknown format {suffix or '(no suffix)'}: give a .tsv, .csv or .jsonl file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's exports) is not part of the header
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    text = read_utf8(path)
     rows = _jsonl_rows(path, text) if suffix == ".jsonl" else _table_rows(path, text, FORMATS[suffix])
     examples = []
     for line, row in rows:

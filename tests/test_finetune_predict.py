@@ -97,7 +97,7 @@ def test_other_column_names_are_given_with_text_columns(capsys, run_dir, tmp_pat
         ("empty.csv", "", "empty.csv is empty: it needs a header line"),
         ("header.csv", "sentence1,sentence2\n", "header.csv holds no rows to predict"),
         ("pairs.txt", "x", "unknown format .txt: give a .tsv, .csv or .jsonl file"),
-        ("latin1.tsv", b"sentence1\tsentence2\ncaf\xe9\tb\n", "not UTF-8 text"),
+        ("latin1.tsv", b"sentence1\tsentence2\ncaf\xe9\tb\n", "latin1.tsv:2: bytes that are not UTF-8 text"),
     ],
 )
 def test_bad_input_files_exit_2_naming_file_and_line(capsys, run_dir, tmp_path, name, content, message):
