@@ -17,6 +17,7 @@ import sys
 import time
 
 import torch
+from mrpc_batches import mrpc_train_batches
 
 import minigrad as mg
 from minigrad import optim
@@ -26,15 +27,7 @@ from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 
 
 def batch_of(size: int, data_dir: str | None) -> dict:
-    from datasets import DatasetDict
-
-    from finetune.data import RunData, load_glue, make_collator, tokenize_glue
-    from finetune.modeling import default_model_path, load_tokenizer
-
-    tokenizer = load_tokenizer(default_model_path())
-    train = tokenize_glue(DatasetDict({"train": load_glue("mrpc", data_dir)["train"]}), tokenizer, "mrpc")
-    run = RunData(train, make_collator(tokenizer), size, size, 0, True, ())
-    batches = list(run.loader("train"))
+    batches = mrpc_train_batches(size, data_dir)
     return sorted(batches[:-1], key=lambda b: b["input_ids"].shape[1])[len(batches) // 2]  # a median-length batch
 
 

@@ -15,13 +15,12 @@ import os
 import time
 
 import torch
-from datasets import DatasetDict
+from mrpc_batches import mrpc_train_batches
 
 from finetune.config import STRATEGY_DEFAULTS
-from finetune.data import RunData, load_glue, make_collator, tokenize_glue
 from finetune.dropout import use_fast_dropout
 from finetune.loop import autocast_dtype
-from finetune.modeling import apply_freezing, default_model_path, load_model, load_tokenizer
+from finetune.modeling import apply_freezing, default_model_path, load_model
 from finetune.run import build_optimizer
 from finetune.tasks import get_task
 
@@ -36,17 +35,13 @@ KINDS = {  # profiler op name -> kind of work
 def build(strategy: str, fast: bool, data_dir: str | None) -> tuple:
     torch.manual_seed(0)
     task, path = get_task("mrpc"), default_model_path()
-    tokenizer = load_tokenizer(path)
-    data = tokenize_glue(load_glue("mrpc", data_dir), tokenizer, "mrpc")
-    batch = STRATEGY_DEFAULTS[strategy]["batch_size"]
-    run = RunData(DatasetDict({"train": data["train"]}), make_collator(tokenizer), batch, 64, 0, True, ())
     model = load_model(path, task)
     apply_freezing(model, strategy)
     if fast:
         use_fast_dropout(model)
     model.train()
     optimizer = build_optimizer(model, 1e-5, 0.01, fused=True)
-    return model, optimizer, list(run.loader("train"))[:48]
+    return model, optimizer, mrpc_train_batches(STRATEGY_DEFAULTS[strategy]["batch_size"], data_dir)[:48]
 
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict, dtype: torch.dtype | None) -> None:

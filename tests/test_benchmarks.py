@@ -37,3 +37,26 @@ def test_each_case_does_the_same_in_minigrad_and_torch(case):
     for (value, grad), (value_t, grad_t) in zip(results[mg], results[torch]):
         np.testing.assert_allclose(value, value_t, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(grad, grad_t, rtol=1e-3, atol=1e-5)
+
+
+def test_bench_bert_splits_a_step_by_kind_of_work_and_puts_the_engine_back():
+    import bench_bert
+
+    from minigrad import optim
+    from minigrad.autograd import Function
+    from minigrad.nn import functional as F  # noqa: N812
+
+    w = mg.tensor(np.random.default_rng(0).standard_normal((64, 64)), requires_grad=True)
+    opt = optim.AdamW([w], lr=1e-3)
+
+    def step():
+        F.gelu(w.mm(w)).softmax(-1).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    apply, adam_step = Function.__dict__["apply"], optim.Adam.step
+    spent, total = bench_bert.time_split(step, rounds=3)
+    assert {"matrix products", "GELU and its gradient", "softmax", "AdamW", "other ops"} <= set(spent)
+    assert all(seconds > 0 for kind, seconds in spent.items() if kind != "the rest: dropout draws, engine, Python")
+    assert sum(spent.values()) == pytest.approx(total)
+    assert Function.__dict__["apply"] is apply and optim.Adam.step is adam_step
