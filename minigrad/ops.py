@@ -401,12 +401,9 @@ def _special(name: str, x: np.ndarray) -> np.ndarray:
     """scipy.special's ``erf`` or ``erfc``; Python's math one, element by element, where scipy is missing."""
     try:
         from scipy import special
-
-        return getattr(special, name)(x)
     except ImportError:
-        import math
-
         return np.vectorize(getattr(math, name), otypes=[x.dtype])(x)
+    return getattr(special, name)(x)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
