@@ -120,7 +120,7 @@ def contenders(batch: dict) -> tuple:
 
 KINDS = {"Mm": "matrix products", "Addmm": "matrix products", "MatMul": "matrix products",
          "Gelu": "GELU and its gradient", "GeluBackward": "GELU and its gradient",
-         "LayerNorm": "LayerNorm", "Softmax": "softmax"}  # fmt: skip
+         "LayerNorm": "LayerNorm forward", "Softmax": "softmax forward"}  # fmt: skip
 
 
 def time_split(step, rounds: int) -> tuple[dict[str, float], float]:
