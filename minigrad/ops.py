@@ -356,6 +356,10 @@ def _thread_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="minigrad")
 
 
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: it makes its own pool
+    os.register_at_fork(after_in_child=_thread_pool.cache_clear)
+
+
 def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
     """``formula`` (elementwise, NumPy) over same-shaped arrays, a block at a time, the blocks
     shared among the cores: a block stays in the cache through the dozen passes a formula like

@@ -186,3 +186,24 @@ def test_train_mlp_example_matches_torch_step_for_step():
     assert len(diffs) == 300 and max(diffs) < 1e-4
     assert out["minigrad"][-1] < out["minigrad"][0] / 10
     assert out["accuracy"] > 0.95
+
+
+def _gelu_in_a_child(queue):
+    x = np.linspace(-4, 4, 3 * ops.BLOCK, dtype=np.float32)
+    queue.put(float(F.gelu(mg.tensor(x)).data.sum()))
+
+
+def test_a_forked_child_runs_the_parallel_ops_with_threads_of_its_own():
+    """The ops' thread pool after a fork (DataLoader workers, multiprocessing): the child's copy of
+    the pool has no threads, so it must make its own rather than wait forever."""
+    import multiprocessing
+
+    x = np.linspace(-4, 4, 3 * ops.BLOCK, dtype=np.float32)
+    expected = float(F.gelu(mg.tensor(x)).data.sum())  # the parent's pool is running now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_gelu_in_a_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == pytest.approx(expected)
+    child.join(timeout=60)
+    assert child.exitcode == 0
