@@ -114,7 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if task is None:
         raise ConfigError(f"{args.checkpoint} has no results.json naming its task: pass --task")
     data_dir = args.data_dir or config.get("data_dir")
-    metrics = evaluate_checkpoint(args.checkpoint, task, args.split, data_dir, args.max_eval_samples)
+    max_samples = args.max_eval_samples if args.max_eval_samples is not None else config.get("max_eval_samples")
+    metrics = evaluate_checkpoint(args.checkpoint, task, args.split, data_dir, max_samples)
     print(json.dumps({"checkpoint": args.checkpoint, "task": task, "split": args.split, **(metrics or {})}, indent=2))
     return 0
 
@@ -125,18 +126,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = _read_run(Path(args.checkpoint))
     task_name = run.get("config", {}).get("task")
     task = get_task(task_name) if task_name else None
-    modes = [bool(args.sentences), args.input is not None, args.glue_submission is not None]
-    if sum(modes) != 1:
-        raise ConfigError("give one of: SENTENCE [SENTENCE], --input FILE --output FILE, or --glue-submission DIR")
+    modes = [bool(args.sentences), args.input is not None, args.glue_submission is not None, args.split is not None]
+    if sum(modes[:3]) != 1 and not (modes[3] and not any(modes[:2])):
+        raise ConfigError("give one of: SENTENCE [SENTENCE], --input FILE --output FILE, --split SPLIT --output FILE, "
+                          "or --glue-submission DIR")  # fmt: skip
+    if (args.glue_submission is not None or args.split is not None) and task is None:
+        raise ConfigError(f"{args.checkpoint} has no results.json naming its task: predicting a split needs it")
+    data_dir = args.data_dir or run.get("config", {}).get("data_dir")
     if args.glue_submission is not None:
-        if task is None:
-            raise ConfigError(f"{args.checkpoint} has no results.json naming its task: a submission needs it")
-        data_dir = args.data_dir or run["config"].get("data_dir")
+        if args.split not in (None, "test"):
+            raise ConfigError(f"--glue-submission predicts the test split, not {args.split}: drop --split")
         target = predict.write_glue_submission(args.checkpoint, task, Path(args.glue_submission), data_dir,
                                                progress=not args.no_progress)  # fmt: skip
         print(json.dumps({"task": task.name, "split": "test", "submission": str(target)}))
         return 0
-    if args.batch_size <= 0:
+    if args.split is not None:
+        if args.output is None:
+            raise ConfigError("--split needs --output FILE (.tsv, .csv or .jsonl) for the predictions")
+        rows = predict.predict_split(args.checkpoint, task, args.split, Path(args.output), data_dir,
+                                     progress=not args.no_progress)  # fmt: skip
+        print(json.dumps({"split": args.split, "output": args.output, "rows": rows}))
+        return 0
+    if args.batch_size is not None and args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.input is not None:
         if args.output is None:
@@ -199,7 +210,7 @@ def build_parser() -> Parser:
     e.add_argument("--split", choices=("validation", "test"), default="validation", help="which split")
     e.add_argument("--task", help="default: the task in the run's results.json")
     e.add_argument("--data-dir", help="GLUE root (default: the run's, else $GLUE_DIR)")
-    e.add_argument("--max-eval-samples", type=int, help="use only the first N examples")
+    e.add_argument("--max-eval-samples", type=int, help="use only the first N examples (default: as many as the run)")
     p = sub.add_parser(
         "predict", help="labels for a sentence (pair), a file of them, or the GLUE server's test file",
         description="Label one sentence or pair; every row of a .tsv/.csv/.jsonl file (--input, --output); or "
@@ -211,10 +222,14 @@ def build_parser() -> Parser:
     p.add_argument("--output", help="where the predictions go: .tsv, .csv or .jsonl")
     p.add_argument("--text-columns", nargs="+", metavar="COLUMN",
                    help="the input's text columns (default: the task's, e.g. sentence1 sentence2)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    p.add_argument("--batch-size", type=int, help="examples per forward pass (default: the run's evaluation batch)")
     p.add_argument("--glue-submission", metavar="DIR", help="write DIR/<TASK>.tsv for the GLUE server")
-    p.add_argument("--split", choices=("test",), default="test", help="the split a submission predicts")
-    p.add_argument("--data-dir", help="GLUE root for --glue-submission (default: the run's, else $GLUE_DIR)")
+    p.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        help="predict every example of this split of the run's task (with --output; default: none)",
+    )
+    p.add_argument("--data-dir", help="GLUE root for --split, --glue-submission (default: the run's, else $GLUE_DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     u = sub.add_parser("push", help="upload a finished run (model, tokenizer, results, model card) to the Hub")
     u.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")

@@ -335,7 +335,6 @@ class RunData:
     eval_batch_size: int
     seed: int
     group_by_length: bool = False
-    eval_splits: tuple[str, ...] = ("validation", "test")
 
     def loader(self, split: str) -> DataLoader:
         """The training split shuffled by (seed, epoch), the others in order."""

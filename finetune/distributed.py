@@ -95,9 +95,9 @@ def train_accelerate(
     )  # fmt: skip
     if resume_from is not None:
         progress.resume(resume_from, accelerator.load_state)
+    precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
     if accelerator.is_main_process:
-        log_line(recipe_line(cfg, {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
-                             f"{accelerator.device} x {accelerator.num_processes} processes"))  # fmt: skip
+        log_line(recipe_line(cfg, precision, f"{accelerator.device} x {accelerator.num_processes} processes"))
     model.train()
     for _epoch in progress.epochs():
         for _, batch in progress.batches(train_loader, accelerator.skip_first_batches):
@@ -120,11 +120,7 @@ def train_accelerate(
     progress.load_best_model(model)
 
     result = progress.result
-    gather = accelerator.gather_for_metrics
-    result.final = {
-        s: evaluate(model, accelerator.prepare(data.loader(s)), task, gather=gather) for s in data.eval_splits
-    }
-    result.model = accelerator.unwrap_model(model)
+    result.model, result.precision = accelerator.unwrap_model(model), precision
     result.distributed_type = str(accelerator.distributed_type).split(".")[-1]
     result.device = describe(accelerator.device)
     return result

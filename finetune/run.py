@@ -29,9 +29,9 @@ from finetune.checkpoint import load_progress, save_checkpoint
 from finetune.config import TrainConfig
 from finetune.data import set_epoch
 from finetune.errors import NonFiniteError
+from finetune.evaluation import score
 from finetune.interrupt import StopRequest, TrainingInterruptedError
-from finetune.metrics import compute_metrics
-from finetune.modeling import classification_loss, layer_depths
+from finetune.modeling import layer_depths
 from finetune.selection import ModelSelection
 from finetune.tasks import GlueTask
 from finetune.tracking import Tracker, eval_scalars
@@ -43,7 +43,7 @@ class LoopResult:
 
     model: PreTrainedModel | None = None  # the trained model, unwrapped
     history: list[dict[str, Any]] = field(default_factory=list)
-    final: dict[str, dict[str, float] | None] = field(default_factory=dict)  # split -> metrics
+    precision: str = "fp32"  # the autocast dtype it trained and evaluated in: fp32, bf16 or fp16
     train_runtime_s: float = 0.0
     samples_seen: int = 0
     optimizer_steps: int = 0
@@ -126,12 +126,7 @@ def evaluate(
         all_labels.append(gather(batch["labels"]).cpu())
     model.train()
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
-    if not task.is_regression and bool((labels < 0).all()):
-        return None  # a test split without labels
-    metrics = compute_metrics(task, logits.numpy(), labels.numpy())
-    metrics["loss"] = float(classification_loss(logits, labels, getattr(model, "module", model).config))
-    metrics["examples"] = len(labels)
-    return metrics
+    return score(task, logits.numpy(), labels.numpy(), getattr(model, "module", model).config)
 
 
 def check_finite_weights(model: torch.nn.Module, step: int) -> None:

@@ -2,8 +2,8 @@
 freezing, evaluation code and safety checks as the native loop, so the two can be compared run for
 run. The Trainer's own evaluation is off: a callback runs the native loop's ``evaluate`` when
 ``--eval-strategy`` says, and keeps the best model and stops early with the native loop's
-``ModelSelection``, so the last validation and the final one are one computation, and the best
-model is chosen the same way in every loop."""
+``ModelSelection``, so the best model is chosen the same way in every loop; the console shows what
+the native loop's does (``ConsoleCallback``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     PreTrainedModel,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -181,6 +184,29 @@ class FinetuneCallback(TrainerCallback):
             raise TrainingInterruptedError(self.stop.signum, state.global_step, folder)
 
 
+class ConsoleCallback(TrainerCallback):
+    """The console as the native loop shows it: one "training" bar with the last logged loss (the
+    per-epoch validation lines come from ``judge_evaluation``). It replaces the Trainer's own
+    printer, which writes every log entry as a raw dict; the entries still reach results.json's
+    history and ``--report-to``."""
+
+    def __init__(self, show: bool) -> None:
+        self.show, self.bar = show, None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", disable=not self.show)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.bar.close()
+
+
 def train_with_trainer(
     model: PreTrainedModel,
     data: RunData,
@@ -220,6 +246,9 @@ def train_with_trainer(
         callbacks=callbacks,
     )
     trainer.length_grouped = cfg.group_by_length
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    trainer.add_callback(ConsoleCallback(show=not cfg.disable_tqdm and trainer.is_world_process_zero()))
     if cfg.report_to != "none":
         callback.report = trainer.log
     if trainer.is_world_process_zero():
@@ -233,7 +262,7 @@ def train_with_trainer(
     result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
     result.samples_seen = round(len(data.splits["train"]) * trainer.state.epoch)  # fewer if stopped early
-    result.final = {s: evaluate(trainer.model, data.loader(s), task, device, dtype) for s in data.eval_splits}
+    result.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     result.world_size = trainer.args.world_size
     result.distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
     result.device = describe(trainer.args.device)

@@ -41,7 +41,10 @@ def glue_dir() -> str:
 
 def _save_tiny(model_type: str, directory: str, dropout: bool = True) -> str:
     """A tiny randomly initialised model with the default checkpoint's tokenizer (BERT's vocab).
-    Dropout stays at the architecture's default (0.1): resume and determinism must hold with it."""
+    Dropout stays at the architecture's default (0.1): resume and determinism must hold with it.
+    Its weights are drawn from a seed of their own, not from the global RNG whose state depends on
+    the tests that ran before: the same model whatever the order of the suite."""
+    import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from finetune.modeling import default_model_path
@@ -57,7 +60,10 @@ def _save_tiny(model_type: str, directory: str, dropout: bool = True) -> str:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, key):
                 setattr(config, key, 0.0)
-    AutoModel.from_config(config).save_pretrained(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config)
+    model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(directory)
     return directory
 

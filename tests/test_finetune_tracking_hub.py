@@ -80,11 +80,12 @@ class RecordingHub:
         self.calls.append(("create_repo", repo_id, private, exist_ok))
         return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(self, *, repo_id, folder_path, allow_patterns, commit_message, **kwargs):
+    def create_commit(self, *, repo_id, operations, commit_message, **kwargs):
         if self.fail_upload:
             raise ConnectionError("connection reset")
-        card = (Path(folder_path) / "README.md").read_text()
-        self.calls.append(("upload_folder", repo_id, Path(folder_path), sorted(allow_patterns), card))
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        content = {name: what if isinstance(what, bytes) else Path(what).read_bytes() for name, what in files.items()}
+        self.calls.append(("create_commit", repo_id, sorted(files), content))
 
 
 @pytest.fixture
@@ -99,12 +100,18 @@ def test_push_uploads_the_model_tokenizer_results_and_a_card(tiny_models, glue_d
     run = tmp_path / "run"
     results = finetune.train(_config(tiny_models, glue_dir, run, save_steps=2, report_to="tensorboard",
                                      push_to_hub=True, hub_model_id="me/tiny-mrpc", hub_token="hf_secret"))  # fmt: skip
-    assert [c[0] for c in hub.calls] == ["whoami", "create_repo", "upload_folder"]
+    assert [c[0] for c in hub.calls] == ["whoami", "create_repo", "create_commit"]
     assert hub.calls[0] == ("whoami", "hf_secret") and hub.calls[1] == ("create_repo", "me/tiny-mrpc", False, True)
-    _, repo, folder, files, card_text = hub.calls[2]
-    assert repo == "me/tiny-mrpc" and folder == run
+    _, repo, files, content = hub.calls[2]
+    card_text = content["README.md"].decode()
+    assert repo == "me/tiny-mrpc"
     assert files == sorted(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                            "results.json", "README.md"])  # fmt: skip
+                            "results.json", "README.md", "validation_predictions.tsv",
+                            "test_predictions.tsv"])  # fmt: skip
+    for name in ("results.json", "config.json", "README.md"):  # no local path leaves the machine
+        assert '"/' not in content[name].decode() and "/tmp/" not in content[name].decode(), name
+    assert json.loads(content["results.json"])["config"]["model"] == "bert"  # the local folder, by its name
+    assert str(tmp_path) in (run / "results.json").read_text()  # kept for local use
     assert {p.name for p in run.iterdir()} - set(files) >= {"tensorboard", "checkpoint-6"}  # not uploaded
     assert results["hub_url"] == "https://huggingface.co/me/tiny-mrpc"
     assert "hf_secret" not in (run / "results.json").read_text()  # the token is never written
@@ -159,4 +166,4 @@ def test_a_failed_upload_keeps_the_run_and_finetune_push_sends_it_later(tiny_mod
     monkeypatch.setattr(RecordingHub, "fail_upload", False)
     code = main(["push", "--checkpoint", str(run), "--hub-model-id", "me/later", "--hub-token", "t"])
     assert code == 0 and json.loads(capsys.readouterr().out)["hub_url"].endswith("me/later")
-    assert hub.calls[-1][0] == "upload_folder" and "model.safetensors" in hub.calls[-1][3]
+    assert hub.calls[-1][0] == "create_commit" and "model.safetensors" in hub.calls[-1][2]
