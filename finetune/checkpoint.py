@@ -7,24 +7,35 @@ under a temporary name and rename it into place; the Trainer writes its folder i
 ``progress.json`` after it (a ``TrainerCallback``). Either way a folder without ``progress.json``
 was cut off while being written: ``latest`` does not see it, and the next run removes it.
 Resuming checks the files against their recorded hashes and the configuration against the
-current one before any work starts.
+current one before any work starts, and that no file the loops unpickle holds more than tensors
+and plain data (``check_no_code``): the seal proves a checkpoint is whole, not who made it.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import pickle
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from finetune.config import ConfigError, differing_settings
 from finetune.files import give_usual_permissions, write_json
 
 PREFIX = "checkpoint-"
 PROGRESS_FILE = "progress.json"
+PICKLED = (".pt", ".pth", ".bin", ".pkl")  # what torch.save writes: the native, Accelerate and Trainer states
+NEVER_LOADED = {"training_args.bin"}  # the Trainer pickles its arguments there but never loads them to resume
+# Beyond tensors and plain data, the NumPy arrays of accelerate's and the Trainer's RNG files,
+# allowed exactly as those libraries allow them when they load (torch.serialization.safe_globals).
+NUMPY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), codecs.encode]
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -100,6 +111,21 @@ def read_progress(path: Path) -> dict[str, Any]:
     return record
 
 
+def check_no_code(path: Path) -> None:
+    """Load every pickled file of checkpoint ``path`` as the loops will, with
+    ``torch.load(weights_only=True)``, and refuse one that holds anything else: a pickle can name
+    any function to call while it loads, so a file edited to do so never reaches a loader."""
+    for file in sorted(p for p in path.rglob("*") if p.suffix in PICKLED and p.name not in NEVER_LOADED):
+        try:
+            with torch.serialization.safe_globals(NUMPY_GLOBALS):
+                torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ConfigError(
+                f"{file} holds more than tensors and numbers (loading it could run code): not resumed; resume only "
+                "from a checkpoint you made or trust"
+            ) from None
+
+
 def resolve_resume(resume: str | None, output_dir: Path, config: dict[str, Any]) -> Path | None:
     """The checkpoint to resume: ``latest`` (the newest whole one in ``output_dir``) or a path;
     checked whole, undamaged, and made with the same run-changing settings as ``config``."""
@@ -123,6 +149,7 @@ def resolve_resume(resume: str | None, output_dir: Path, config: dict[str, Any])
                 "checkpoint-<step>/ folder of a run, or latest"
             )
     saved = read_progress(path)["config"]
+    check_no_code(path)
     differences = differing_settings(saved, config)
     if differences:
         raise ConfigError(

@@ -115,20 +115,26 @@ def describe(device: torch.device) -> str:
 
 
 def save_state(folder: Path, states: dict[str, Any]) -> None:
-    """Model, optimizer, scheduler, loss scaler and every RNG state, in ``folder/state.pt``."""
+    """Model, optimizer, scheduler, loss scaler and every RNG state, in ``folder/state.pt``: only
+    tensors, numbers, strings and containers, so that ``torch.load(weights_only=True)`` reads it
+    and loading it can run no code (NumPy's RNG state goes in as a list of numbers)."""
     state = {name: obj.state_dict() for name, obj in states.items()}
-    state["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    numpy_rng = np.random.get_state(legacy=False)
+    numpy_rng["state"]["key"] = numpy_rng["state"]["key"].tolist()
+    state["rng"] = {"python": random.getstate(), "numpy": numpy_rng, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(state, folder / "state.pt")
 
 
 def load_state(folder: Path, states: dict[str, Any]) -> None:
-    state = torch.load(folder / "state.pt", weights_only=False)
+    state = torch.load(folder / "state.pt", weights_only=True)  # tensors and plain data only: no code runs
     for name, obj in states.items():
         obj.load_state_dict(state[name])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    numpy_rng = state["rng"]["numpy"]
+    numpy_rng["state"]["key"] = np.array(numpy_rng["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_rng)
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
