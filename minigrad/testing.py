@@ -502,7 +502,7 @@ def check_gradients(
 
     Elements within eps of a kink (one-sided differences disagree) are set aside. ``max_examples``
     (100) and ``seed`` (0) default to pytest's --gradients-max-examples and --gradients-seed.
-    Hypothesis keeps no example database (nothing is written), so a run depends only on the seed.
+    Hypothesis keeps no example database (``database=None``): a run depends only on the seed.
     """
     _library(library)
     _check_library_of(fn, library)

@@ -258,15 +258,15 @@ def test_repro_fails_again_in_a_fresh_interpreter():
     assert done.returncode != 0 and "GradientMismatch: first derivative of input 0" in done.stderr, done.stderr
 
 
-def test_repro_of_a_lambda_expects_fn_and_keeps_non_array_arguments():
-    def buggy_softmax(x, dim):
-        return x.softmax(dim) if dim == 0 else x.softmax(dim).detach() + x * 0  # wrong for dim 1
+def test_repro_of_a_local_function_expects_fn_and_keeps_non_array_arguments():
+    def buggy_power(x, n):
+        return x**n if n < 2 else (x**n).detach() + x * 0  # no gradient from n = 2 on
 
     with pytest.raises(GradientMismatch) as caught:
-        check_gradients(buggy_softmax, (2, 3), st.integers(0, 1), second_order=False)
-    assert caught.value.inputs[1] == 1 and "cannot be imported, so define fn" in caught.value.repro
+        check_gradients(buggy_power, (2, 3), st.integers(0, 3), second_order=False)
+    assert caught.value.inputs[1] == 2 and "cannot be imported, so define fn" in caught.value.repro
     with pytest.raises(GradientMismatch):
-        exec(caught.value.repro, {"fn": buggy_softmax})
+        exec(caught.value.repro, {"fn": buggy_power})
 
 
 # ----------------------------------------------------------------------------- kinks, domains, strategies
@@ -402,6 +402,24 @@ def test_plugin_options_set_examples_and_seed(pytester):
     assert _run_inner(pytester, "--gradients-max-examples", "7", "--gradients-seed", "4") != quick
     assert "{'max_examples': 100, 'seed': 0} examples 100 " in _run_inner(pytester)
     assert pytest_plugin.defaults == {"max_examples": 100, "seed": 0}  # restored after the inner session
+
+
+def test_entry_point_registers_the_plugin_once_even_with_p(tmp_path):
+    """What an install does, imitated by a dist-info folder on the path: the options work from the
+    command line, alone or with -p minigrad.pytest_plugin (the same name: not registered twice)."""
+    dist = tmp_path / "site" / "minigrad_entry_point-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: minigrad-entry-point\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[pytest11]\nminigrad.pytest_plugin = minigrad.pytest_plugin\n")
+    (tmp_path / "test_seen.py").write_text(
+        "from minigrad import pytest_plugin\n\ndef test_seen():\n    assert pytest_plugin.defaults['seed'] == 5\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+    for extra in ([], ["-p", "minigrad.pytest_plugin"]):
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--gradients-seed", "5",
+                               *extra, "test_seen.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_plugin_is_silent_without_hypothesis(tmp_path):
