@@ -312,7 +312,8 @@ def _float_outputs(lib: Any, out: Any) -> list[Any]:
         raise CheckGradientsError(f"fn returned a {other} tensor: pass library={other!r}")
     floats = [o for o in outs if isinstance(o, lib.Tensor) and o.detach().numpy().dtype.kind == "f"]
     if not floats:
-        raise CheckGradientsError(f"fn must return a float {lib.__name__} tensor (or a tuple of them), not {out!r}")
+        got = f"a tensor of {out.dtype}" if hasattr(out, "dtype") else type(out).__name__
+        raise CheckGradientsError(f"fn must return a float {lib.__name__} tensor (or a tuple of them), not {got}")
     return floats
 
 

@@ -334,7 +334,7 @@ MISUSE = {
     "no examples": (lambda: check_gradients(torch.sin, (3,), max_examples=0), "max_examples must be"),
     "unknown library": (lambda: check_gradients(torch.sin, (3,), library="jax"), "library must be"),
     "returns None": (lambda: check_gradients(lambda x: None, (3,)), "fn must return a float torch tensor"),
-    "returns integers": (lambda: check_gradients(lambda x: (x > 0).long(), (3,)), "fn must return a float"),
+    "returns integers": (lambda: check_gradients(lambda x: (x > 0).long(), (3, 4)), "not a tensor of torch.int64"),
     "detached output": (lambda: check_gradients(lambda x: x.detach() * 2, (3,)), "does not require grad"),
     "input without grad": (
         lambda: check_gradients(lambda x: x * 2, testing.tensors((3,), requires_grad=False), library="minigrad"),
