@@ -7,7 +7,8 @@ J[:, j] ~ (f(x + eps e_j) - f(x - eps e_j)) / (2 eps). The two must agree elemen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -15,10 +16,28 @@ from minigrad.autograd import grad, no_grad
 from minigrad.errors import GradcheckError
 from minigrad.tensor import Tensor, float64
 
+T = TypeVar("T")
+
 
 def _outputs(fn: Callable, inputs: Sequence[Tensor]) -> list[Tensor]:
     out = fn(*inputs)
     return [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+
+
+def perturbed(
+    f: Callable[[], T], array: np.ndarray, eps: float, elements: Iterable[int] | None = None
+) -> Iterator[tuple[int, T, T]]:
+    """For each element j of ``array`` (all, or the flat indices in ``elements``; changed in place,
+    then restored): (j, f() with it raised by eps, f() with it lowered by eps), the two halves of
+    a central difference."""
+    for j in range(array.size) if elements is None else elements:
+        orig = array.flat[j]
+        array.flat[j] = orig + eps
+        plus = f()
+        array.flat[j] = orig - eps
+        minus = f()
+        array.flat[j] = orig
+        yield j, plus, minus
 
 
 def gradcheck(
@@ -56,17 +75,13 @@ def gradcheck(
                     analytical[i][row] = g.data.ravel()
             row += 1
 
+    def values() -> np.ndarray:
+        return np.concatenate([o.data.ravel() for o in _outputs(fn, xs)])
+
     worst = (0.0, None)
     with no_grad():
         for i in wrt:
-            flat = xs[i].data.reshape(-1)  # a view: perturbs the input in place
-            for j in range(flat.size):
-                orig = flat[j]
-                flat[j] = orig + eps
-                plus = np.concatenate([o.data.ravel() for o in _outputs(fn, xs)])
-                flat[j] = orig - eps
-                minus = np.concatenate([o.data.ravel() for o in _outputs(fn, xs)])
-                flat[j] = orig
+            for j, plus, minus in perturbed(values, xs[i].data, eps):
                 numerical = (plus - minus) / (2 * eps)
                 a = analytical[i][:, j]
                 excess = np.abs(a - numerical) - (atol + rtol * np.abs(numerical))

@@ -12,20 +12,34 @@ Write a property test in three lines::
 ``fn`` receives the library (``minigrad`` or ``torch``) first, then tensors, so one function
 body runs through both. ``compositions()`` draws whole random programs of several ops; when
 one fails, hypothesis shrinks it and its repr is a runnable snippet for both libraries.
+
+``check_gradients(MyFn.apply, (3, 4), (4,))`` turns the same machinery on your own code: it checks
+a custom ``torch.autograd.Function`` (or a minigrad one) against finite differences over
+hypothesis-drawn inputs and raises ``GradientMismatch`` with a shrunk, runnable counterexample.
+It needs hypothesis: ``pip install "minigrad-finetune[testing]"``.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch  # imported with the module: inside the first example it would blow hypothesis's deadline
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+
+try:
+    import hypothesis
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError as error:
+    raise ImportError('minigrad.testing needs hypothesis: pip install "minigrad-finetune[testing]"') from error
 
 import minigrad
+from minigrad import pytest_plugin
+from minigrad.gradcheck import perturbed
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -90,6 +104,12 @@ def _grad_seed(shape: tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal(shape)
 
 
+def _grad_arrays(grads: Sequence[Any], shapes_: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Gradients as NumPy arrays: zeros for None (an unused input) and for torch's ZeroTensor."""
+    zero = [g is None or getattr(g, "_is_zerotensor", lambda: False)() for g in grads]
+    return [np.zeros(shape) if z else np.asarray(g.detach().numpy()) for g, z, shape in zip(grads, zero, shapes_)]
+
+
 def assert_matches_torch(
     fn: Callable[..., Any],
     *arrays_: np.ndarray,
@@ -132,10 +152,7 @@ def assert_second_derivative_matches_torch(
         terms = [(g * lib.tensor(_grad_seed(tuple(g.shape)) + 0.5)).sum() for g in first
                  if g is not None and g.requires_grad]  # fmt: skip
         second = lib.autograd.grad(sum(terms), inputs, allow_unused=True) if terms else [None] * len(inputs)
-        zero = [g is None or getattr(g, "_is_zerotensor", lambda: False)() for g in second]  # torch's ZeroTensor
-        found.append(
-            [np.zeros(a.shape) if z else np.asarray(g.detach().numpy()) for g, z, a in zip(second, zero, arrays_)]
-        )
+        found.append(_grad_arrays(second, [a.shape for a in arrays_]))
     for i, (m, t) in enumerate(zip(*found)):
         np.testing.assert_allclose(m, t, atol=atol, rtol=rtol, err_msg=f"second derivative of input {i} differs")
 
@@ -230,6 +247,305 @@ def assert_composition_matches_torch(comp: Composition, atol: float = 1e-8, rtol
     assert_matches_torch(comp, *comp.input_arrays, atol=atol, rtol=rtol)
 
 
+# ----------------------------------------------------------------------------- check_gradients
+
+
+class GradientMismatch(AssertionError):  # noqa: N818 - a failed check, as AssertionError is
+    """An analytic derivative (or, with ``reference=``, a value) that disagrees, at the
+    shrunk inputs ``.inputs``; ``.repro`` is Python source that rebuilds them and fails again."""
+
+    def __init__(self, message: str, inputs: list[Any], repro: str) -> None:
+        super().__init__(f"{message}\n\nRe-run it with:\n\n{repro}")
+        self.inputs, self.repro = inputs, repro
+
+
+class CheckGradientsError(ValueError):
+    """check_gradients was called in a way it cannot check; the message says what to change."""
+
+
+class _Misuse(BaseException):
+    """Carries a CheckGradientsError out through hypothesis, which would shrink an Exception like a bug."""
+
+
+def _library(name: str) -> Any:
+    if name not in ("torch", "minigrad"):
+        raise CheckGradientsError(f"library must be 'torch' or 'minigrad', not {name!r}")
+    return torch if name == "torch" else minigrad
+
+
+def _check_library_of(fn: Callable, library: str) -> None:
+    """A Function's ``.apply`` belongs to one library: say so before running it on the other's tensors."""
+    owner = getattr(fn, "__self__", None)
+    for name, base in (("minigrad", minigrad.Function), ("torch", torch.autograd.Function)):
+        if isinstance(owner, type) and issubclass(owner, base) and name != library:
+            raise CheckGradientsError(f"{owner.__name__} is a {name} Function: pass library={name!r}")
+
+
+def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
+    """The inputs as check_gradients holds them: float arrays (and float tensors that require
+    grad) become float64 arrays to differentiate; anything else is passed to fn unchanged."""
+    values = []
+    for i, v in enumerate(drawn):
+        if isinstance(v, lib.Tensor) and v.detach().numpy().dtype.kind == "f":
+            if not v.requires_grad:
+                raise CheckGradientsError(f"input {i} is a float tensor that does not require grad")
+            v = v.detach().numpy()
+        values.append(np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+    if not any(_is_input(v) for v in values):
+        raise CheckGradientsError("no input to differentiate: give a shape or a strategy of float arrays")
+    return values
+
+
+def _is_input(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype == np.float64
+
+
+def _args(lib: Any, values: list[Any]) -> list[Any]:
+    return [lib.tensor(v, requires_grad=_is_input(v)) if isinstance(v, np.ndarray) else v for v in values]
+
+
+def _float_outputs(lib: Any, out: Any) -> list[Any]:
+    """fn's float tensors (it may return one, or a tuple with integer ones such as indices)."""
+    outs = [out] if isinstance(out, (torch.Tensor, minigrad.Tensor)) else out if isinstance(out, (tuple, list)) else []
+    other = "torch" if lib is minigrad else "minigrad"
+    if any(isinstance(o, (torch.Tensor, minigrad.Tensor)) and not isinstance(o, lib.Tensor) for o in outs):
+        raise CheckGradientsError(f"fn returned a {other} tensor: pass library={other!r}")
+    floats = [o for o in outs if isinstance(o, lib.Tensor) and o.detach().numpy().dtype.kind == "f"]
+    if not floats:
+        got = f"a tensor of {out.dtype}" if hasattr(out, "dtype") else type(out).__name__
+        raise CheckGradientsError(f"fn must return a float {lib.__name__} tensor (or a tuple of them), not {got}")
+    return floats
+
+
+@functools.lru_cache(maxsize=256)
+def _weights(lib: Any, shape: tuple[int, ...], offset: float) -> Any:
+    """The fixed random upstream gradient ``_grad_seed(shape) + offset``, as a tensor made once."""
+    return lib.tensor(_grad_seed(shape) + offset)
+
+
+def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, list | None]:
+    """The scalar S = sum_k <u_k, fn(x)_k> with fixed random u_k (order 1), or T = sum_i <v_i, dS/dx_i>
+    (order 2), and, with ``grads``, its analytic gradient with respect to each float input: one
+    backward pass, a vector-Jacobian product that involves every output element."""
+    with lib.enable_grad() if grads or order == 2 else lib.no_grad():
+        args = _args(lib, values)
+        inputs = [a for a, v in zip(args, values) if _is_input(v)]
+        outs = _float_outputs(lib, fn(*args))
+        s = sum((o * _weights(lib, tuple(o.shape), k)).sum() for k, o in enumerate(outs))
+        if grads and order == 1 and not s.requires_grad:
+            raise CheckGradientsError("fn's output does not require grad: is it detached from the inputs?")
+        if order == 2:
+            first = lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True)
+            terms = [(g * _weights(lib, tuple(g.shape), 0.5)).sum() for g in first if g is not None]
+            s = sum(terms, lib.tensor(0.0))
+        if not grads:
+            return s.item(), None
+        found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
+        return s.item(), _grad_arrays(found, [tuple(t.shape) for t in inputs])
+
+
+def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rtol: float) -> tuple | None:
+    """(input, element, actual, expected) where |actual - expected| most exceeds atol + rtol |expected|
+    (a NaN exceeds everything; NaN in ``expected`` marks an element set aside), or None."""
+    worst = None
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        excess = np.where(np.isnan(e), -np.inf, np.nan_to_num(np.abs(a - e) - atol - rtol * np.abs(e), nan=np.inf))
+        if excess.size and excess.max() > 0 and (worst is None or excess.max() > worst[0]):
+            j = np.unravel_index(int(excess.argmax()), a.shape)
+            worst = (excess.max(), i, tuple(int(k) for k in j), a[j], e[j])
+    return worst and worst[1:]
+
+
+def _numeric(lib: Any, fn: Callable, values: list[Any], order: int, value: float, analytic: list[np.ndarray],
+             eps: float, atol: float, rtol: float) -> list[np.ndarray]:  # fmt: skip
+    """Central differences of S (or T) for every float input element. Where one disagrees with
+    the analytic derivative, the slopes over the four half-steps from x - eps to x + eps are
+    compared too: if they disagree by more than the tolerance, a kink (relu at 0, a tie in max)
+    or a jump (relu's derivative at 0) lies within eps, the derivative there is not known well
+    enough to judge, and the element is set aside (NaN). Elsewhere the central difference is
+    within half that disagreement of the true slope: a correct function raises no false alarm."""
+    numeric = []
+    f = lambda: _evaluate(lib, fn, values, order, grads=False)[0]  # noqa: E731
+    for v, a in zip(filter(_is_input, values), analytic):
+        found = np.empty(v.shape)
+        for j, plus, minus in perturbed(f, v, eps):
+            found.flat[j] = central = (plus - minus) / (2 * eps)
+            tolerance = atol + rtol * abs(central)
+            if not abs(a.flat[j] - central) <= tolerance:
+                ((_, half_plus, half_minus),) = perturbed(f, v, eps / 2, elements=[j])
+                slopes = np.diff([minus, half_minus, value, half_plus, plus]) / (eps / 2)
+                if not np.ptp(slopes) <= tolerance:
+                    found.flat[j] = np.nan
+        numeric.append(found)
+    return numeric
+
+
+def _importable(obj: Any) -> tuple[str, str] | None:
+    """(module, qualified name) under which ``obj`` can be imported again, or None (a lambda,
+    a function defined inside another)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    found = sys.modules.get(module or "")
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return (module, qualname) if found is obj and found is not None else None
+
+
+def _name_in_repro(fn: Callable, placeholder: str, lines: list[str]) -> str:
+    """The expression for ``fn`` in a repro, adding its import to ``lines``."""
+    owner = getattr(fn, "__self__", None)  # Function.apply is a method bound to the class
+    target, attribute = (owner, f".{fn.__name__}") if isinstance(owner, type) else (fn, "")
+    where = _importable(target)
+    if where is None:
+        lines.append(f"# {placeholder} = {fn!r}: it cannot be imported, so define {placeholder} before running this")
+        return placeholder
+    lines.append(f"from {where[0]} import {where[1].split('.')[0]}")
+    return where[1] + attribute
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        return f"np.array({v.tolist()!r}, dtype=np.{v.dtype}).reshape({v.shape})"
+    return repr(v)
+
+
+def _repro(fn: Callable, values: list[Any], options: dict[str, Any]) -> str:
+    lines = ["import numpy as np", "from minigrad.testing import check_gradients_at"]
+    call = [_name_in_repro(fn, "fn", lines), *(_literal(v) for v in values)]
+    for key, value in options.items():
+        call.append(f"{key}={_name_in_repro(value, 'reference', lines) if key == 'reference' else repr(value)}")
+    return "\n".join([*lines, "", "check_gradients_at(", *(f"    {c}," for c in call), ")", ""])
+
+
+def check_gradients_at(
+    fn: Callable[..., Any],
+    *inputs: Any,
+    library: str = "torch",
+    second_order: bool = True,
+    reference: Callable[..., Any] | None = None,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> int:
+    """Check ``fn``'s derivatives at one point: float NumPy arrays among ``inputs`` become float64
+    tensors that require grad, the rest is passed as is. Raises ``GradientMismatch``; returns how
+    many first-derivative elements were compared (the others lay at a kink and were set aside)."""
+    lib = _library(library)
+    _check_library_of(fn, library)
+    values = _values(lib, inputs)
+    wrt = [k for k, v in enumerate(values) if _is_input(v)]
+    options = {"library": library, "second_order": second_order, "eps": eps, "atol": atol, "rtol": rtol}
+    if reference is not None:
+        options["reference"] = reference
+
+    def mismatch(message: str) -> GradientMismatch:
+        return GradientMismatch(message, values, _repro(fn, values, options))
+
+    tolerance = f"eps={eps}, atol={atol}, rtol={rtol}"
+    if reference is not None:
+        with lib.no_grad():
+            outs = [[o.detach().numpy() for o in _float_outputs(lib, f(*_args(lib, values)))] for f in (fn, reference)]
+        if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
+            raise mismatch(f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's "
+                           f"{[o.shape for o in outs[1]]}")  # fmt: skip
+        grads = [_evaluate(lib, f, values, 1, grads=True)[1] for f in (fn, reference)]
+        for what, found in (("output", _worst(*outs, atol, rtol)), ("gradient", _worst(*grads, atol, rtol))):
+            if found:
+                k, element, mine, theirs = found
+                name = f"output {k}" if what == "output" else f"first derivative of input {wrt[k]}"
+                raise mismatch(f"fn and reference differ: {name} at element {element}: fn {mine:.10g}, "
+                               f"reference {theirs:.10g} ({tolerance})")  # fmt: skip
+    compared = 0
+    for order in (1, 2) if second_order else (1,):
+        value, analytic = _evaluate(lib, fn, values, order, grads=True)
+        if not np.isfinite(value):
+            raise mismatch("fn is not finite at these inputs (keep them in its domain with low/high or a strategy)")
+        numeric = _numeric(lib, fn, values, order, value, analytic, eps, atol, rtol)
+        if order == 1:
+            compared = sum(int(np.sum(~np.isnan(n))) for n in numeric)
+        found = _worst(analytic, numeric, atol, rtol)
+        if found:
+            i, element, a, n = found  # i counts the inputs that are differentiated
+            of = "<u, fn(x)> for a fixed random u" if order == 1 else "<v, d<u, fn(x)>/dx> for fixed random u, v"
+            raise mismatch(
+                f"{['first', 'second'][order - 1]} derivative of input {wrt[i]} (shape {values[wrt[i]].shape}) is "
+                f"wrong at element {element}: analytic {a:.10g}, numeric {n:.10g} (the gradient of {of}; {tolerance})"
+            )
+    return compared
+
+
+def _strategy(i: int, shape: Any, low: float, high: float) -> st.SearchStrategy:
+    if isinstance(shape, st.SearchStrategy):
+        return shape
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise CheckGradientsError(f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or "
+                                  f"(), or a hypothesis strategy")  # fmt: skip
+    return arrays(shape, min_value=low, max_value=high)
+
+
+def check_gradients(
+    fn: Callable[..., Any],
+    *shapes: tuple[int, ...] | st.SearchStrategy,
+    low: float = -3.0,
+    high: float = 3.0,
+    second_order: bool = True,
+    max_examples: int | None = None,
+    seed: int | None = None,
+    library: str = "torch",
+    reference: Callable[..., Any] | None = None,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> None:
+    """Check ``fn``'s first (and second) derivatives against float64 central differences over
+    ``max_examples`` inputs drawn by hypothesis: one float64 array in [low, high] per shape, or
+    whatever a strategy given in place of a shape draws. Returns None, or raises
+    ``GradientMismatch`` for shrunk inputs, with ``.inputs`` and a runnable ``.repro``.
+
+    Elements within eps of a kink (one-sided differences disagree) are set aside. ``max_examples``
+    (100) and ``seed`` (0) default to pytest's --gradients-max-examples and --gradients-seed.
+    Hypothesis keeps no example database (``database=None``): a run depends only on the seed.
+    """
+    _library(library)
+    _check_library_of(fn, library)
+    if not shapes:
+        raise CheckGradientsError(
+            "give one shape (or strategy) per input of fn, e.g. check_gradients(fn, (3, 4), (4,))"
+        )
+    if not low < high:
+        raise CheckGradientsError(f"low must be below high, got low={low}, high={high}")
+    max_examples = pytest_plugin.defaults["max_examples"] if max_examples is None else max_examples
+    seed = pytest_plugin.defaults["seed"] if seed is None else seed
+    if not (isinstance(max_examples, int) and max_examples > 0):
+        raise CheckGradientsError(f"max_examples must be a positive int, not {max_examples!r}")
+    strategy = st.tuples(*(_strategy(i, s, low, high) for i, s in enumerate(shapes)))
+    options = dict(library=library, second_order=second_order, reference=reference, eps=eps, atol=atol, rtol=rtol)
+    compared = []
+
+    @hypothesis.seed(seed)
+    @hypothesis.settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.generate, hypothesis.Phase.shrink],
+        report_multiple_bugs=False,
+        verbosity=hypothesis.Verbosity.quiet,
+        suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+    )
+    @hypothesis.given(strategy)
+    def check(drawn: tuple) -> None:
+        try:
+            compared.append(check_gradients_at(fn, *drawn, **options))
+        except CheckGradientsError as error:
+            raise _Misuse(error) from None
+
+    try:
+        check()
+    except _Misuse as misuse:
+        raise misuse.args[0] from None
+    if not sum(compared):
+        raise CheckGradientsError("no element was compared: every input was empty or every element lay at a kink")
+
+
 __all__: Sequence[str] = [
     "shapes",
     "broadcastable_shapes",
@@ -240,4 +556,8 @@ __all__: Sequence[str] = [
     "Composition",
     "compositions",
     "assert_composition_matches_torch",
+    "check_gradients",
+    "check_gradients_at",
+    "GradientMismatch",
+    "CheckGradientsError",
 ]
