@@ -5,6 +5,9 @@ receives ``grad`` (dLoss/dOutput, a Tensor) and returns dLoss/dInput for each in
 local derivative, written with Tensor ops: so ``create_graph=True`` can differentiate it again.
 ``ctx.result`` is the op's output, for derivatives stated through it (exp, tanh, softmax ...).
 
+Where BERT spends its time (erf, GELU, softmax, stacked matmul) ``forward`` calls one function of
+``kernels``, named for the math: its plain NumPy reference, or a fast version of it (see there).
+
 Broadcasting: when an input was broadcast (stretched) in forward, its gradient is summed
 back over the stretched axes by ``unbroadcast``: one value fed many outputs, so it collects
 all of their gradients.

@@ -237,3 +237,17 @@ def test_adam_updates_large_parameters_block_by_block_as_torch(make):
         topt.step()
     for p, tp in zip(mine, theirs):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
+
+
+def test_only_the_kernels_module_uses_threads_and_nothing_imports_finetune():
+    """minigrad stands alone (no finetune), and its speed lives in one module: no other file of
+    the package starts threads, processes or fork hooks."""
+    import re
+    from pathlib import Path
+
+    package = Path(mg.__file__).parent
+    for path in package.rglob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"^\s*(from|import) finetune", source, re.M), path
+        if path.name != "kernels.py":
+            assert not re.search(r"concurrent|threading|multiprocessing|register_at_fork", source), path
