@@ -16,6 +16,10 @@ thread pool, cache-sized blocks, a polynomial fit of erfc, work done in place. `
 or ``MINIGRAD_KERNELS=plain`` (read at import) sends everything through the plain references,
 and then no thread is ever started; ``tests/test_kernels.py`` checks that each fast kernel
 agrees with its plain reference, and to what tolerance.
+
+Why one call per computation: an op reads the same in both modes (its rule, its backward, what
+it saves), and the call's name says what comes back; the reader who wants the arithmetic finds
+it here, the plain version first, then what the fast one does differently and why.
 """
 
 from __future__ import annotations
