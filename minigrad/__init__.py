@@ -1,12 +1,14 @@
 """minigrad: a small tensor library with a define-by-run autograd engine on NumPy.
 
 Torch's names, NumPy underneath, and every op's forward next to its backward in
-``minigrad/ops.py``; the engine (ordering and accumulation) is ``minigrad/autograd.py``.
+``minigrad/ops.py``; the engine (ordering and accumulation) is ``minigrad/autograd.py``. The
+fast path for the few heavy computations is ``minigrad/kernels.py`` (``MINIGRAD_KERNELS=plain``
+runs their plain references instead).
 """
 
 import numpy as np
 
-from minigrad import nn, optim, viz
+from minigrad import kernels, nn, optim, viz
 from minigrad.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.errors import (
     BackwardError,
@@ -54,6 +56,7 @@ dtype = np.dtype
 __version__ = "0.1.0"
 
 __all__ = [
+    "kernels",
     "nn",
     "optim",
     "viz",

@@ -236,7 +236,6 @@ def backward(
     grads: dict[Any, Variable] = {}  # node or leaf -> its gradient, summed over the paths so far
     queue: list[tuple[int, Function]] = []  # nodes waiting for their visit, newest first
     captured: dict[Variable, Variable] = {}  # the gradients ``inputs`` asked for
-    held = {id(g.data) for g in grad_outputs}  # arrays others hold: a leaf may only keep a copy
 
     def send(t: Variable, g: Variable) -> None:
         """Add ``g`` to the gradient of ``t``: its node's, or its own if ``t`` is a leaf."""
@@ -264,7 +263,6 @@ def backward(
             grad = grads.pop(node)
             if node.hooks:
                 grad = _run_hooks(node.hooks, grad)
-                held.add(id(grad.data))  # a hook may have kept it
             owner = node.retained and node.retained()
             if owner is not None:  # retain_grad()
                 owner.grad = grad if create_graph else type(grad)(grad.data.copy())
@@ -282,6 +280,7 @@ def backward(
             if not retain_graph:  # free what the node saved for its backward
                 node.saved = None
 
+        taken = {id(g.data) for g in grad_outputs}  # arrays a leaf may not keep as they are (_owned)
         for leaf, grad in grads.items():  # every node has been visited: what is left are leaves
             grad = _run_hooks(leaf._hooks, grad)
             if inputs is not None:
@@ -289,10 +288,7 @@ def backward(
             elif create_graph:
                 leaf.grad = grad if leaf.grad is None else leaf.grad + grad
             elif leaf.grad is None:
-                if not _nobody_else_holds(grad, leaf, held):
-                    grad = type(grad)(grad.data.astype(leaf.data.dtype))  # a copy the leaf owns
-                leaf.grad = grad
-                held.add(id(grad.data))
+                leaf.grad = _owned(grad, leaf, taken)
             else:
                 leaf.grad.data += grad.data  # accumulate in place, as torch does
     if inputs is not None:
@@ -300,27 +296,30 @@ def backward(
     return None
 
 
-def _nobody_else_holds(grad: Variable, leaf: Variable, held: set[int]) -> bool:
-    """May ``grad`` become the leaf's ``.grad`` as it is, without a copy? Yes when its array was
-    made by this backward for this leaf alone: not a view of another array, writable, in the
-    leaf's dtype, and held by nobody else (torch's AccumulateGrad "steals" such a gradient too)."""
+def _owned(grad: Variable, leaf: Variable, taken: set[int]) -> Variable:
+    """The gradient a leaf keeps as its first ``.grad``: ``grad`` itself when its array was made by
+    this backward and nobody else holds it (not the caller's seed nor another leaf's ``.grad``,
+    noted in ``taken``; not a view of another array; writable; in the leaf's dtype), else a copy.
+    A memory saving, as torch's AccumulateGrad "steals" such a gradient: no copy of every
+    parameter's gradient on every training step."""
     array = grad.data
-    return (
-        array.base is None
-        and array.flags.writeable
-        and array.dtype == leaf.data.dtype
-        and id(array) not in held
-        and not leaf._hooks  # a hook may have handed back a tensor of its own
-    )
+    if array.base is not None or not array.flags.writeable or array.dtype != leaf.data.dtype or id(array) in taken:
+        grad = type(grad)(array.astype(leaf.data.dtype))
+    taken.add(id(grad.data))
+    return grad
 
 
 def _run_hooks(hooks: Sequence[Callable], grad: Variable) -> Variable:
-    """Each hook sees the gradient; one that returns a tensor replaces it."""
+    """Each hook sees the gradient; one that returns a tensor replaces it. A hook may keep what it
+    saw, so after any hook the engine goes on with a clone: nothing it writes into later is the
+    hook's."""
+    if not hooks:
+        return grad
     for hook in hooks:
         new = hook(grad)
         if new is not None:
             grad = new
-    return grad
+    return grad.clone()
 
 
 def grad(

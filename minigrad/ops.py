@@ -5,6 +5,9 @@ receives ``grad`` (dLoss/dOutput, a Tensor) and returns dLoss/dInput for each in
 local derivative, written with Tensor ops: so ``create_graph=True`` can differentiate it again.
 ``ctx.result`` is the op's output, for derivatives stated through it (exp, tanh, softmax ...).
 
+Where BERT spends its time (erf, GELU, softmax, stacked matmul) ``forward`` calls one function of
+``kernels``, named for the math: its plain NumPy reference, or a fast version of it (see there).
+
 Broadcasting: when an input was broadcast (stretched) in forward, its gradient is summed
 back over the stretched axes by ``unbroadcast``: one value fed many outputs, so it collects
 all of their gradients.
@@ -12,15 +15,12 @@ all of their gradients.
 
 from __future__ import annotations
 
-import functools
-import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from minigrad import kernels
 from minigrad.autograd import Function, Variable
 from minigrad.errors import ShapeError
 
@@ -330,100 +330,13 @@ class Sigmoid(Function):
         return grad * y * (1 - y)
 
 
-BLOCK = 1 << 18  # elements a block of elementwise work holds: 1 MiB of float32, cache-sized
-
-
-def in_parallel(work: Any, items: Sequence[Any]) -> None:
-    """``work(item)`` for each item, spread over the CPU's cores: NumPy lets go of the interpreter
-    inside each pass over an array, so threads run their passes side by side."""
-    if len(items) > 1:
-        list(_thread_pool().map(work, items))
-    elif items:
-        work(items[0])
-
-
-def row_blocks(shape: tuple[int, ...]) -> list:
-    """Slices of the first axis holding about ``BLOCK`` elements each (everything for a 0-d array):
-    pieces of work for ``in_parallel``."""
-    if not shape:
-        return [...]
-    rows = max(1, BLOCK // max(1, math.prod(shape[1:])))
-    return [slice(i, i + rows) for i in range(0, shape[0], rows)]
-
-
-@functools.cache
-def _thread_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="minigrad")
-
-
-if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: it makes its own pool
-    os.register_at_fork(after_in_child=_thread_pool.cache_clear)
-
-
-def _blockwise(formula: Any, *arrays: np.ndarray) -> np.ndarray:
-    """``formula`` (elementwise, NumPy) over same-shaped arrays, a block at a time, the blocks
-    shared among the cores: a block stays in the cache through the dozen passes a formula like
-    erfc's makes (on whole arrays of BERT's size each pass would go out to memory and back)."""
-    flat = [a.reshape(-1) for a in arrays]
-    out = np.empty(flat[0].size, np.result_type(*arrays))
-
-    def run(start: int) -> None:
-        out[start : start + BLOCK] = formula(*(f[start : start + BLOCK] for f in flat))
-
-    in_parallel(run, range(0, out.size, BLOCK))
-    return out.reshape(arrays[0].shape)
-
-
-# Abramowitz & Stegun 7.1.26: erfc(z) = t P(t) exp(-z^2) for z >= 0, t = 1 / (1 + p z), within
-# 1.5e-7 of the exact value; P's coefficients a5 .. a1, highest power first.
-_AS_P = 0.3275911
-_AS_COEFFS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
-
-
-def _normal_tail(x: np.ndarray) -> np.ndarray:
-    """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal's mass beyond |x|. float32 by the
-    fit above, a dozen NumPy passes (scipy's erfc is a scalar loop, several times slower); other
-    dtypes by scipy."""
-    if x.dtype != np.float32:
-        return 0.5 * _special("erfc", np.abs(x) * (1 / np.sqrt(2)))
-    f32 = np.float32
-    t = np.abs(x)
-    t *= f32(_AS_P / np.sqrt(2))
-    t += 1
-    np.divide(1, t, out=t)
-    tail = t * f32(_AS_COEFFS[0] / 2)  # each coefficient halved: the tail is erfc / 2
-    for a in _AS_COEFFS[1:]:
-        tail += f32(a / 2)
-        tail *= t
-    exponent = np.square(x)
-    exponent *= f32(-0.5)  # -z^2 with z = |x| / sqrt 2
-    tail *= np.exp(exponent, out=exponent)
-    return tail
-
-
-def _special(name: str, x: np.ndarray) -> np.ndarray:
-    """scipy.special's ``erf`` or ``erfc``; Python's math one, element by element, where scipy is missing."""
-    try:
-        from scipy import special
-    except ImportError:
-        return np.vectorize(getattr(math, name), otypes=[x.dtype])(x)
-    return getattr(special, name)(x)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf, elementwise: float32 as sign(x) (1 - erfc(|x|)) through the fit, others by scipy."""
-    if x.dtype == np.float32:
-        return _blockwise(lambda b: np.copysign(1 - 2 * _normal_tail(b * np.float32(np.sqrt(2))), b), x)
-    return _special("erf", x)
-
-
 class Erf(Function):
     rule = "d erf(u)/du = 2/sqrt(pi) exp(-u^2)"
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return _erf(x.data)
+        return kernels.erf(x.data)
 
     @staticmethod
     def backward(ctx, grad):
@@ -432,40 +345,34 @@ class Erf(Function):
 
 
 class Gelu(Function):
-    """The exact GELU, x Phi(x) (Hendrycks & Gimpel; BERT's activation), with Phi(x) = 1 - h for
-    x >= 0 and h below, h = Phi(-|x|) the normal tail: gelu(x) = relu(x) - |x| h, no sign to fix.
-    Its gradient is an op of its own, ``GeluBackward``, as in torch: one pass over the arrays
-    instead of the dozen a composition of mul, add and erf takes, and still differentiable again."""
+    """The exact GELU, x Phi(x), with Phi the standard normal's CDF (Hendrycks & Gimpel; BERT's
+    activation). Its gradient is an op of its own, ``GeluBackward``, as in torch: one pass over the
+    arrays instead of the dozen a composition of mul, add and erf takes, and still differentiable
+    again."""
 
     rule = "d gelu(u)/du = Phi(u) + u phi(u)"
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        ctx.tail = _blockwise(_normal_tail, x.data)  # kept for backward: erfc is the costly part
-        with np.errstate(invalid="ignore"):  # inf * 0 is nan, quietly (torch's float32 gelu: nan too)
-            return _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x.data, ctx.tail)
+        out, ctx.memo = kernels.gelu(x.data)  # memo: what the gradient reuses (Phi(x), plainly)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.tail)
+        return GeluBackward.apply(grad, x, ctx.memo)
 
 
 class GeluBackward(Function):
-    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), with the tail Phi(-|x|) given (Gelu's forward has it)."""
+    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), phi the normal density, with Gelu's memo given."""
 
     rule = "d/dgrad = Phi(x) + x phi(x), d/dx = grad phi(x) (2 - x^2)"
 
     @staticmethod
-    def forward(ctx, grad, x, tail):
+    def forward(ctx, grad, x, memo):
         ctx.save_for_backward(grad, x)
-        k = x.dtype.type(1 / np.sqrt(2 * np.pi))
-
-        def formula(g: np.ndarray, v: np.ndarray, h: np.ndarray) -> np.ndarray:
-            return g * (np.where(v >= 0, 1 - h, h) + v * k * np.exp(v * v * -0.5))
-
-        return _blockwise(formula, grad.data, x.data, tail)
+        return kernels.gelu_backward(grad.data, x.data, memo)
 
     @staticmethod
     def backward(ctx, gg):
@@ -695,17 +602,8 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dims):
         """``dims``: the one softmax axis, as a tuple (empty for a 0-d tensor)."""
-        e = np.empty_like(x.data)  # one array for the whole op, worked in place, rows on every core
-
-        def softmax(rows: Any) -> None:
-            part, out = x.data[rows], e[rows]
-            np.subtract(part, np.max(part, axis=dims, keepdims=True, initial=-np.inf), out=out)
-            np.exp(out, out=out)
-            out /= np.sum(out, axis=dims, keepdims=True)
-
-        in_parallel(softmax, [...] if 0 in dims else row_blocks(x.shape))
         ctx.dims = dims
-        return e
+        return kernels.softmax(x.data, dims)
 
     @staticmethod
     def backward(ctx, grad):
@@ -829,17 +727,6 @@ class Addmm(Function):
         return g_input, g1, g2, None, None
 
 
-def _stacked_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``np.matmul``, a stack of matrices split among the cores: NumPy multiplies a stack one
-    matrix at a time, and BLAS keeps a small product (attention's 54 x 64 heads) on one core."""
-    if x.ndim < 3 or x.ndim != y.ndim or x.shape[0] != y.shape[0] or x.shape[-1] != y.shape[-2]:
-        return np.matmul(x, y)
-    batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-    out = np.empty((*batch, x.shape[-2], y.shape[-1]), np.result_type(x, y))
-    in_parallel(lambda rows: np.matmul(x[rows], y[rows], out=out[rows]), row_blocks(out.shape))
-    return out
-
-
 class MatMul(Function):
     """Batched matrix product with NumPy's rules for 1-D operands and broadcast batch dims
     (two matrices go to ``Mm``)."""
@@ -850,7 +737,7 @@ class MatMul(Function):
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
         try:
-            return _stacked_matmul(a.data, b.data)
+            return kernels.matmul(a.data, b.data)
         except ValueError:
             raise ShapeError(
                 f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dim of the first "

@@ -7,13 +7,12 @@ group, so parts of a model can have their own learning rate or weight decay.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from minigrad.ops import in_parallel, row_blocks
+from minigrad import kernels
 from minigrad.tensor import Tensor
 
 
@@ -74,7 +73,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction; ``weight_decay`` adds wd * p to the gradient (L2), as torch's Adam."""
+    """Adam (Kingma & Ba): the moments m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2, then
+    p -= lr m_hat / (sqrt(v_hat) + eps), with m_hat and v_hat freed of their bias towards the start
+    at 0 (``kernels.adam``); ``weight_decay`` adds wd * p to the gradient (L2), as torch's Adam."""
 
     decoupled = False
 
@@ -90,29 +91,8 @@ class Adam(Optimizer):
                 if not state:
                     state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
                 state["step"] += 1
-                arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"])
-                # a few rows at a time, in the cache, on every core: the dozen passes of _update
-                # would otherwise each go over the whole parameter in memory (22M floats for BERT)
-                in_parallel(functools.partial(self._update, arrays, group, state["step"]), row_blocks(p.shape))
-
-    def _update(self, arrays: tuple[np.ndarray, ...], group: dict[str, Any], t: int, rows: Any) -> None:
-        """Step ``t`` of Adam on some rows of a parameter, from its gradient and moments, in place."""
-        p, grad, m, v = (a[rows] for a in arrays)
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if wd and self.decoupled:
-            p *= 1 - lr * wd  # AdamW: decay the weights directly
-        elif wd:
-            grad = grad + wd * p
-        m *= beta1
-        m += (1 - beta1) * grad  # m = b1 m + (1 - b1) g
-        v *= beta2
-        v += (1 - beta2) * np.square(grad)  # v = b2 v + (1 - b2) g^2
-        # p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps), with sqrt(1 - b2^t) moved from the
-        # denominator into the step size: one pass fewer
-        root = np.sqrt(1 - beta2**t)
-        denom = np.sqrt(v)
-        denom += eps * root
-        p -= (lr * root / (1 - beta1**t)) * (m / denom)
+                kernels.adam(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group["lr"],
+                             group["betas"], group["eps"], group["weight_decay"], self.decoupled)  # fmt: skip
 
 
 class AdamW(Adam):

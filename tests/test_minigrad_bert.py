@@ -1,9 +1,13 @@
 """minigrad's BERT against transformers' on real MRPC batches with padding: the same logits (both
-poolings, float32 and float64) and the same gradients for every parameter, from the same
-checkpoint folder, read with NumPy; bad folders refused."""
+poolings, float32 and float64), the same gradients for every parameter and the same weights after
+an AdamW step, from the same checkpoint folder, read with NumPy, through the fast kernels and the
+plain references alike; bad folders refused."""
 
+import copy
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,28 @@ import torch
 from finetune.data import load_glue
 from finetune.modeling import load_model
 from finetune.tasks import get_task
+from minigrad import kernels
 from minigrad.models.bert import CheckpointError, from_pretrained
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(params=kernels.MODES)
+def kernel_mode(request):
+    """The equality tests run twice: through the fast kernels and through the plain references."""
+    before = kernels.use(request.param)
+    yield request.param
+    kernels.use(before)
+
+
+def import_example():
+    """examples/finetune_mrpc.py, a script outside the package."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import finetune_mrpc
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return finetune_mrpc
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +65,7 @@ def _inputs(batch):
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
+@pytest.mark.usefixtures("kernel_mode")
 def test_the_encoder_gives_transformers_hidden_states(tiny_models, batch):
     from transformers import AutoModel
 
@@ -65,6 +91,7 @@ def test_a_new_head_starts_as_transformers_does():
         assert weight.shape == (2, 384) and abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
 
 
+@pytest.mark.usefixtures("kernel_mode")
 @pytest.mark.parametrize(("dtype", "atol"), [(np.float32, 1e-5), (np.float64, 1e-10)])
 def test_a_saved_classifier_gives_the_same_logits(saved_classifier, batch, dtype, atol):
     pooling, theirs, folder = saved_classifier
@@ -78,25 +105,44 @@ def test_a_saved_classifier_gives_the_same_logits(saved_classifier, batch, dtype
     np.testing.assert_allclose(got.data, expected, atol=atol, rtol=0)
 
 
-def test_the_gradients_of_every_parameter_equal_torchs(saved_classifier, batch):
-    pooling, theirs, folder = saved_classifier
-    theirs = theirs.double().eval()  # eval: dropout off, so both compute the same function
-    mine = from_pretrained(folder).eval().to(np.float64)
-    labels = batch["input_ids"][:, 1] % 2
+def _one_step(saved_classifier, batch, optimizers=None):
+    """minigrad's and torch's model (float64, eval: dropout off) after the cross-entropy loss's
+    backward and, given ``optimizers`` (one maker each), one optimizer step; the parameters paired
+    by minigrad's names."""
     import minigrad
 
+    pooling, theirs, folder = saved_classifier
+    theirs = copy.deepcopy(theirs).double().eval()  # a copy: the fixture's model serves other tests
+    mine = from_pretrained(folder).eval().to(np.float64)
+    labels = batch["input_ids"][:, 1] % 2
     loss = minigrad.nn.functional.cross_entropy(mine(*_inputs(batch)), minigrad.tensor(labels.numpy()))
     loss.backward()
-    theirs.zero_grad()
     torch.nn.functional.cross_entropy(theirs(**batch).logits, labels).backward()
+    if optimizers:
+        optimizers[0](mine.parameters()).step()
+        optimizers[1](theirs.parameters()).step()
     prefix = "encoder." if pooling == "mean" else "bert."
-    grads = {name.replace(prefix, "bert.", 1): p.grad for name, p in theirs.named_parameters()}
-    compared = 0
-    for name, p in mine.named_parameters():
-        expected = grads[name].numpy()
-        np.testing.assert_allclose(p.grad.data, expected, rtol=1e-9, atol=1e-12, err_msg=name)
-        compared += 1
-    assert compared == len([n for n in grads if not n.startswith("bert.pooler.") or pooling == "cls"])
+    named = {name.replace(prefix, "bert.", 1): p for name, p in theirs.named_parameters()}
+    pairs = [(name, p, named[name]) for name, p in mine.named_parameters()]
+    assert len(pairs) == len([n for n in named if not n.startswith("bert.pooler.") or pooling == "cls"])
+    return pairs
+
+
+@pytest.mark.usefixtures("kernel_mode")
+def test_the_gradients_of_every_parameter_equal_torchs(saved_classifier, batch):
+    for name, p, tp in _one_step(saved_classifier, batch):
+        np.testing.assert_allclose(p.grad.data, tp.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.usefixtures("kernel_mode")
+def test_one_adamw_step_gives_torchs_weights(saved_classifier, batch):
+    """Forward, backward and one AdamW step (weight decay on): every parameter after the step
+    equals torch's to 1e-12 (the step moves each by about lr = 1e-3)."""
+    import minigrad
+
+    makers = (lambda ps: minigrad.optim.AdamW(ps, lr=1e-3), lambda ps: torch.optim.AdamW(ps, lr=1e-3))
+    for name, p, tp in _one_step(saved_classifier, batch, makers):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-12, err_msg=name)
 
 
 def test_dropout_is_on_in_training_and_off_in_eval(tiny_models, batch):
@@ -123,10 +169,9 @@ def test_bad_folders_are_refused(tiny_models, tmp_path):
 @pytest.mark.parametrize("strategy", ["head", "partial"])
 def test_the_mrpc_example_trains_and_reports_like_finetune(glue_dir, tmp_path, strategy):
     from finetune.report import find_runs, markdown_table
-    from minigrad.examples import finetune_mrpc
 
     out = tmp_path / strategy
-    results = finetune_mrpc.main(["--strategy", strategy, "--max-train-samples", "16", "--max-eval-samples", "8",
+    results = import_example().main(["--strategy", strategy, "--max-train-samples", "16", "--max-eval-samples", "8",
                                   "--epochs", "1", "--output-dir", str(out), "--data-dir", glue_dir,
                                   "--no-progress"])  # fmt: skip
     assert results["config"]["loop"] == "minigrad" and results["validation"]["examples"] == 8
@@ -141,9 +186,7 @@ def test_the_real_checkpoint_learns_mrpc_like_finetune(glue_dir, tmp_path):
     """The packaged MiniLM, head-only, the real MRPC files and finetune's recipe (3 epochs, ~3 min):
     better than the class prior, and near finetune's native loop with the same recipe (validation
     accuracy 70.1-70.8 and loss 0.600-0.603 over its 5 seeds; minigrad's seed 1: 70.6 and 0.601)."""
-    from minigrad.examples import finetune_mrpc
-
-    results = finetune_mrpc.main(["--strategy", "head", "--seed", "1", "--output-dir", str(tmp_path),
+    results = import_example().main(["--strategy", "head", "--seed", "1", "--output-dir", str(tmp_path),
                                   "--data-dir", glue_dir, "--no-progress"])  # fmt: skip
     validation = results["validation"]
     prior_loss = -(0.684 * np.log(0.684) + 0.316 * np.log(0.316))  # 68.4% of the pairs are paraphrases

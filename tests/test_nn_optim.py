@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minigrad as mg
-from minigrad import nn, ops, optim, testing
+from minigrad import nn, optim, testing
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 
 
@@ -44,30 +44,6 @@ def test_100_optimizer_steps_equal_torch(make, opt_args):
     for step in grads:
         for p, tp, g in zip(mine, theirs, step):
             p.grad, tp.grad = mg.tensor(g), torch.tensor(g)
-        opt.step()
-        topt.step()
-    for p, tp in zip(mine, theirs):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("make", [optim.Adam, optim.AdamW])
-def test_adam_updates_large_parameters_block_by_block_as_torch(make):
-    """Adam works a parameter of more than one block (ops.BLOCK elements) in row blocks on several
-    threads: the same result as torch, with a transposed (non-contiguous) gradient and a 0-d one."""
-    rng = np.random.default_rng(0)
-    shapes = [(3 * ops.BLOCK // 1000 + 7, 1000), (), (5,)]
-    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    mine = [mg.tensor(a, requires_grad=True) for a in start]
-    theirs = [torch.tensor(a, requires_grad=True) for a in start]
-    opt, topt = (
-        make(mine, lr=1e-2, weight_decay=0.1),
-        getattr(torch.optim, make.__name__)(theirs, lr=1e-2, weight_decay=0.1),
-    )
-    for _ in range(3):
-        for p, tp, shape in zip(mine, theirs, shapes):
-            g = np.asarray(rng.standard_normal(shape[::-1]), np.float32).T  # a transposed view
-            p.grad, tp.grad = mg.tensor(g), torch.tensor(g.copy())
-            p.grad.data = g  # as the engine can leave it (the gradient of a weight used as W.t())
         opt.step()
         topt.step()
     for p, tp in zip(mine, theirs):
@@ -186,24 +162,3 @@ def test_train_mlp_example_matches_torch_step_for_step():
     assert len(diffs) == 300 and max(diffs) < 1e-4
     assert out["minigrad"][-1] < out["minigrad"][0] / 10
     assert out["accuracy"] > 0.95
-
-
-def _gelu_in_a_child(queue):
-    x = np.linspace(-4, 4, 3 * ops.BLOCK, dtype=np.float32)
-    queue.put(float(F.gelu(mg.tensor(x)).data.sum()))
-
-
-def test_a_forked_child_runs_the_parallel_ops_with_threads_of_its_own():
-    """The ops' thread pool after a fork (DataLoader workers, multiprocessing): the child's copy of
-    the pool has no threads, so it must make its own rather than wait forever."""
-    import multiprocessing
-
-    x = np.linspace(-4, 4, 3 * ops.BLOCK, dtype=np.float32)
-    expected = float(F.gelu(mg.tensor(x)).data.sum())  # the parent's pool is running now
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_gelu_in_a_child, args=(queue,))
-    child.start()
-    assert queue.get(timeout=60) == pytest.approx(expected)
-    child.join(timeout=60)
-    assert child.exitcode == 0

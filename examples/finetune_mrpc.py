@@ -1,10 +1,10 @@
 """Fine-tune the packaged MiniLM (a 6-layer BERT) on MRPC with minigrad, as ``finetune train`` does
 with torch: the same tokenizer, data, length-grouped batches with dynamic padding, recipe
 (``finetune.config.STRATEGY_DEFAULTS``: AdamW, linear warmup and decay, clipping at 1.0) and
-freezing strategies. It writes a ``results.json`` in finetune's format (loop ``minigrad``), so
-``finetune report`` puts minigrad's runs in the same table as torch's.
+freezing strategies, all taken from finetune's API. It writes a ``results.json`` in finetune's
+format (loop ``minigrad``), so ``finetune report`` puts minigrad's runs in the same table as torch's.
 
-    python -m minigrad.examples.finetune_mrpc --strategy head --output-dir runs/minigrad-head
+    python examples/finetune_mrpc.py --strategy head --output-dir runs/minigrad-head
 """
 
 from __future__ import annotations
@@ -26,16 +26,21 @@ from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 from minigrad.nn.utils import clip_grad_norm_
 
 
-def freeze(model: BertForSequenceClassification, strategy: str, layers: int | None = None) -> None:
-    """finetune's strategies: ``full`` trains everything; ``partial`` freezes the embeddings and
-    the lower half of the layers (or ``layers``); ``head`` trains only the classifier."""
-    for name, p in model.named_parameters():
-        frozen = strategy == "head" and name.startswith("bert.")
-        if strategy == "partial":
-            n = len(model.bert.encoder.layer) // 2 if layers is None else layers
-            lower = tuple(f"bert.encoder.layer.{i}." for i in range(n))
-            frozen = name.startswith(("bert.embeddings.", *lower))
-        p.requires_grad = not frozen
+def finetune_choices(path: str, strategy: str) -> tuple[set[str], set[str]]:
+    """The parameters finetune trains with ``strategy`` and those of them it exempts from weight
+    decay, by minigrad's names: finetune's ``apply_freezing`` and ``build_optimizer`` decide, on
+    finetune's own model of the same checkpoint."""
+    from finetune.modeling import apply_freezing, load_model
+    from finetune.run import build_optimizer
+    from finetune.tasks import get_task
+
+    theirs = load_model(path, get_task("mrpc"), "mean")  # its encoder is "encoder.", minigrad's "bert."
+    apply_freezing(theirs, strategy)
+    names = {id(p): name.replace("encoder.", "bert.", 1) for name, p in theirs.named_parameters()}
+    groups = build_optimizer(theirs, lr=1.0, weight_decay=1.0).param_groups
+    trainable = {names[id(p)] for g in groups for p in g["params"]}
+    exempt = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    return trainable, exempt
 
 
 def evaluate(model: BertForSequenceClassification, loader: Any, task: Any) -> dict[str, float]:
@@ -58,7 +63,7 @@ def evaluate(model: BertForSequenceClassification, loader: Any, task: Any) -> di
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from datasets import DatasetDict
 
-    from finetune.config import STRATEGY_DEFAULTS
+    from finetune.config import STRATEGY_DEFAULTS, TrainConfig
     from finetune.data import RunData, load_glue, make_collator, set_epoch, tokenize_glue
     from finetune.files import write_json
     from finetune.modeling import default_model_path, load_tokenizer
@@ -90,11 +95,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_loader = run.loader("train")
 
     model = from_pretrained(path, num_labels=2, pooling="mean")
-    freeze(model, args.strategy)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    exempt = {id(p) for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n}
-    groups = [{"params": [p for p in trainable if id(p) not in exempt], "weight_decay": 0.01},
-              {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0}]  # fmt: skip
+    trains, exempt = finetune_choices(path, args.strategy)
+    for name, p in model.named_parameters():
+        p.requires_grad = name in trains
+    trainable = [p for name, p in model.named_parameters() if name in trains]
+    defaults = TrainConfig()
+    groups = [{"params": [p for n, p in model.named_parameters() if n in trains - exempt],
+               "weight_decay": defaults.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if n in exempt], "weight_decay": 0.0}]  # fmt: skip
     optimizer = optim.AdamW([g for g in groups if g["params"]], lr=recipe["lr"])
     total = int(np.ceil(len(train_loader) * recipe["epochs"]))
     schedule = optim.LinearWarmupSchedule(optimizer, int(np.ceil(recipe["warmup_ratio"] * total)), total)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             loss = F.cross_entropy(logits, mg.tensor(batch["labels"].numpy()))
             loss.backward()
-            clip_grad_norm_(trainable, 1.0)
+            clip_grad_norm_(trainable, defaults.max_grad_norm)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()

@@ -1,0 +1,253 @@
+"""The fast path against the plain references: each fast kernel agrees with its plain version
+(hypothesis-drawn inputs, the tolerance stated and why), the switch between them, and no thread
+at all in plain mode."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minigrad as mg
+from minigrad import kernels, optim
+from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
+
+
+@contextlib.contextmanager
+def small_blocks(size: int = 64):
+    """Blocks of ``size`` elements, so that hypothesis's small arrays span several blocks and the
+    thread pool really splits the work."""
+    before, kernels.BLOCK = kernels.BLOCK, size
+    try:
+        yield
+    finally:
+        kernels.BLOCK = before
+
+
+def float32_arrays(min_dims: int = 1, max_dims: int = 3, bound: float = 10.0) -> st.SearchStrategy:
+    return hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, max_side=40),
+        elements=st.floats(-bound, bound, width=32),
+    )
+
+
+@given(float32_arrays(bound=12.0))
+def test_fast_erf_agrees_with_the_exact_one(x):
+    """Within 1e-6: Abramowitz & Stegun's fit is within 1.5e-7 of erfc, and the dozen float32
+    passes that evaluate it round by up to 6e-8 each near 1 (measured: 6.1e-7 at most on a grid of
+    4M points over [-12, 12])."""
+    with small_blocks():
+        fast = kernels.fast_erf(x)
+    plain = kernels.plain_erf(x)
+    assert fast.dtype == plain.dtype == np.float32 and fast.shape == x.shape
+    np.testing.assert_allclose(fast, plain, atol=1e-6, rtol=0)
+
+
+@given(float32_arrays(bound=12.0), st.floats(-3, 3, width=32))
+def test_fast_gelu_and_its_gradient_agree_with_the_exact_ones(x, g):
+    """gelu within 5e-7 (1 + |x|): the fit's error in the tail Phi(-|x|) is multiplied by |x|, and
+    the float32 product rounds by half an ulp of x (measured: 9e-8 (1 + |x|) at most); the gradient
+    within 1e-6 |grad| (the same fit's error in Phi(x), measured 3.3e-7)."""
+    grad = np.full_like(x, g)
+    with small_blocks():
+        fast, tail = kernels.fast_gelu(x)
+        fast_grad = kernels.fast_gelu_backward(grad, x, tail)
+    plain, cdf = kernels.plain_gelu(x)
+    assert fast.dtype == plain.dtype == np.float32
+    assert np.all(np.abs(fast - plain) <= 5e-7 * (1 + np.abs(x)))
+    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(grad, x, cdf), atol=1e-6 * abs(g), rtol=0)
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=10), elements=st.floats(-12, 12)))
+def test_fast_gelu_in_float64_is_exact_too(x):
+    """Other dtypes than float32 take scipy's erfc in the fast kernel: the same function as the
+    plain ndtr to a few float64 roundings."""
+    with small_blocks():
+        fast, tail = kernels.fast_gelu(x)
+        fast_grad = kernels.fast_gelu_backward(np.ones_like(x), x, tail)
+    plain, cdf = kernels.plain_gelu(x)
+    np.testing.assert_allclose(fast, plain, atol=1e-14, rtol=1e-14)
+    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(np.ones_like(x), x, cdf), atol=1e-14)
+
+
+@given(float32_arrays(min_dims=0, max_dims=4, bound=30.0), st.data())
+def test_fast_softmax_is_the_plain_one_bit_for_bit(x, data):
+    """Exactly equal: the same NumPy passes on each row, only done in place and by blocks of rows."""
+    dims = (data.draw(st.integers(0, x.ndim - 1)),) if x.ndim else ()
+    with small_blocks():
+        fast = kernels.fast_softmax(x, dims)
+    np.testing.assert_array_equal(fast, kernels.plain_softmax(x, dims))
+
+
+@given(st.data())
+def test_fast_matmul_is_numpys_bit_for_bit(data):
+    """Exactly equal: each matrix of the stack is the same product, only computed on another core."""
+    batch = data.draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=6))
+    n, k, m = (data.draw(st.integers(1, 12)) for _ in range(3))
+    elements = st.floats(-4, 4, width=32)
+    x = data.draw(hnp.arrays(np.float32, (*batch, n, k), elements=elements))
+    y = data.draw(hnp.arrays(np.float32, (*batch, k, m), elements=elements))
+    with small_blocks(16):
+        fast = kernels.fast_matmul(x, y)
+    np.testing.assert_array_equal(fast, kernels.plain_matmul(x, y))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_fast_adam_agrees_with_the_textbook_step(dtype, data):
+    """Three steps from the same start end within a few roundings of each other: 4 ulps of the
+    parameter (each step's subtraction from it rounds) plus 1e-6 (float32) or 1e-13 (float64) of
+    the learning rate (the step itself). The fast update is the same algebra with sqrt(1 - b2^t)
+    moved into the step size, computed in another order."""
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=30))
+    decoupled, weight_decay = data.draw(st.booleans()), data.draw(st.sampled_from([0.0, 0.1]))
+    elements = st.floats(-2, 2, width=32)
+    start = data.draw(hnp.arrays(dtype, shape, elements=elements))
+    grads = [data.draw(hnp.arrays(dtype, shape, elements=elements)) for _ in range(3)]
+    lr, tol = 1e-2, {np.float32: 1e-6, np.float64: 1e-13}[dtype]
+    ends = []
+    for adam in (kernels.fast_adam, kernels.plain_adam):
+        p, m, v = start.copy(), np.zeros_like(start), np.zeros_like(start)
+        for step, g in enumerate(grads, start=1):
+            with small_blocks(8):
+                adam(p, g, m, v, step, lr, (0.9, 0.999), 1e-8, weight_decay, decoupled)
+        ends.append(p)
+    np.testing.assert_allclose(ends[0], ends[1], atol=tol * lr, rtol=4 * np.finfo(dtype).eps)
+
+
+def test_use_switches_every_kernel_and_gives_back_the_mode_before():
+    before = kernels.use("plain")
+    try:
+        assert kernels.mode == "plain" and kernels.gelu is kernels.plain_gelu and kernels.adam is kernels.plain_adam
+        assert kernels.use("fast") == "plain"
+        assert kernels.gelu is kernels.fast_gelu and kernels.matmul is kernels.fast_matmul
+        with pytest.raises(ValueError, match="one of"):
+            kernels.use("turbo")
+        assert kernels.mode == "fast"
+    finally:
+        kernels.use(before)
+
+
+def run_python(code: str, mode: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MINIGRAD_KERNELS"}
+    if mode is not None:
+        env["MINIGRAD_KERNELS"] = mode
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(("mode", "expected"), [(None, "fast"), ("fast", "fast"), ("plain", "plain")])
+def test_the_environment_variable_is_read_at_import(mode, expected):
+    done = run_python("from minigrad import kernels; print(kernels.mode, kernels.softmax.__name__)", mode)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected, f"{expected}_softmax"]
+
+
+def test_a_wrong_mode_in_the_environment_stops_the_import():
+    done = run_python("import minigrad", "fastest")
+    assert done.returncode != 0 and "one of ('fast', 'plain'), got 'fastest'" in done.stderr
+
+
+BERT_STEP = """
+    import threading
+    import numpy as np
+    import minigrad as mg
+    from minigrad import kernels, optim
+    from minigrad.models.bert import from_pretrained
+    from minigrad.nn import functional as F
+
+    kernels.BLOCK = 256  # small blocks: the fast kernels would split even a tiny BERT's arrays
+    model = from_pretrained({path!r})
+    ids = np.random.default_rng(0).integers(1000, 2000, size=(4, 12))
+    mask = np.ones_like(ids)
+    threads = threading.active_count()
+    loss = F.cross_entropy(model(ids, mask, np.zeros_like(ids)), mg.tensor([0, 1, 1, 0]))
+    loss.backward()
+    optim.AdamW(model.parameters(), lr=1e-3).step()
+    print(threads, threading.active_count(), kernels._thread_pool.cache_info().currsize)
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "fast"])
+def test_plain_mode_starts_no_thread_in_a_bert_training_step(tiny_models, mode):
+    """MINIGRAD_KERNELS=plain: a BERT forward, backward and AdamW step start no thread and never
+    make the kernels' pool (the fast mode, for contrast, does both)."""
+    done = run_python(BERT_STEP.format(path=tiny_models["bert"]), mode)
+    assert done.returncode == 0, done.stderr
+    before, after, pools = (int(n) for n in done.stdout.split())
+    if mode == "plain":
+        assert before == after == 1 and pools == 0
+    else:
+        assert after > before and pools == 1
+
+
+def _gelu_in_a_child(queue):
+    x = np.linspace(-4, 4, 3 * kernels.BLOCK, dtype=np.float32)
+    queue.put(float(F.gelu(mg.tensor(x)).data.sum()))
+
+
+def test_a_forked_child_runs_the_fast_kernels_with_threads_of_its_own():
+    """The kernels' thread pool after a fork (DataLoader workers, multiprocessing): the child's copy
+    of the pool has no threads, so it must make its own rather than wait forever."""
+    import multiprocessing
+
+    before = kernels.use("fast")
+    try:
+        x = np.linspace(-4, 4, 3 * kernels.BLOCK, dtype=np.float32)
+        expected = float(F.gelu(mg.tensor(x)).data.sum())  # the parent's pool is running now
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_gelu_in_a_child, args=(queue,))
+        child.start()
+        assert queue.get(timeout=60) == pytest.approx(expected)
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    finally:
+        kernels.use(before)
+
+
+@pytest.mark.parametrize("make", [optim.Adam, optim.AdamW])
+def test_adam_updates_large_parameters_block_by_block_as_torch(make):
+    """Adam works a parameter of more than one block (kernels.BLOCK elements) in row blocks on
+    several threads: the same result as torch, with a transposed (non-contiguous) gradient and a
+    0-d one."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    shapes = [(3 * kernels.BLOCK // 1000 + 7, 1000), (), (5,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    mine = [mg.tensor(a, requires_grad=True) for a in start]
+    theirs = [torch.tensor(a, requires_grad=True) for a in start]
+    opt, topt = (
+        make(mine, lr=1e-2, weight_decay=0.1),
+        getattr(torch.optim, make.__name__)(theirs, lr=1e-2, weight_decay=0.1),
+    )
+    for _ in range(3):
+        for p, tp, shape in zip(mine, theirs, shapes):
+            g = np.asarray(rng.standard_normal(shape[::-1]), np.float32).T  # a transposed view
+            p.grad, tp.grad = mg.tensor(g), torch.tensor(g.copy())
+            p.grad.data = g  # as the engine can leave it (the gradient of a weight used as W.t())
+        opt.step()
+        topt.step()
+    for p, tp in zip(mine, theirs):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
+
+
+def test_only_the_kernels_module_uses_threads_and_nothing_imports_finetune():
+    """minigrad stands alone (no finetune), and its speed lives in one module: no other file of
+    the package starts threads, processes or fork hooks."""
+    import re
+    from pathlib import Path
+
+    package = Path(mg.__file__).parent
+    for path in package.rglob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"^\s*(from|import) finetune", source, re.M), path
+        if path.name != "kernels.py":
+            assert not re.search(r"concurrent|threading|multiprocessing|register_at_fork", source), path
