@@ -1,7 +1,7 @@
 """``finetune grid``: the reference runs (each strategy with the native loop, ``full`` with the
-Trainer, over several seeds), one at a time, each finished run's results.json copied under
-``results/`` as soon as it completes, so a grid stopped part-way loses no finished run. Runs
-already under ``results/`` are skipped."""
+Trainer, over several seeds), one at a time, each finished run's results.json and per-example
+predictions copied under ``results/`` as soon as it completes, so a grid stopped part-way loses no
+finished run. Runs already under ``results/`` are skipped."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from finetune.config import ConfigError, TrainConfig
+from finetune.evaluation import PREDICTIONS_FILE
 
 GRID = [("native", "full"), ("native", "partial"), ("native", "head"), ("trainer", "full")]
 
@@ -41,7 +42,8 @@ def run_grid(
             )  # fmt: skip
             train(cfg)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(runs_dir / name / "results.json", target)
+            for kept in ("results.json", *(PREDICTIONS_FILE.format(split=s) for s in ("validation", "test"))):
+                shutil.copy(runs_dir / name / kept, target.parent / kept)
             written.append(target)
             print(f"finished {name}: {target}", flush=True)
     return written
