@@ -12,11 +12,13 @@ from minigrad import kernels, nn, optim, viz
 from minigrad.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.errors import (
     BackwardError,
+    CheckpointError,
     DtypeError,
     GradcheckError,
     InplaceError,
     MinigradError,
     ShapeError,
+    TargetError,
 )
 from minigrad.functional import *  # noqa: F403 - torch-style free functions
 from minigrad.functional import __all__ as _functional_names
@@ -101,5 +103,7 @@ __all__ = [
     "InplaceError",
     "BackwardError",
     "GradcheckError",
+    "TargetError",
+    "CheckpointError",
     *_functional_names,
 ]

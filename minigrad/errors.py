@@ -24,3 +24,12 @@ class BackwardError(MinigradError):
 
 class GradcheckError(MinigradError):
     """gradcheck found an analytical gradient that disagrees with finite differences."""
+
+
+class TargetError(MinigradError, IndexError):
+    """A class index outside [0, C) given to a loss (also an IndexError, as torch's is)."""
+
+
+class CheckpointError(MinigradError, ValueError):
+    """A file or folder that is not a checkpoint minigrad can read: missing, truncated or corrupt,
+    or weights that do not fit the model (the message names the file)."""

@@ -26,7 +26,9 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Join tensors along an existing dimension."""
     if not tensors:
         raise ShapeError("cat expects a non-empty sequence of tensors")
-    (dim,) = ops.normalize_dims(dim, tensors[0].ndim)
+    (dim,) = ops.normalize_dims(
+        dim, builtins.max(t.ndim for t in tensors)
+    )  # 1-D empty tensors beside others do not count
     return ops.Cat.apply(dim, *tensors)
 
 
@@ -94,8 +96,11 @@ def _explicit_einsum(equation: str, operands: Sequence[Tensor]) -> tuple[str, li
     return ",".join(specs) + "->" + out, operands
 
 
-def take_along_dim(input: Tensor, indices: Tensor, dim: int) -> Tensor:  # noqa: A002
-    """``gather`` with ``indices`` broadcast against ``input`` outside ``dim``."""
+def take_along_dim(input: Tensor, indices: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002
+    """``gather`` with ``indices`` broadcast against ``input`` outside ``dim``; without ``dim``, of
+    the flattened input at the flattened indices."""
+    if dim is None:
+        return take_along_dim(input.reshape(-1), indices.reshape(-1), 0)
     (d,) = ops.normalize_dims(dim, input.ndim)
     idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
     shape = np.broadcast_shapes(

@@ -301,6 +301,46 @@ class Abs(Function):
         return grad * ctx.sign  # d|x|/dx = sign(x), 0 at 0
 
 
+class Sign(Function):
+    rule = "d sign(u)/du = 0 (a step: flat on each side; torch's 0 at the step too)"
+
+    @staticmethod
+    def forward(ctx, x):
+        return np.nan_to_num(np.sign(x.data), nan=0.0)  # torch: sign(NaN) = 0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return type(grad)(np.zeros_like(grad.data))  # zeros, even where grad is inf or NaN
+
+
+class Reciprocal(Function):
+    rule = "d(1/u)/du = -1/u^2"
+
+    @staticmethod
+    def forward(ctx, x):
+        with np.errstate(divide="ignore"):  # 1/0 = inf, quietly
+            return 1 / x.data
+
+    @staticmethod
+    def backward(ctx, grad):
+        y = ctx.result
+        return -grad * y * y  # -1/x^2 = -y^2: through y, finite where x is infinite
+
+
+class Rsqrt(Function):
+    rule = "d u^(-1/2)/du = -1/2 u^(-3/2)"
+
+    @staticmethod
+    def forward(ctx, x):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 1/sqrt(0) = inf; below 0 (-inf too) NaN
+            return 1 / np.sqrt(x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y = ctx.result
+        return grad * -0.5 * y * y * y  # -1/2 x^(-3/2) = -1/2 y^3
+
+
 class Tanh(Function):
     rule = "d tanh(u)/du = 1 - tanh(u)^2"
 
@@ -467,7 +507,7 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad / (1 + (-x).exp())  # d softplus(x)/dx = sigmoid(x)
+        return grad * x.sigmoid()  # d softplus(x)/dx = sigmoid(x), its own derivative finite everywhere
 
 
 class Relu(Function):
@@ -481,6 +521,27 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * ctx.mask  # 1 where x > 0, else 0
+
+
+class Elu(Function):
+    """u for u > 0, alpha (e^u - 1) for u <= 0. NaN takes the u > 0 side's slope 1, and the
+    slope's own derivative at 0 is the right side's 0 (torch's rules, both)."""
+
+    rule = "d elu(u)/du = 1 for u > 0, alpha e^u for u <= 0"
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        negative = alpha * np.expm1(np.minimum(x.data, 0))  # e^u of u <= 0 only: no overflow
+        return np.where(x.data <= 0, negative, x.data)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        below = x.where(x.data < 0, 0)  # u below 0, else the constant 0: e^below is flat from 0 up
+        slope = (below.exp() * ctx.alpha).where(x.data <= 0, 1)
+        return grad * slope, None
 
 
 class Clamp(Function):

@@ -309,21 +309,21 @@ class Tensor(Variable):
     def expm1(self) -> Tensor:
         return ops.Expm1.apply(self)
 
+    def rsqrt(self) -> Tensor:
+        return ops.Rsqrt.apply(self)
+
+    def reciprocal(self) -> Tensor:
+        return ops.Reciprocal.apply(self)
+
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 (0 for NaN); its gradient is 0, as torch's."""
+        return ops.Sign.apply(self)
+
     # -- compositions: ops built from the ones above, so their gradients (and second
     # derivatives) come from the engine
 
     def square(self) -> Tensor:
         return self * self
-
-    def rsqrt(self) -> Tensor:
-        return self**-0.5
-
-    def reciprocal(self) -> Tensor:
-        return 1 / self
-
-    def sign(self) -> Tensor:
-        """-1, 0 or 1 (no gradient flows through a sign)."""
-        return Tensor(np.sign(self.data))
 
     def minimum(self, other: Any) -> Tensor:
         return -(-self).maximum(-other)
@@ -372,40 +372,54 @@ class Tensor(Variable):
     def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
         return self._extreme_share(dim, keepdim, np.min)
 
-    def norm(self, p: float = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
-        """The p-norm over ``dim`` (every dim by default); at a zero vector the 2-norm's gradient
-        is 0, as torch's (not the 0/0 of sqrt's rule)."""
+    def norm(self, p: float | str = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+        """The p-norm over ``dim`` (every dim by default): (sum |x|^p)^(1/p); "fro" is p = 2, p = 0
+        counts the nonzero elements, p = +-inf is the largest or smallest |x|. At a zero vector the
+        2-norm's gradient is 0, as torch's (not the 0/0 of sqrt's rule)."""
+        if p == "fro":
+            p = 2
+        if isinstance(p, str):
+            raise NotImplementedError(f"norm: p={p!r} is not supported (only numbers and 'fro')")
         if p == 2:
             return _sqrt_with_zero_gradient_at_zero((self * self).sum(dim, keepdim))
         if p == 1:
             return self.abs().sum(dim, keepdim)
-        if p == float("inf"):
-            return self.abs().amax(() if dim is None else dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1 / p)
+        if p == 0:  # |x|^0 with 0^0 taken as 0: the count of nonzero elements, its gradient 0
+            return where(self.data != 0, self.abs() ** 0, 0).sum(dim, keepdim)
+        if p in (float("inf"), float("-inf")):
+            return self.abs().amax(dim, keepdim) if p > 0 else self.abs().amin(dim, keepdim)
+        # |x|^p, its gradient 0 where x = 0 (torch's rule; p |x|^(p-1) would be inf, or 0 * inf)
+        zero = self.data == 0
+        powers = where(zero, np.inf if p < 0 else 0.0, where(zero, 1, self.abs()) ** p)
+        return powers.sum(dim, keepdim) ** (1 / p)
 
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
-        """Limit to [min, max]. Tensor bounds broadcast and get gradients where they are the
-        answer (torch's rule: x keeps the gradient on a tie; where min > max the answer is max)."""
+        """Limit to [min, max]. Tensor bounds (cast to the input's dtype) broadcast with the input
+        and get gradients where they are the answer (torch's rule: x keeps the gradient on a tie;
+        where min > max the answer is max)."""
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             lo = _to_tensor(-np.inf if min is None else min, self.dtype)
             hi = _to_tensor(np.inf if max is None else max, self.dtype)
+            dtype = np.result_type(self.dtype, *(b.dtype for b in (min, max) if isinstance(b, Tensor)))
+            x, lo, hi = self.to(dtype), lo.to(dtype), hi.to(dtype)  # all three in the widest dtype
             try:
-                fits = np.broadcast_shapes(self.shape, lo.shape, hi.shape) == self.shape
+                np.broadcast_shapes(self.shape, lo.shape, hi.shape)
             except ValueError:
-                fits = False
-            if not fits:
-                raise ShapeError(f"clamp: bounds of shapes {lo.shape} and {hi.shape} do not broadcast to the input's "
-                                 f"shape {self.shape}")  # fmt: skip
-            return ops.ClampTensors.apply(self, lo, hi)
+                raise ShapeError(f"clamp: bounds of shapes {lo.shape} and {hi.shape} do not broadcast with the "
+                                 f"input's shape {self.shape}") from None  # fmt: skip
+            return ops.ClampTensors.apply(x, lo, hi)
         return ops.Clamp.apply(self, min, max)
 
-    def softmax(self, dim: int) -> Tensor:
-        return ops.Softmax.apply(self, ops.normalize_dims(dim, self.ndim)[:1])
+    def softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
+        """``dtype``: the input is cast to it first (torch's rule)."""
+        x = self if dtype is None else self.to(dtype)
+        return ops.Softmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
 
-    def log_softmax(self, dim: int) -> Tensor:
-        return ops.LogSoftmax.apply(self, ops.normalize_dims(dim, self.ndim)[:1])
+    def log_softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
+        x = self if dtype is None else self.to(dtype)
+        return ops.LogSoftmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
         return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
@@ -447,11 +461,16 @@ class Tensor(Variable):
             values, indices = values.squeeze(d), np.squeeze(indices, d)
         return ReturnTypes(values, Tensor(indices.astype(np.int64)))
 
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        """The largest element, or with ``dim`` a (values, indices) pair, as torch.max."""
+    def max(self, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
+        """The largest element, or with ``dim`` a (values, indices) pair, as torch.max; given a
+        tensor instead of a dim, the elementwise ``maximum``."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
         return self._extremum(dim, keepdim, is_min=False)
 
-    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+    def min(self, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
         return self._extremum(dim, keepdim, is_min=True)
 
     def _arg(self, find: Callable, dim: int | None, keepdim: bool) -> Tensor:
@@ -468,12 +487,14 @@ class Tensor(Variable):
 
     def gather(self, dim: int, index: Tensor) -> Tensor:
         """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
-        idx = index.data if isinstance(index, Tensor) else np.asarray(index)
+        idx = (index.data if isinstance(index, Tensor) else np.asarray(index)).astype(np.int64, copy=False)
+        if idx.size == 0:  # nothing gathered: torch checks no more than that
+            return self.reshape(-1)[idx]
+        if self.ndim == 0 and idx.ndim <= 1:  # torch: a 0-d tensor gathers as a 1-element 1-D one
+            ops.normalize_dims(dim, 0)
+            return self.reshape(1)[idx]
         if idx.ndim != self.ndim:
             raise ShapeError(f"gather: index has {idx.ndim} dims but the tensor has {self.ndim} (shape {self.shape})")
-        if self.ndim == 0:  # a 0-d tensor gathers itself (index 0)
-            ops.normalize_dims(dim, 0)
-            return ops.Index.apply(self, ())
         (dim,) = ops.normalize_dims(dim, self.ndim)
         grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(idx.ndim)]) for d, n in enumerate(idx.shape)]
         grid[dim] = idx
@@ -507,14 +528,29 @@ class Tensor(Variable):
         (d,) = ops.normalize_dims(dim, self.ndim)
         return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1 :])
 
-    def movedim(self, source: int, destination: int) -> Tensor:
-        src, dst = (ops.normalize_dims(d, self.ndim)[0] for d in (source, destination))
-        order = [d for d in range(self.ndim) if d != src]
-        order.insert(dst, src)
-        return self.permute(*order)
+    def movedim(self, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
+        """Move dim ``source`` to place ``destination`` (or each of several to its place), the
+        other dims keeping their order in the places left."""
+        src, dst = _dim_list(source, self.ndim), _dim_list(destination, self.ndim)
+        if len(src) != len(dst) or len(set(src)) != len(src) or len(set(dst)) != len(dst):
+            raise ShapeError(f"movedim: source {source} and destination {destination} must be as many distinct dims")
+        if not self.ndim:
+            return self
+        order: list[int | None] = [None] * self.ndim
+        for s, d in zip(src, dst):
+            order[d] = s
+        rest = iter(d for d in range(self.ndim) if d not in src)
+        return self.permute(*(next(rest) if d is None else d for d in order))
 
-    def narrow(self, dim: int, start: int, length: int) -> Tensor:
+    def narrow(self, dim: int, start: int | Tensor, length: int) -> Tensor:
+        """``length`` elements along ``dim`` from ``start`` (a negative start counts from the end;
+        a 0-d tensor start is read as its number)."""
         (d,) = ops.normalize_dims(dim, self.ndim)
+        n = self.shape[d]
+        start = int(start)
+        if not -n <= start <= n or start % max(n, 1) + length > n or length < 0:
+            raise ShapeError(f"narrow: start {start} and length {length} do not fit dim {d} of size {n}")
+        start = start + n if start < 0 else start
         return self[(slice(None),) * d + (slice(start, start + length),)]
 
     def flip(self, dims: Any) -> Tensor:
@@ -557,10 +593,13 @@ class Tensor(Variable):
         dims = tuple(dims)
         return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
 
-    def prod(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    def prod(self, dim: int | None = None, keepdim: bool = False, *, dtype: np.dtype | None = None) -> Tensor:
         """The product of the elements (along ``dim``), multiplied pairwise as a tree: log2(n)
         products of halves. Its gradients of every order are exact where elements are 0 (the
-        shortcut d prod/dx = prod / x would divide by them) and need no rule of their own."""
+        shortcut d prod/dx = prod / x would divide by them) and need no rule of their own.
+        ``dtype``: the input is cast to it first."""
+        if dtype is not None:
+            return self.to(dtype).prod(dim, keepdim)
         if self.ndim == 0:
             return self * 1
         d = None if dim is None else ops.normalize_dims(dim, self.ndim)[0]
@@ -573,14 +612,19 @@ class Tensor(Variable):
             x = ops.Cat.apply(0, paired, x[2 * half :]) if x.shape[0] % 2 else paired
         return x[0].unsqueeze(d) if keepdim and d is not None else x[0]
 
-    def cumsum(self, dim: int) -> Tensor:
+    def cumsum(self, dim: int, *, dtype: np.dtype | None = None) -> Tensor:
+        if dtype is not None:
+            return self.to(dtype).cumsum(dim)
         if self.ndim == 0:
             return self * 1
         (d,) = ops.normalize_dims(dim, self.ndim)
         return ops.CumSum.apply(self, d)
 
-    def roll(self, shifts: Any, dims: Any) -> Tensor:
-        """Shift elements along ``dims`` by ``shifts``, wrapping around."""
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        """Shift elements along ``dims`` by ``shifts``, wrapping around; without ``dims``, the
+        flattened tensor, shape kept."""
+        if dims is None:
+            return self.reshape(-1).roll(shifts, 0).reshape(self.shape)
         out = self
         for shift, dim in zip(np.atleast_1d(shifts), np.atleast_1d(dims)):
             (d,) = ops.normalize_dims(int(dim), self.ndim)
@@ -588,12 +632,23 @@ class Tensor(Variable):
             out = out.index_select(d, (np.arange(n) - int(shift)) % n) if n else out
         return out
 
-    def repeat_interleave(self, repeats: int, dim: int) -> Tensor:
+    def repeat_interleave(
+        self, repeats: int | Tensor, dim: int | None = None, *, output_size: int | None = None
+    ) -> Tensor:
+        """Each element ``repeats`` times (or repeats[i] times for element i) along ``dim``; without
+        ``dim``, of the flattened tensor. ``output_size``, torch's hint, must be the length made."""
+        if dim is None:
+            return self.reshape(-1).repeat_interleave(repeats, 0, output_size=output_size)
         (d,) = ops.normalize_dims(dim, self.ndim)
-        return self.index_select(d, np.repeat(np.arange(self.shape[d]), repeats))
+        counts = repeats.data if isinstance(repeats, Tensor) else repeats
+        index = np.repeat(np.arange(self.shape[d]), counts)
+        if output_size is not None and output_size != index.size:
+            raise ShapeError(f"repeat_interleave: output_size={output_size}, but the repeats make {index.size}")
+        return self.index_select(d, index)
 
-    def sort(self, dim: int = -1, descending: bool = False) -> Any:
-        """(values, indices) along ``dim``; the values carry the gradient back to where they came from."""
+    def sort(self, dim: int = -1, descending: bool = False, *, stable: bool = False) -> Any:
+        """(values, indices) along ``dim``; the values carry the gradient back to where they came
+        from. Always stable (equal elements keep their order), so ``stable`` changes nothing."""
         if self.ndim == 0:
             return ReturnTypes(self * 1, Tensor(np.zeros((), np.int64)))
         (d,) = ops.normalize_dims(dim, self.ndim)
@@ -601,11 +656,15 @@ class Tensor(Variable):
         indices = Tensor(order.astype(np.int64))
         return ReturnTypes(self.gather(d, indices), indices)
 
-    def argsort(self, dim: int = -1, descending: bool = False) -> Tensor:
+    def argsort(self, dim: int = -1, descending: bool = False, *, stable: bool = False) -> Tensor:
         return self.sort(dim, descending).indices
 
     def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
         """The k largest (or smallest) along ``dim``, as (values, indices), largest first."""
+        if self.ndim == 0:  # torch: a 0-d tensor is its own top k, for k 0 or 1
+            if k not in (0, 1):
+                raise ShapeError(f"topk: k ({k}) is too big for a 0-d tensor")
+            return self.sort(dim)
         values, indices = self.sort(dim, descending=largest)
         (d,) = ops.normalize_dims(dim, self.ndim)
         return ReturnTypes(values.narrow(d, 0, k), indices.narrow(d, 0, k))
@@ -613,6 +672,8 @@ class Tensor(Variable):
     def scatter_add(self, dim: int, index: Any, src: Tensor) -> Tensor:
         """A copy of self with ``src[i][j]`` added at ``[index[i][j]][j]`` for dim 0 (and so on):
         repeated indices add up; src's gradient is gathered back from the same places."""
+        if self.ndim == 0:  # the one element, at index 0
+            return self + src.gather(dim, index)
         (d,) = ops.normalize_dims(dim, self.ndim)
         idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64)
         grid = [np.arange(n).reshape([-1 if i == k else 1 for i in range(idx.ndim)]) for k, n in enumerate(idx.shape)]
@@ -621,6 +682,8 @@ class Tensor(Variable):
         return self + ops.IndexAdd.apply(src, self.shape, tuple(np.broadcast_arrays(*grid)))
 
     def index_select(self, dim: int, index: Any) -> Tensor:
+        if self.ndim == 0:  # the one element, at index 0
+            return self.gather(dim, Tensor(np.asarray(index.data if isinstance(index, Tensor) else index).reshape(())))
         (d,) = ops.normalize_dims(dim, self.ndim)
         idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64).reshape(-1)
         return self[(slice(None),) * d + (idx,)]
@@ -886,6 +949,12 @@ def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
     where t = 0 means every element equal (or zero), a point of no change in any direction."""
     zero = t.data == 0
     return where(zero, 1, t).sqrt() * Tensor((~zero).astype(t.dtype))
+
+
+def _dim_list(dims: int | Sequence[int], ndim: int) -> list[int]:
+    """One dim or several, each made non-negative (order and repeats kept, unlike ``normalize_dims``)."""
+    dims = [dims] if isinstance(dims, (int, np.integer)) else list(dims)
+    return [(ops.normalize_dims(d, ndim) or (0,))[0] for d in dims]  # a 0-d tensor's only dim is 0 (or -1)
 
 
 def _all_if_empty(dim: Any) -> Any:

@@ -166,6 +166,18 @@ def test_bad_folders_are_refused(tiny_models, tmp_path):
         from_pretrained(broken)
 
 
+def test_a_truncated_or_corrupt_checkpoint_is_refused_naming_the_file(tiny_models, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_models["bert"], damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    with pytest.raises(CheckpointError, match=rf"{weights} cannot be read .* truncated or corrupt; save or download"):
+        from_pretrained(damaged)
+    (damaged / "config.json").write_text('{"model_type": "bert", ')
+    with pytest.raises(CheckpointError, match=rf"{damaged / 'config.json'} is not valid JSON"):
+        from_pretrained(damaged)
+
+
 @pytest.mark.parametrize("strategy", ["head", "partial"])
 def test_the_mrpc_example_trains_and_reports_like_finetune(glue_dir, tmp_path, strategy):
     from finetune.report import find_runs, markdown_table

@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 
 from minigrad import nn
+from minigrad.errors import CheckpointError
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 from minigrad.tensor import Tensor
-
-
-class CheckpointError(ValueError):
-    """A folder that is not a BERT checkpoint, or whose weights do not fit the model."""
 
 
 @dataclass
@@ -223,13 +220,18 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
     read with NumPy. A bare encoder (``BertModel``) gets a new classifier; a folder that holds a
     trained head (``BertForSequenceClassification``, or finetune's mean-pooling classifier) loads
     with it, and its pooling."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     folder = Path(path)
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
     if not config_file.is_file() or not weights_file.is_file():
         raise CheckpointError(f"{folder} is not a checkpoint folder: it needs config.json and model.safetensors")
-    settings = json.loads(config_file.read_text())
+    try:
+        settings = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_file} is not valid JSON ({e}): the checkpoint is damaged; save or "
+                              "download it again") from None  # fmt: skip
     if settings.get("model_type") == "mean-pooling-classifier":  # finetune's head over a BERT encoder
         num_labels, pooling = len(settings.get("id2label") or {}) or num_labels, "mean"
         settings = settings["encoder"]
@@ -238,7 +240,12 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
     if settings.get("model_type") != "bert":
         raise CheckpointError(f"{folder} holds a {settings.get('model_type')!r} model, not a BERT")
     model = BertForSequenceClassification(BertConfig.from_dict(settings), num_labels, pooling)
-    state = {_our_name(k): v for k, v in load_file(str(weights_file)).items() if not k.endswith("position_ids")}
+    try:
+        weights = load_file(str(weights_file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file} cannot be read ({type(e).__name__}: {e}): the file is truncated or "
+                              "corrupt; save or download the checkpoint again") from None  # fmt: skip
+    state = {_our_name(k): v for k, v in weights.items() if not k.endswith("position_ids")}
     if model.bert.pooler is None:
         state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
     own = dict(model.named_parameters())

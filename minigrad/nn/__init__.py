@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from minigrad.errors import ShapeError
+from minigrad.errors import CheckpointError, ShapeError
 from minigrad.nn import functional, init, utils
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
 from minigrad.tensor import Tensor, _default_float
@@ -253,9 +254,14 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a state dict written by ``save``."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Read a state dict written by ``save``; a file that is not one (truncated, corrupt, another
+    format) is refused with a ``CheckpointError`` naming it."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{os.fspath(path)} is not a state dict saved by minigrad.save ({type(e).__name__}: "
+                              f"{e}): the file is truncated, corrupt or of another format") from None  # fmt: skip
 
 
 __all__ = [

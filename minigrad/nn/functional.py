@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from minigrad import ops
-from minigrad.errors import ShapeError
+from minigrad.errors import ShapeError, TargetError
 from minigrad.functional import cat
 from minigrad.tensor import Tensor, generator, where
 
@@ -36,38 +36,66 @@ def cross_entropy(
     """Cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,) or class
     probabilities (N, C), as torch's: ``weight`` (C,) weighs each class (the mean divides by the
     targets' total weight), targets equal to ``ignore_index`` count for nothing,
-    ``label_smoothing`` mixes the target with the uniform distribution."""
-    if input.ndim != 2 or target.shape[0] != input.shape[0] or target.ndim not in (1, 2):
-        raise ShapeError(f"cross_entropy expects input (N, C) and target (N,) or (N, C), got {input.shape} and "
-                         f"{target.shape}")  # fmt: skip
-    log_probs = input.log_softmax(-1)
-    classes = input.shape[1]
-    if target.ndim == 2:  # probabilities
+    ``label_smoothing`` mixes the target with the uniform distribution. Also one sample, input
+    (C,), and more dims, input (N, C, d1, ...) against target (N, d1, ...) or (N, C, d1, ...):
+    each place is a sample of its own."""
+    rows, target, shape = _class_rows("cross_entropy", input, target, probabilities=target.dtype.kind == "f")
+    log_probs = rows.log_softmax(-1)
+    classes = rows.shape[1]
+    if target.dtype.kind == "f":  # probabilities
         probs = target * (1 - label_smoothing) + label_smoothing / classes
         weighted = log_probs if weight is None else log_probs * weight
-        return _reduce(-(probs * weighted).sum(-1), reduction, count=input.shape[0])
-    labels = np.asarray(target.data, dtype=np.int64)
-    keep = labels != ignore_index
-    safe = Tensor(np.where(keep, labels, 0)[:, None])
+        return _reduce(-(probs * weighted).sum(-1).reshape(shape), reduction, count=rows.shape[0])
+    keep, safe = _labels("cross_entropy", target, classes, ignore_index)
     w = Tensor(np.ones(classes, dtype=input.dtype)) if weight is None else weight
-    w_target = w.gather(0, safe.squeeze(1)) * Tensor(keep.astype(input.dtype))
-    loss = -log_probs.gather(1, safe).squeeze(1) * w_target
+    w_target = w.gather(0, safe) * Tensor(keep.astype(input.dtype))
+    loss = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1) * w_target
     if label_smoothing:
         smooth = -(log_probs * w).sum(-1) / classes * Tensor(keep.astype(input.dtype))
         loss = (1 - label_smoothing) * loss + label_smoothing * smooth
-    return _reduce(loss, reduction, count=w_target.sum())
+    return _reduce(loss.reshape(shape), reduction, count=w_target.sum())
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,  # noqa: A002
              reduction: str = "mean") -> Tensor:  # fmt: skip
-    """Negative log-likelihood of log-probabilities ``input`` (N, C) at class indices ``target``."""
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) at class indices ``target``
+    (N,); as cross_entropy, also (C,) against () and (N, C, d1, ...) against (N, d1, ...)."""
+    rows, target, shape = _class_rows("nll_loss", input, target, probabilities=False)
+    keep, safe = _labels("nll_loss", target, rows.shape[1], ignore_index)
+    w = Tensor(np.ones(rows.shape[1], dtype=input.dtype)) if weight is None else weight
+    w_target = w.gather(0, safe) * Tensor(keep.astype(input.dtype))
+    loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1) * w_target
+    return _reduce(loss.reshape(shape), reduction, count=w_target.sum())
+
+
+def _class_rows(name: str, input: Tensor, target: Tensor, probabilities: bool) -> tuple[Tensor, Tensor, tuple]:  # noqa: A002
+    """The scores as rows (samples, C), the class dim last: (C,) is one sample, (N, C, d1, ...)
+    N d1 ... samples; the target the same way (probabilities as rows, indices flat); and the shape
+    of the unreduced loss, () or (N, d1, ...)."""
+    loss_shape = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    wanted = input.shape if probabilities else loss_shape
+    if input.ndim == 0 or target.shape != wanted:
+        kind = "probabilities" if probabilities else "class indices"
+        raise ShapeError(f"{name}: input {input.shape} (C,), (N, C) or (N, C, d1, ...) needs a target of shape "
+                         f"{wanted} ({kind}), got {target.shape}")  # fmt: skip
+    classes = input.shape[1] if input.ndim > 1 else input.shape[0]
+
+    def as_rows(t: Tensor) -> Tensor:
+        return t.reshape(1, classes) if t.ndim == 1 else t.movedim(1, -1).reshape(-1, classes)
+
+    return as_rows(input), as_rows(target) if probabilities else target.reshape(-1), loss_shape
+
+
+def _labels(name: str, target: Tensor, classes: int, ignore_index: int) -> tuple[np.ndarray, Tensor]:
+    """Which targets count (not ``ignore_index``), and the targets with the ignored ones set to 0;
+    a counted target outside [0, classes) is refused, naming it (torch's IndexError)."""
     labels = np.asarray(target.data, dtype=np.int64)
     keep = labels != ignore_index
-    safe = Tensor(np.where(keep, labels, 0))
-    w = Tensor(np.ones(input.shape[1], dtype=input.dtype)) if weight is None else weight
-    w_target = w.gather(0, safe) * Tensor(keep.astype(input.dtype))
-    loss = -input.gather(1, safe.unsqueeze(1)).squeeze(1) * w_target
-    return _reduce(loss, reduction, count=w_target.sum())
+    bad = labels[keep & ((labels < 0) | (labels >= classes))]
+    if bad.size:
+        raise TargetError(f"{name}: target {bad[0]} is out of bounds: class indices must be in [0, {classes}) "
+                          f"(or ignore_index={ignore_index})")  # fmt: skip
+    return keep, Tensor(np.where(keep, labels, 0))
 
 
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -177,8 +205,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:  # noqa: 
 
 
 def elu(input: Tensor, alpha: float = 1.0) -> Tensor:  # noqa: A002
-    # exp of the clamped input: the branch not taken must not overflow (its 0 gradient times inf is NaN)
-    return where(input > 0, input, alpha * input.clamp(max=0).expm1())
+    return ops.Elu.apply(input, alpha)
 
 
 def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
@@ -228,13 +255,18 @@ def layer_norm(
     return ops.LayerNorm.apply(input, weight, bias, dims, eps)
 
 
-def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:  # noqa: A002
-    """Pad with ``value``: ``pad`` is (left, right) for the last dim, then (top, bottom) for the one
-    before, and so on, as torch's; a negative amount crops."""
-    if mode != "constant":
-        raise ValueError(f"pad: only mode='constant' is implemented, got {mode!r}")
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """Pad with ``value`` (mode "constant"), or with the input's own elements: "reflect" mirrors
+    it about its edge elements, "replicate" repeats the edge elements, "circular" wraps around.
+    ``pad`` is (left, right) for the last dim, then (top, bottom) for the one before, and so on,
+    as torch's; a negative amount crops."""
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ShapeError(f"pad: {len(pad)} amounts for a {input.ndim}-D tensor (two per padded dim, from the last)")
+    if mode in ("reflect", "replicate", "circular"):
+        return _pad_from_input(input, pad, mode)
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode={mode!r} is not supported (constant, reflect, replicate, circular)")
+    value = 0.0 if value is None else value
     out = input
     for i in range(len(pad) // 2):
         d, (before, after) = input.ndim - 1 - i, pad[2 * i : 2 * i + 2]
@@ -246,6 +278,31 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
             shape[d] = amount
             sides.append(Tensor(np.full(shape, value, dtype=out.dtype)))
         out = cat([sides[0], out, sides[1]], d)
+    return out
+
+
+def _pad_from_input(input: Tensor, pad: Sequence[int], mode: str) -> Tensor:  # noqa: A002
+    """Pad by picking, for each place j of the padded dim (-before <= j < n + after; a negative
+    amount crops), an element of the input: j itself inside, and outside the mirror image
+    (reflect), the nearest edge (replicate) or j mod n (circular). Picking is indexing, so the
+    gradient adds back up."""
+    out = input
+    for i in range(len(pad) // 2):
+        d, (before, after) = input.ndim - 1 - i, pad[2 * i : 2 * i + 2]
+        if mode == "circular":  # torch crops by the negative amounts first, then wraps around what is left
+            cut = max(-before, 0), max(-after, 0)
+            out = out.narrow(d, cut[0], out.shape[d] - sum(cut))
+            before, after = max(before, 0), max(after, 0)
+        n = out.shape[d]
+        limit = {"reflect": n - 1, "replicate": np.inf if n else 0, "circular": n}[mode]
+        if max(before, after) > limit:
+            raise ShapeError(f"pad: mode={mode!r} pads dim {d} of size {n} by at most {limit}, got {before, after}")
+        places = np.arange(-before, n + after)
+        if mode == "reflect":
+            places = np.where(places < 0, -places, np.where(places >= n, 2 * (n - 1) - places, places))
+        else:
+            places = np.clip(places, 0, n - 1) if mode == "replicate" else places % max(n, 1)
+        out = out.index_select(d, places)
     return out
 
 
@@ -264,7 +321,9 @@ def _windows(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilati
 
 
 def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
+    """One number for both spatial dims, or (height, width); a 1-tuple counts as one number."""
+    v = (v,) if isinstance(v, int) else tuple(v)
+    return (v[0], v[0]) if len(v) == 1 else v
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,  # noqa: A002
@@ -273,6 +332,8 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     flattened, times the flattened kernels (im2col), so the gradients come from indexing and
     matmul. With ``groups`` the channels split into that many groups, each with its own O / groups
     kernels: one batched matmul over the groups."""
+    if input.ndim == 3:  # one unbatched image (C, H, W)
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     n, c = input.shape[:2]
     out_channels, group_channels = weight.shape[:2]
     if c % groups or out_channels % groups or group_channels * groups != c:
@@ -280,8 +341,13 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
             f"conv2d: weight {weight.shape} with groups={groups} expects {group_channels * groups} input channels "
             f"(and out channels divisible by groups); the input {input.shape} has {c}"
         )
-    ph, pw = _pair(padding)
-    x = pad(input, (pw, pw, ph, ph)) if ph or pw else input
+    if padding == "same":  # as much as the kernel overhangs, the odd one out on the right (torch's)
+        overhang = [d * (k - 1) for d, k in zip(_pair(dilation), weight.shape[2:])]
+        amounts = (overhang[1] // 2, overhang[1] - overhang[1] // 2, overhang[0] // 2, overhang[0] - overhang[0] // 2)
+    else:
+        ph, pw = _pair(0 if padding == "valid" else padding)
+        amounts = (pw, pw, ph, ph)
+    x = pad(input, amounts) if any(amounts) else input
     windows = _windows(x, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))  # (N, C, Ho, Wo, kh, kw)
     h_out, w_out, kh, kw = windows.shape[2:]
     columns = (windows.reshape(n, groups, group_channels, h_out, w_out, kh, kw)
@@ -291,22 +357,67 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     return out if bias is None else out + bias.reshape(-1, 1, 1)
 
 
-def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:  # noqa: A002
-    """The largest value of each window (padding counts as -inf); its gradient goes to that element."""
-    kernel = _pair(kernel_size)
-    ph, pw = _pair(padding)
-    x = pad(input, (pw, pw, ph, ph), value=float("-inf")) if ph or pw else input
-    windows = _windows(x, kernel, _pair(stride or kernel_size), (1, 1))
-    return windows.reshape(*windows.shape[:4], -1).max(-1).values
+def _pool_padding(size: tuple[int, int], kernel: Any, stride: Any, padding: Any, dilation: Any,
+                  ceil_mode: bool) -> tuple[int, int, int, int]:  # fmt: skip
+    """(left, right, top, bottom) padding of a pooling: ``padding`` on each side, and with
+    ``ceil_mode`` more on the right and bottom for a last, partial window, as long as that window
+    starts inside the input or the left padding (torch's rule)."""
+    amounts = []
+    for n, k, s, p, d in zip(size, _pair(kernel), _pair(stride), _pair(padding), _pair(dilation)):
+        span, reach = n + 2 * p - d * (k - 1) - 1, 0
+        if ceil_mode and span >= 0:
+            windows = -(-span // s) + 1
+            if (windows - 1) * s >= n + p:
+                windows -= 1
+            reach = max((windows - 1) * s - span, 0)
+        amounts.append((p, p + reach))
+    (top, bottom), (left, right) = amounts
+    return left, right, top, bottom
 
 
-def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:  # noqa: A002
-    """The mean of each window (padding counts as zeros, as torch's default count_include_pad)."""
-    kernel = _pair(kernel_size)
-    ph, pw = _pair(padding)
-    x = pad(input, (pw, pw, ph, ph)) if ph or pw else input
-    windows = _windows(x, kernel, _pair(stride or kernel_size), (1, 1))
-    return windows.reshape(*windows.shape[:4], -1).mean(-1)
+def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,  # noqa: A002
+               ceil_mode: bool = False, return_indices: bool = False) -> Any:  # fmt: skip
+    """The largest value of each window (padding counts as -inf); its gradient goes to that element.
+    ``return_indices``: also where each maximum is, as an index into the flattened H x W input."""
+    if input.ndim == 3:  # one unbatched image (C, H, W)
+        out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        return tuple(t.squeeze(0) for t in out) if return_indices else out.squeeze(0)
+    stride = stride or kernel_size
+    amounts = _pool_padding(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    x = pad(input, amounts, value=float("-inf"))
+    windows = _windows(x, _pair(kernel_size), _pair(stride), _pair(dilation))
+    values, picked = windows.reshape(*windows.shape[:4], -1).max(-1)
+    if not return_indices:
+        return values
+    h, w = input.shape[2:]
+    places = Tensor(np.arange(h * w).reshape(1, 1, h, w))  # each pixel's flat index, padding -1
+    place_windows = _windows(pad(places, amounts, value=-1), _pair(kernel_size), _pair(stride), _pair(dilation))
+    flat = place_windows.data.reshape(*place_windows.shape[:4], -1)
+    return values, Tensor(np.take_along_axis(flat, picked.data[..., None], -1)[..., 0])
+
+
+def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,  # noqa: A002
+               count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:  # fmt: skip
+    """The mean of each window: its sum over the number of its places in the padded input
+    (``count_include_pad``) or in the input only, or over ``divisor_override``. The extra
+    places ``ceil_mode`` adds count for nothing."""
+    if input.ndim == 3:  # one unbatched image (C, H, W)
+        return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override).squeeze(0)  # fmt: skip
+    kernel, stride = _pair(kernel_size), _pair(stride or kernel_size)
+    amounts = _pool_padding(input.shape[2:], kernel, stride, padding, 1, ceil_mode)
+    windows = _windows(pad(input, amounts), kernel, stride, (1, 1))
+    sums = windows.reshape(*windows.shape[:4], -1).sum(-1)
+    if divisor_override:
+        return sums / divisor_override
+    (ph, pw), (h, w), (left, right, top, bottom) = _pair(padding), input.shape[2:], amounts
+    counted = np.zeros((1, 1, top + h + bottom, left + w + right), input.dtype)  # 1 where a place counts
+    if count_include_pad:
+        counted[..., : h + 2 * ph, : w + 2 * pw] = 1
+    else:
+        counted[..., top : top + h, left : left + w] = 1
+    counts = _windows(Tensor(counted), kernel, stride, (1, 1)).data.sum((-2, -1))
+    return sums / Tensor(counts)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
