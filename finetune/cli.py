@@ -181,9 +181,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from finetune.report import write_report
 
-    table = write_report([Path(d) for d in args.run_dirs], Path(args.out))
-    print(table)
-    print(f"\nwrote report.md, loss.png and metric_vs_time.png to {Path(args.out).absolute()}")
+    text = write_report([Path(d) for d in args.run_dirs], Path(args.out))
+    print(text)
+    print(f"\nwrote report.md and its plots to {Path(args.out).absolute()}")
     return 0
 
 

@@ -158,7 +158,7 @@ def paired_bootstrap(a: Group, b: Group, metric: str, resamples: int = RESAMPLES
 
     def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         *predicted, labels = samples  # each (draws, examples): one draw of examples per row
-        per_run = metric_of(np.stack(predicted), labels, metric)  # (runs, draws)
+        per_run = np.stack([metric_of(p, labels, metric) for p in predicted])  # (runs, draws)
         return per_run[:count_a].mean(axis=0) - per_run[count_a:].mean(axis=0)
 
     result = stats.bootstrap(
@@ -174,7 +174,7 @@ def between_seeds(a_values: list[float] | np.ndarray, b_values: list[float] | np
     """A minus B's mean over runs, with the 95% interval and p-value of Welch's t-test (unequal
     variances, ``scipy.stats.ttest_ind``); None with fewer than two runs a side or no spread at all."""
     a, b = np.asarray(a_values, dtype=float), np.asarray(b_values, dtype=float)
-    if len(a) < 2 or len(b) < 2 or (a.var() == 0 and b.var() == 0):
+    if len(a) < 2 or len(b) < 2 or (np.all(a == a[0]) and np.all(b == b[0])):
         return None
     test = stats.ttest_ind(a, b, equal_var=False)
     ci = test.confidence_interval(LEVEL)
@@ -205,6 +205,14 @@ class Comparison:
     @property
     def real(self) -> bool:
         return self.paired.excludes_zero
+
+    @property
+    def a_mean(self) -> float:
+        return float(self.a.values(self.metric).mean())
+
+    @property
+    def b_mean(self) -> float:
+        return float(self.b.values(self.metric).mean())
 
     def to_json(self) -> dict[str, Any]:
         """One object: ``difference``, ``ci_low``, ``ci_high`` (fractions, A minus B) and ``real``

@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 from finetune.cli import main
 from finetune.compare import Group, compare, ensemble, load_group, mcnemar, metric_of
 from finetune.files import write_json, write_rows
-from finetune.report import find_runs
+from finetune.report import find_runs, write_report
 from finetune.tasks import get_task
 
 N = 400
@@ -225,3 +225,21 @@ def test_compare_reads_the_files_finetune_train_writes(tiny_runs, capsys):
     assert answer["examples"] == 40 and answer["mcnemar"] is not None
     assert answer["difference"] == pytest.approx(recorded[0]["accuracy"] - recorded[1]["accuracy"], abs=1e-12)
     assert answer["ci_low"] <= answer["difference"] <= answer["ci_high"]
+
+
+def test_the_report_says_what_is_real_and_places_the_published_numbers(tmp_path):
+    rng = np.random.default_rng(3)
+    for loop, strategy, wrong in (("native", "full", 60), ("trainer", "full", 62), ("native", "head", 110)):
+        seeds_of(tmp_path / "runs", f"{loop}-{strategy}", [rng.choice(N, wrong, replace=False) for _ in range(3)],
+                 loop=loop, strategy=strategy)  # fmt: skip
+    text = write_report([tmp_path / "runs"], tmp_path / "report")
+    rows = {line.split(" | ")[0][2:] + f" {line.split(' | ')[1]} {line.split(' | ')[2]}": line
+            for line in text.splitlines() if " vs " in line}  # fmt: skip
+    assert "| noise |" in rows["native/full vs trainer/full validation accuracy"]  # 85.0 against 84.5
+    assert "| **real** |" in rows["native/full vs native/head validation accuracy"]  # 85.0 against 72.5
+    assert "| **real** |" in rows["native/full vs native/head test f1"]
+    assert not any(key.startswith("trainer/full vs native/head") for key in rows)  # loop and strategy differ
+    assert "Seed ensembles" in text and "| native/head | 3 | validation | 72.5 → " in text
+    assert "have no predictions files" not in text
+    assert (tmp_path / "report" / "published.png").stat().st_size > 10_000
+    assert "(published.png)" in (tmp_path / "report" / "report.md").read_text()
