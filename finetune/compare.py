@@ -236,7 +236,8 @@ class Comparison:
         lines = [f"{self.a.task.name} {split} {self.metric}, A minus B, paired over the same {n} examples:"]
         for name, g in (("A", self.a), ("B", self.b)):
             values = ", ".join(f"{100 * v:.1f}" for v in g.values(self.metric))
-            lines.append(f"  {name}: {100 * g.values(self.metric).mean():.1f}  (mean of {len(g.runs)} runs: {values})")
+            runs = f"mean of {len(g.runs)} runs: {values}" if len(g.runs) > 1 else "1 run"
+            lines.append(f"  {name}: {100 * g.values(self.metric).mean():.1f}  ({runs})")
         p = self.paired
         lines.append(f"  difference: {points(p.difference)} points, 95% interval [{points(p.low)}, {points(p.high)}]"
                      f"  (bootstrap over the examples, {self.resamples:,} resamples, runs kept whole)")  # fmt: skip
@@ -251,6 +252,8 @@ class Comparison:
             lines.append(f"  McNemar's exact test: {m['only_a_right']} examples only A gets right, "
                          f"{m['only_b_right']} only B: p = {m['p_value']:.2g}")  # fmt: skip
         verdict = "real: the paired interval excludes 0" if self.real else "within noise: the paired interval holds 0"
+        if self.mcnemar and self.real and self.mcnemar["p_value"] >= 1 - LEVEL:
+            verdict += " (weak: McNemar's test does not reject at 5%, too few examples differ)"
         lines.append(f"  verdict: {verdict}")
         return "\n".join(lines)
 
