@@ -252,12 +252,12 @@ def build_parser() -> Parser:
     c = sub.add_parser(
         "compare", help="is the difference between two groups of runs real? (paired over the same examples)",
         description="Group A's mean metric minus group B's, on the same examples of a split, from the runs' "
-        "predictions files: a 95%% interval from a bootstrap over the examples (runs kept whole; the verdict), "
+        "predictions files: a 95% interval from a bootstrap over the examples (runs kept whole; the verdict), "
         "one between seeds (Welch's t), McNemar's test for one run against one. "
         "See docs/finetune/reading-the-numbers.md.",
     )  # fmt: skip
     c.add_argument("run_dirs", nargs="+", metavar="A_RUN", help="group A: run directories, or folders holding them")
-    c.add_argument("--against", nargs="+", required=True, metavar="B_RUN", help="group B, the same way")
+    c.add_argument("--against", nargs="+", required=True, metavar="B_RUN", help="group B, the same way (required)")
     c.add_argument("--metric", choices=("accuracy", "f1"), default="accuracy", help="what to compare")
     c.add_argument("--split", choices=("validation", "test"), default="validation", help="on which examples")
     c.add_argument("--json", action="store_true", help="print one JSON object (fractions, as in results.json)")
