@@ -1,4 +1,4 @@
-"""The ``finetune`` command: train, evaluate, predict, push, report, grid.
+"""The ``finetune`` command: train, evaluate, predict, push, report, compare, grid.
 
 Bad input ends with exit code 2 and a one-line message on stderr; nothing on disk is touched.
 Each command imports the heavy libraries (torch, transformers, datasets) only when it runs, so
@@ -181,9 +181,19 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from finetune.report import write_report
 
-    table = write_report([Path(d) for d in args.run_dirs], Path(args.out))
-    print(table)
-    print(f"\nwrote report.md, loss.png and metric_vs_time.png to {Path(args.out).absolute()}")
+    text = write_report([Path(d) for d in args.run_dirs], Path(args.out))
+    print(text)
+    print(f"\nwrote report.md and its plots to {Path(args.out).absolute()}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from finetune.compare import compare, load_group
+    from finetune.report import find_runs
+
+    groups = [load_group(find_runs([Path(d) for d in dirs]), args.split) for dirs in (args.run_dirs, args.against)]
+    result = compare(*groups, metric=args.metric)
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
     return 0
 
 
@@ -239,6 +249,18 @@ def build_parser() -> Parser:
     r = sub.add_parser("report", help="comparison table and plots across runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
     r.add_argument("--out", default="report", help="where the PNG plots and report.md go")
+    c = sub.add_parser(
+        "compare", help="is the difference between two groups of runs real? (paired over the same examples)",
+        description="Group A's mean metric minus group B's, on the same examples of a split, from the runs' "
+        "predictions files: a 95% interval from a bootstrap over the examples (runs kept whole; the verdict), "
+        "one between seeds (Welch's t), McNemar's test for one run against one. "
+        "See docs/finetune/reading-the-numbers.md.",
+    )  # fmt: skip
+    c.add_argument("run_dirs", nargs="+", metavar="A_RUN", help="group A: run directories, or folders holding them")
+    c.add_argument("--against", nargs="+", required=True, metavar="B_RUN", help="group B, the same way (required)")
+    c.add_argument("--metric", choices=("accuracy", "f1"), default="accuracy", help="what to compare")
+    c.add_argument("--split", choices=("validation", "test"), default="validation", help="on which examples")
+    c.add_argument("--json", action="store_true", help="print one JSON object (fractions, as in results.json)")
     g = sub.add_parser("grid", help="the reference runs on full MRPC, one results.json per finished run")
     g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run of each setting per seed")
     g.add_argument("--results-dir", default="results", help="where each run's results.json is kept")
@@ -256,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     commands = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "push": cmd_push, "report": cmd_report,
-        "grid": cmd_grid,
+        "compare": cmd_compare, "grid": cmd_grid,
     }  # fmt: skip
     try:
         if args.command == "train" and args.config_file:  # the file's settings become the defaults

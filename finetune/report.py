@@ -1,19 +1,32 @@
-"""``finetune report``: a Markdown table across runs (mean and spread over seeds) and PNG plots."""
+"""``finetune report``: a Markdown table across runs (mean and spread over seeds), what is real
+among their differences (``finetune.compare``), seed ensembles, and PNG plots."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RUN_SETTINGS, ConfigError, TrainConfig
+from finetune.config import LOOPS, RUN_SETTINGS, STRATEGIES, STRATEGY_DEFAULTS, ConfigError, TrainConfig
+from finetune.errors import DataError
 from finetune.files import write_atomic
 
 # Runs are pooled only when every setting that changes the result agrees (all but the seed).
 GROUP_KEYS = tuple(k for k in RUN_SETTINGS if k != "seed")
 SHOWN = ("task", "loop", "strategy", "pooling", "epochs")  # the table's first columns
+# Two settings are compared when they differ in the loop alone, or in the strategy and its recipe.
+RECIPE_KEYS = {"strategy", "freeze_layers", *STRATEGY_DEFAULTS["full"]}
+# Published MRPC validation numbers of bert-base (110M parameters, 5x this project's default
+# model), single runs: (who, model, accuracy %, F1 %).
+PUBLISHED = [
+    ("HF course, Trainer", "bert-base-uncased", 85.8, 90.0),  # huggingface.co/learn/llm-course/chapter3/3
+    ("HF course, custom loop", "bert-base-uncased", 84.3, 89.1),  # huggingface.co/learn/llm-course/chapter3/4
+    ("run_glue.py", "bert-base-cased", 84.07, 88.85),  # transformers examples/pytorch/text-classification
+]
+BERT_BASE_PARAMS = 110e6
 
 
 def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -121,30 +134,159 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def loop_agreement(runs: list[dict[str, Any]], metric: str = "accuracy") -> str:
-    """For each setting run with both the native loop and the Trainer (all else equal but the
-    seed): the difference of their mean validation ``metric`` against two standard errors of it."""
-    keys = tuple(k for k in GROUP_KEYS if k != "loop")
-    lines = []
-    for key, group in group_runs(runs, keys).items():
-        by_loop: dict[str, list[float]] = defaultdict(list)
-        for run in group:
-            value = (run.get("validation") or {}).get(metric)
-            if value is not None:
-                by_loop[run["config"]["loop"]].append(value * 100)
-        a, b = by_loop.get("native", []), by_loop.get("trainer", [])
-        if len(a) < 2 or len(b) < 2:
+def _naming(groups: dict[tuple, list]) -> list[str]:
+    """The settings that tell apart groups of the same task, loop and strategy (the learning rates
+    of a search, say): the comparisons name them beside loop/strategy."""
+    alike: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        setting = dict(zip(GROUP_KEYS, key))
+        alike[setting["task"], setting["loop"], setting["strategy"]].append(key)
+    return [
+        k for i, k in enumerate(GROUP_KEYS) if any(len({str(key[i]) for key in keys}) > 1 for keys in alike.values())
+    ]
+
+
+def _label(setting: dict[str, Any], varying: list[str]) -> str:
+    """A setting as the comparisons name it: loop/strategy, and the settings ``_naming`` gives."""
+    others = ", ".join(f"{k}={_text(setting[k])}" for k in varying)
+    return f"{setting['loop']}/{setting['strategy']}" + (f" ({others})" if others else "")
+
+
+def _order(setting: dict[str, Any]) -> tuple[int, int]:
+    """native before trainer before accelerate (then others), full before partial before head."""
+    rank = {name: i for i, name in enumerate((*LOOPS, *STRATEGIES))}
+    return rank.get(setting["loop"], len(LOOPS)), rank.get(setting["strategy"], len(STRATEGIES))
+
+
+def comparable_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict, list, dict, list]]:
+    """(setting A, its runs, setting B, its runs) for each two settings that differ in the loop
+    alone (native vs Trainer), or in the strategy and what its recipe sets (full vs partial vs
+    head): loop pairs first, A the one listed first in LOOPS and STRATEGIES."""
+    groups = [(dict(zip(GROUP_KEYS, key)), group) for key, group in group_runs(runs).items()]
+    pairs = []
+    for (a, runs_a), (b, runs_b) in itertools.combinations(groups, 2):
+        differ = {k for k in GROUP_KEYS if a[k] != b[k]}
+        if differ == {"loop"} or ("strategy" in differ and differ <= RECIPE_KEYS):
+            pairs.append(((a, runs_a), (b, runs_b)) if _order(a) <= _order(b) else ((b, runs_b), (a, runs_a)))
+    pairs.sort(key=lambda p: (p[0][0]["loop"] == p[1][0]["loop"], _order(p[0][0]), _order(p[1][0])))
+    return [(a, runs_a, b, runs_b) for (a, runs_a), (b, runs_b) in pairs]
+
+
+def _metrics_of(task: str) -> tuple[str, ...]:
+    from finetune.tasks import get_task
+
+    return ("accuracy", "f1") if get_task(task).metric == "accuracy_f1" else ("accuracy",)
+
+
+class Predictions:
+    """Each setting's predictions on a split (``finetune.compare.Group``), loaded once; None,
+    with a note why, where a run has no predictions file or they cannot be compared."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[tuple[tuple[str, ...], str], Any] = {}
+        self.without: set[str] = set()  # runs without a predictions file (older results)
+        self.notes: list[str] = []  # other reasons
+
+    def __call__(self, group: list[dict[str, Any]], split: str) -> Any:
+        from finetune.compare import load_group
+        from finetune.evaluation import PREDICTIONS_FILE
+
+        key = (tuple(run["_dir"] for run in group), split)
+        if key not in self.loaded:
+            self.loaded[key] = None
+            missing = {d for d in key[0] if not (Path(d) / PREDICTIONS_FILE.format(split=split)).is_file()}
+            self.without |= missing
+            try:
+                self.loaded[key] = None if missing else load_group(group, split)
+            except (ConfigError, DataError) as e:
+                self.notes.append(str(e))
+        return self.loaded[key]
+
+    def note(self) -> str:
+        """Why some settings were compared between seeds only, or not at all; empty if none."""
+        lines = []
+        if self.without:
+            first = sorted(self.without)[0]
+            lines.append(f"{len(self.without)} runs (such as {first}) have no predictions files: they finished before "
+                         "runs kept them, so their settings are compared between seeds only. `finetune predict "
+                         "--checkpoint RUN --split validation --output RUN/validation_predictions.tsv` writes one "
+                         "from a saved model (and `--split test` the other).")  # fmt: skip
+        lines += [f"Not compared over examples: {note}." for note in dict.fromkeys(self.notes)]
+        return "\n\n".join(lines)
+
+
+def _interval(i: Any) -> str:
+    from finetune.compare import points
+
+    return f"{points(i.difference)} [{points(i.low)}, {points(i.high)}]" if i else "-"
+
+
+def comparison_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[str]:
+    """A Markdown table: for each pair of ``comparable_pairs``, split and metric, the means, A
+    minus B with its 95% interval paired over the examples, its verdict, and the interval between
+    seeds (Welch's t). Without predictions files, the interval between seeds alone."""
+    from finetune.compare import between_seeds, compare
+
+    varying = _naming(group_runs(runs))
+    header = ["A vs B", "split", "metric", "A", "B", "A minus B [95% interval, paired over examples]", "verdict",
+              "A minus B between seeds [95%, Welch]"]  # fmt: skip
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a, runs_a, b, runs_b in comparable_pairs(runs):
+        for split, metric in itertools.product(("validation", "test"), _metrics_of(a["task"])):
+            values = [[r[split][metric] for r in g if metric in (r.get(split) or {})] for g in (runs_a, runs_b)]
+            if not all(values):
+                continue
+            pa, pb = predictions(runs_a, split), predictions(runs_b, split)
+            if pa is not None and pb is not None:
+                result = compare(pa, pb, metric)
+                paired, seeds, verdict = _interval(result.paired), result.seeds, "**real**" if result.real else "noise"
+            else:
+                paired, seeds, verdict = "-", between_seeds(*values), "- (no predictions files)"
+            means = [f"{mean_std([100 * x for x in v])[0]:.1f} (n={len(v)})" for v in values]
+            rows.append(f"| {_label(a, varying)} vs {_label(b, varying)} | {split} | {metric} | {means[0]} | "
+                        f"{means[1]} | {paired} | {verdict} | {_interval(seeds)} |")  # fmt: skip
+    return rows
+
+
+def ensemble_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[str]:
+    """A Markdown table: for each setting with several runs of a binary task, the mean of its
+    runs and its seed ensemble (``finetune.compare.ensemble``), the gain paired over the examples."""
+    from finetune.compare import compare, ensemble
+
+    groups = group_runs(runs)
+    varying = _naming(groups)
+    rows = ["| setting | runs | split | accuracy: mean of runs → ensemble (gain [95%], verdict) | f1: the same |",
+            "|" + "---|" * 5]  # fmt: skip
+    for (key, group), split in itertools.product(groups.items(), ("validation", "test")):
+        members = predictions(group, split) if len(group) > 1 else None
+        if members is None or members.probability is None:
             continue
-        (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-        se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
-        verdict = "agree" if abs(ma - mb) <= 2 * se else "differ"
-        setting = dict(zip(keys, key))
-        lines.append(
-            f"- {setting['task']}/{setting['strategy']}/{setting['pooling']}: native {ma:.1f} vs Trainer {mb:.1f} "
-            f"validation {metric} (n={len(a)}/{len(b)}): difference {ma - mb:+.1f}, two standard errors "
-            f"{2 * se:.1f}: {verdict}"
-        )
-    return "\n".join(lines)
+        setting, cells = dict(zip(GROUP_KEYS, key)), []
+        for metric in ("accuracy", "f1"):
+            result = compare(ensemble(members), members, metric) if metric in _metrics_of(setting["task"]) else None
+            cells.append(f"{100 * result.b_mean:.1f} → {100 * result.a_mean:.1f} ({_interval(result.paired)}, "
+                         f"{'real' if result.real else 'noise'})" if result else "-")  # fmt: skip
+        rows.append(f"| {_label(setting, varying)} | {len(group)} | {split} | {' | '.join(cells)} |")
+    return rows
+
+
+def what_is_real(runs: list[dict[str, Any]], predictions: Predictions | None = None) -> str:
+    """The report's section on which differences are real (``comparison_rows``), with the seed
+    ensembles apart (``ensemble_rows``) and a note on runs that could not be compared."""
+    predictions = predictions or Predictions()
+    rows, ensembles = comparison_rows(runs, predictions), ensemble_rows(runs, predictions)
+    text = "## What is real\n\n" + (
+        "A minus B in points of %. The verdict is the paired interval's (a bootstrap over the examples, each run "
+        "kept whole): real when it excludes 0, else noise. The interval between seeds sees another draw of seeds, "
+        "not the pairing. See docs/finetune/reading-the-numbers.md.\n\n" + "\n".join(rows)
+        if len(rows) > 2 else "No two settings here differ in the loop, or in the strategy and its recipe, alone."
+    )  # fmt: skip
+    if len(ensembles) > 2:
+        text += ("\n\n**Seed ensembles**, an extra apart from the single-model rows: what keeping all the runs of a "
+                 "setting buys. Each example's positive-class probability is averaged over the runs and thresholded "
+                 "at 0.5; the gain is over the mean of the single runs, paired over the examples.\n\n"
+                 + "\n".join(ensembles))  # fmt: skip
+    return text + (f"\n\n{predictions.note()}" if predictions.note() else "")
 
 
 def plot_loss(runs: list[dict[str, Any]], path: Path) -> None:
@@ -188,18 +330,83 @@ def plot_metric_vs_time(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _model_label(run: dict[str, Any]) -> str:
+    """The model a run fine-tuned and its size: ``sentence-transformers/all-MiniLM-L6-v2, 22.6M``."""
+    from finetune.modeling import public_name
+
+    source = (run.get("model") or {}).get("name_or_path") or run["config"].get("model")
+    name = public_name(source) if source else "the default model"
+    return f"{name}, {run['total_params'] / 1e6:.1f}M" if run.get("total_params") else name
+
+
+def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predictions | None = None) -> bool:
+    """MRPC validation accuracy and F1 of each setting (mean over its seeds with the 95% interval
+    of the mean; its seed ensemble apart) beside the published bert-base numbers, every row named
+    with its model and size. False, and no file, without MRPC runs."""
+    from finetune.compare import METRICS, ensemble
+
+    mrpc = {key: group for key, group in group_runs(runs).items() if dict(zip(GROUP_KEYS, key))["task"] == "mrpc"}
+    if not mrpc:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    varying = _naming(mrpc)
+    rows: list[tuple[str, str, dict[str, list[float]]]] = []  # (label, kind, metric -> values in %)
+    ensembles = []  # listed after the single-model rows, apart
+    for key, group in mrpc.items():
+        label = f"{_label(dict(zip(GROUP_KEYS, key)), varying)} · {_model_label(group[0])}"
+        values = {m: [100 * r["validation"][m] for r in group if m in (r.get("validation") or {})] for m in METRICS}
+        rows.append((f"{label} · {len(group)} run{'s' * (len(group) > 1)}", "project", values))
+        members = (predictions or Predictions())(group, "validation") if len(group) > 1 else None
+        if members is not None and members.probability is not None:
+            one = ensemble(members)
+            ensembles.append((f"{label} · ensemble of {len(group)} runs (extra)", "ensemble",
+                              {m: [100 * float(one.values(m)[0])] for m in METRICS}))  # fmt: skip
+    rows += ensembles
+    for who, model, accuracy, f1 in PUBLISHED:
+        rows.append((f"{who} · {model}, {BERT_BASE_PARAMS / 1e6:.0f}M · 1 run (published)", "published",
+                     {"accuracy": [accuracy], "f1": [f1]}))  # fmt: skip
+    style = {"project": dict(marker="o", color="tab:blue"), "ensemble": dict(marker="*", color="tab:green", ms=11),
+             "published": dict(marker="D", color="tab:orange")}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
+    for ax, metric in zip(axes, METRICS):
+        for y, (_, kind, values) in enumerate(rows):
+            v = values[metric]
+            if not v:
+                continue
+            low, high = confidence_interval(v) if len(v) > 1 else (v[0], v[0])
+            m = sum(v) / len(v)
+            ax.errorbar(m, y, xerr=[[m - low], [high - m]], ls="none", capsize=3, **style[kind])
+        name = {"accuracy": "accuracy", "f1": "F1"}[metric]
+        ax.set(xlabel=f"MRPC validation {name} (%)", title=f"Validation {name}")
+        ax.grid(axis="x", alpha=0.3)
+        for y in range(1, len(rows)):
+            if rows[y][1] != rows[y - 1][1]:  # a line between single runs, ensembles and published rows
+                ax.axhline(y - 0.5, color="grey", lw=0.8)
+    axes[0].set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("This project's settings (mean over seeds, 95% interval) beside published bert-base runs: "
+                 "different models", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_report(paths: list[Path], out: Path) -> str:
-    """Write report.md, loss.png and metric_vs_time.png into ``out``; return the table."""
+    """Write report.md, loss.png, metric_vs_time.png and, for MRPC runs, published.png into
+    ``out``; return the Markdown: the table and what is real."""
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(runs)
-    agreement = loop_agreement(runs)
-    if agreement:
-        table += "\n\nNative loop vs Trainer:\n" + agreement
+    predictions = Predictions()
+    text = markdown_table(runs) + "\n\n" + what_is_real(runs, predictions)
     plot_loss(runs, out / "loss.png")
     plot_metric_vs_time(runs, out / "metric_vs_time.png")
-    write_atomic(
-        out / "report.md",
-        f"{table}\n\n![training loss](loss.png)\n\n![validation metric vs training time](metric_vs_time.png)\n",
-    )
-    return table
+    figures = ["![training loss](loss.png)", "![validation metric vs training time](metric_vs_time.png)"]
+    if plot_published(runs, out / "published.png", predictions):
+        figures.append("![these runs beside published bert-base numbers (other models)](published.png)")
+    write_atomic(out / "report.md", text + "\n\n" + "\n\n".join(figures) + "\n")
+    return text

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from finetune.config import ConfigError
-from finetune.report import loop_agreement, markdown_table, write_report
+from finetune.report import markdown_table, what_is_real, write_report
 
 
 def fake_run(loop, strategy, seed, acc, f1, time_s=100.0):
@@ -46,12 +46,19 @@ def test_runs_with_other_settings_are_not_pooled():
     assert any("lr=0.0001" in r for r in rows)  # the setting that differs gets a column
 
 
-def test_loop_agreement_uses_two_standard_errors():
+def test_runs_without_predictions_files_are_compared_between_seeds(tmp_path):
     close = [fake_run("native", "full", s, a, 0.8) for s, a in ((1, 0.80), (2, 0.82), (3, 0.81))]
     close += [fake_run("trainer", "full", s, a, 0.8) for s, a in ((1, 0.81), (2, 0.80), (3, 0.82))]
-    assert "agree" in loop_agreement(close)
-    far = close[:3] + [fake_run("trainer", "full", s, a, 0.8) for s, a in ((1, 0.70), (2, 0.71), (3, 0.70))]
-    assert "differ" in loop_agreement(far)
+    far = close[:3] + [fake_run("native", "head", s, a, 0.8) for s, a in ((1, 0.70), (2, 0.71), (3, 0.70))]
+    for i, run in enumerate(close + far[3:]):
+        run["_dir"] = str(tmp_path / f"run{i}")  # no predictions files there
+    text = what_is_real(close + far[3:])
+    native_trainer = next(line for line in text.splitlines() if line.startswith("| native/full vs trainer/full"))
+    assert "| validation | accuracy | 81.0 (n=3) | 81.0 (n=3) | - | - (no predictions files) | +0.0 [" in native_trainer
+    full_head = next(line for line in text.splitlines() if line.startswith("| native/full vs native/head"))
+    assert "| +10.7 [+8.6, +12.7] |" in full_head  # Welch: 0.107 ± t(0.975, 3.2 df) * 0.0067 = 0.107 ± 0.020
+    assert "9 runs (such as " in text and "have no predictions files" in text
+    assert "Seed ensembles" not in text  # an ensemble needs the per-example probabilities
 
 
 def test_write_report_finds_runs_below_a_folder(tmp_path):
