@@ -1,8 +1,25 @@
 """The Tensor: a NumPy array plus what autograd needs (requires_grad, grad, grad_fn).
 
 Methods are thin: each differentiable one calls a ``Function`` from ``minigrad.ops``, which
-holds the forward and the backward side by side. Factories (``tensor``, ``randn``, ...) and
-dtypes live here too.
+holds the forward and the backward side by side, or is built from other methods (``square`` is
+``self * self``), its gradients (and second derivatives) then coming from the engine.
+
+What is where, in order; each name is a heading in the file (``# -- arithmetic``):
+
+    dtypes                      float32, int64, ...; how data becomes an array (torch's rules)
+    class Tensor:
+      what a tensor is          data, requires_grad, grad, grad_fn, _version; shape, dtype
+      conversion                numpy(), item(), tolist(), to(), float(), double(), long()
+      arithmetic                -x, @, matmul, maximum, ... (+ - * / ** come from the operators)
+      elementwise math          exp, log, tanh, relu, clamp, where, tril, ...
+      reductions                sum, mean, var, max, norm, prod, ...; along a dim: softmax, sort
+      shapes, views, indexing   reshape, permute, expand, t, [], gather, split, ...
+      comparisons               == < & ~ and the rest: bool tensors, never part of the graph
+      in-place changes          add_, mul_, fill_, []=: each bumps the version counter
+      autograd                  backward, retain_grad, register_hook, detach, clone
+    operators                   __add__, __radd__, __iadd__, ...: made from one table, OPERATORS
+    creation                    tensor, from_numpy, zeros, ones, randn, rand, arange, *_like
+    where, and helpers          the free function ``where``; what the methods above share
 """
 
 from __future__ import annotations
@@ -54,7 +71,7 @@ def _as_array(data: Any, dtype: np.dtype | None = None) -> np.ndarray:
     return arr
 
 
-# ----------------------------------------------------------------------------- Tensor
+# ----------------------------------------------------------------------------- class Tensor
 
 
 class Tensor(Variable):
@@ -63,6 +80,8 @@ class Tensor(Variable):
     ``data`` is the NumPy array itself (torch's ``.data`` is a Tensor; here it is the raw
     array, which is what you reach for when you want to see the numbers).
     """
+
+    # -- what a tensor is: an array, ``data``, and what autograd needs to know of it
 
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
     # The autograd attributes (grad, grad_fn, _version, _hooks) default to the class's values
@@ -73,8 +92,6 @@ class Tensor(Variable):
         self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
         if requires_grad:
             self.requires_grad = True
-
-    # -- autograd attributes
 
     @property
     def requires_grad(self) -> bool:
@@ -101,43 +118,6 @@ class Tensor(Variable):
         self.requires_grad = requires_grad
         return self
 
-    def detach(self) -> Tensor:
-        """The same data (shared, not copied) cut from the graph."""
-        return Tensor(self.data)
-
-    def clone(self) -> Tensor:
-        return ops.Clone.apply(self)
-
-    def retain_grad(self) -> None:
-        """Keep ``.grad`` on a non-leaf tensor too (leaves always keep theirs)."""
-        if self.grad_fn is not None:
-            self.grad_fn.retained = weakref.ref(self)
-
-    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> _HookHandle:
-        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
-        if not self.requires_grad:
-            raise DtypeError("cannot register a hook on a tensor that doesn't require gradient")
-        if self.grad_fn is None:
-            if not isinstance(self._hooks, list):
-                self._hooks = []
-            hooks = self._hooks
-        else:
-            if not isinstance(self.grad_fn.hooks, list):
-                self.grad_fn.hooks = []
-            hooks = self.grad_fn.hooks
-        hooks.append(hook)
-        return _HookHandle(hooks, hook)
-
-    def backward(
-        self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
-    ) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
-        seed = autograd.default_grad(self, gradient)
-        retain_graph = create_graph if retain_graph is None else retain_graph
-        autograd.backward([self], [seed], retain_graph, create_graph)
-
-    # -- array-like attributes
-
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
@@ -162,6 +142,19 @@ class Tensor(Variable):
     def __len__(self) -> int:
         return len(self.data)
 
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype=minigrad.{self.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn={self.grad_fn!r}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    # -- conversion (new tensors come from the functions under "creation", after the class)
+
     def numpy(self) -> np.ndarray:
         if self.requires_grad:
             raise InplaceError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy()")
@@ -174,6 +167,18 @@ class Tensor(Variable):
 
     def tolist(self) -> Any:
         return self.data.tolist()
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
     def to(self, dtype: np.dtype) -> Tensor:
         dtype = np.dtype(dtype)
@@ -192,64 +197,7 @@ class Tensor(Variable):
     def long(self) -> Tensor:
         return self.to(int64)
 
-    def __repr__(self) -> str:
-        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
-        extras = []
-        if self.dtype not in (float32, int64, bool_):
-            extras.append(f"dtype=minigrad.{self.dtype}")
-        if self.grad_fn is not None:
-            extras.append(f"grad_fn={self.grad_fn!r}")
-        elif self.requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([body, *extras]) + ")"
-
-    def __bool__(self) -> bool:
-        return bool(self.item())
-
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    __hash__ = object.__hash__  # by identity (``==`` is elementwise), as in torch
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    # -- differentiable ops (each is a Function in minigrad.ops)
-
-    def __add__(self, other: Any) -> Tensor:
-        return binary(ops.Add, self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return binary(ops.Add, other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return binary(ops.Sub, self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return binary(ops.Sub, other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return binary(ops.Mul, self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return binary(ops.Mul, other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        if not _is_floating(self.dtype) and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-            return binary(ops.Div, self.to(_default_float), other)  # true division, as torch
-        return binary(ops.Div, self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return binary(ops.Div, other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return binary(ops.Pow, self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return binary(ops.Pow, other, self)
+    # -- arithmetic: + - * / ** are set from the table OPERATORS, after the class; the rest are here
 
     def __neg__(self) -> Tensor:
         return ops.Neg.apply(self)
@@ -270,8 +218,26 @@ class Tensor(Variable):
         """2-D matrix product (``matmul`` also batches and broadcasts)."""
         return ops.Mm.apply(self, other)
 
+    def bmm(self, other: Tensor) -> Tensor:
+        if self.ndim != 3 or other.ndim != 3 or self.shape[0] != other.shape[0]:
+            raise ShapeError(f"bmm expects (b, n, m) and (b, m, p) tensors, got {self.shape} and {other.shape}")
+        return self.matmul(other)
+
+    def dot(self, other: Tensor) -> Tensor:
+        if self.ndim != 1 or other.ndim != 1 or self.shape != other.shape:
+            raise ShapeError(f"dot expects two 1-D tensors of one size, got {self.shape} and {other.shape}")
+        return (self * other).sum()
+
+    def outer(self, other: Tensor) -> Tensor:
+        return self.reshape(-1, 1) * other.reshape(1, -1)
+
     def maximum(self, other: Any) -> Tensor:
         return binary(ops.Maximum, self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return -(-self).maximum(-other)
+
+    # -- elementwise math
 
     def exp(self) -> Tensor:
         return ops.Exp.apply(self)
@@ -282,8 +248,15 @@ class Tensor(Variable):
     def sqrt(self) -> Tensor:
         return ops.Sqrt.apply(self)
 
+    def rsqrt(self) -> Tensor:
+        return ops.Rsqrt.apply(self)
+
     def abs(self) -> Tensor:
         return ops.Abs.apply(self)
+
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 (0 for NaN); its gradient is 0, as torch's."""
+        return ops.Sign.apply(self)
 
     def tanh(self) -> Tensor:
         return ops.Tanh.apply(self)
@@ -309,89 +282,11 @@ class Tensor(Variable):
     def expm1(self) -> Tensor:
         return ops.Expm1.apply(self)
 
-    def rsqrt(self) -> Tensor:
-        return ops.Rsqrt.apply(self)
-
     def reciprocal(self) -> Tensor:
         return ops.Reciprocal.apply(self)
 
-    def sign(self) -> Tensor:
-        """-1, 0 or 1 (0 for NaN); its gradient is 0, as torch's."""
-        return ops.Sign.apply(self)
-
-    # -- compositions: ops built from the ones above, so their gradients (and second
-    # derivatives) come from the engine
-
     def square(self) -> Tensor:
         return self * self
-
-    def minimum(self, other: Any) -> Tensor:
-        return -(-self).maximum(-other)
-
-    def masked_fill(self, mask: Any, value: Any) -> Tensor:
-        return where(mask, value, self)
-
-    def tril(self, diagonal: int = 0) -> Tensor:
-        """The lower triangle of the last two dims (the rest 0)."""
-        rows, cols = self.shape[-2:]
-        return where(np.tri(rows, cols, diagonal, dtype=bool), self, 0)
-
-    def triu(self, diagonal: int = 0) -> Tensor:
-        rows, cols = self.shape[-2:]
-        return where(~np.tri(rows, cols, diagonal - 1, dtype=bool), self, 0)
-
-    def outer(self, other: Tensor) -> Tensor:
-        return self.reshape(-1, 1) * other.reshape(1, -1)
-
-    def dot(self, other: Tensor) -> Tensor:
-        if self.ndim != 1 or other.ndim != 1 or self.shape != other.shape:
-            raise ShapeError(f"dot expects two 1-D tensors of one size, got {self.shape} and {other.shape}")
-        return (self * other).sum()
-
-    def bmm(self, other: Tensor) -> Tensor:
-        if self.ndim != 3 or other.ndim != 3 or self.shape[0] != other.shape[0]:
-            raise ShapeError(f"bmm expects (b, n, m) and (b, m, p) tensors, got {self.shape} and {other.shape}")
-        return self.matmul(other)
-
-    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: int | None = None) -> Tensor:  # fmt: skip
-        return _sqrt_with_zero_gradient_at_zero(self.var(dim, unbiased, keepdim, correction=correction))
-
-    def _extreme_share(self, dim: Any, keepdim: bool, find: Callable) -> Tensor:
-        """The max (or min) over ``dim`` as a weighted sum, the weights splitting the gradient
-        evenly among tied extremes (torch's amax/amin rule)."""
-        dims = ops.normalize_dims(_all_if_empty(dim), self.ndim)
-        best = find(self.data, axis=dims, keepdims=True)
-        hits = self.data == best
-        share = hits / hits.sum(axis=dims, keepdims=True)
-        return (self * Tensor(share.astype(self.dtype))).sum(dims, keepdim)
-
-    def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return self._extreme_share(dim, keepdim, np.max)
-
-    def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return self._extreme_share(dim, keepdim, np.min)
-
-    def norm(self, p: float | str = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
-        """The p-norm over ``dim`` (every dim by default): (sum |x|^p)^(1/p); "fro" is p = 2, p = 0
-        counts the nonzero elements, p = +-inf is the largest or smallest |x|. At a zero vector the
-        2-norm's gradient is 0, as torch's (not the 0/0 of sqrt's rule)."""
-        if p == "fro":
-            p = 2
-        if isinstance(p, str):
-            raise NotImplementedError(f"norm: p={p!r} is not supported (only numbers and 'fro')")
-        if p == 2:
-            return _sqrt_with_zero_gradient_at_zero((self * self).sum(dim, keepdim))
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        if p == 0:  # |x|^0 with 0^0 taken as 0: the count of nonzero elements, its gradient 0
-            return where(self.data != 0, self.abs() ** 0, 0).sum(dim, keepdim)
-        if p in (float("inf"), float("-inf")):
-            return self.abs().amax(dim, keepdim) if p > 0 else self.abs().amin(dim, keepdim)
-        # |x|^p, its gradient 0 where x = 0 (torch's rule; p |x|^(p-1) would be inf, or 0 * inf)
-        zero = self.data == 0
-        powers = where(zero, np.inf if p < 0 else 0.0, where(zero, 1, self.abs()) ** p)
-        return powers.sum(dim, keepdim) ** (1 / p)
 
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
         """Limit to [min, max]. Tensor bounds (cast to the input's dtype) broadcast with the input
@@ -412,17 +307,22 @@ class Tensor(Variable):
             return ops.ClampTensors.apply(x, lo, hi)
         return ops.Clamp.apply(self, min, max)
 
-    def softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
-        """``dtype``: the input is cast to it first (torch's rule)."""
-        x = self if dtype is None else self.to(dtype)
-        return ops.Softmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
+    def where(self, condition: Any, other: Any) -> Tensor:
+        return where(condition, self, other)
 
-    def log_softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
-        x = self if dtype is None else self.to(dtype)
-        return ops.LogSoftmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        return where(mask, value, self)
 
-    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
-        return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """The lower triangle of the last two dims (the rest 0)."""
+        rows, cols = self.shape[-2:]
+        return where(np.tri(rows, cols, diagonal, dtype=bool), self, 0)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        rows, cols = self.shape[-2:]
+        return where(~np.tri(rows, cols, diagonal - 1, dtype=bool), self, 0)
+
+    # -- reductions, and ops along a dim
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         dim = _all_if_empty(dim)
@@ -449,6 +349,10 @@ class Tensor(Variable):
         centered = self - self.mean(dims, keepdim=True)
         return (centered * centered).sum(dims, keepdim) / max(count - correction, 0)
 
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: int | None = None) -> Tensor:  # fmt: skip
+        return _sqrt_with_zero_gradient_at_zero(self.var(dim, unbiased, keepdim, correction=correction))
+
     def _extremum(self, dim: Any, keepdim: bool, is_min: bool) -> Any:
         if dim is None:
             return ops.MaxAll.apply(self, is_min)
@@ -473,6 +377,21 @@ class Tensor(Variable):
             return self.minimum(dim)
         return self._extremum(dim, keepdim, is_min=True)
 
+    def _extreme_share(self, dim: Any, keepdim: bool, find: Callable) -> Tensor:
+        """The max (or min) over ``dim`` as a weighted sum, the weights splitting the gradient
+        evenly among tied extremes (torch's amax/amin rule)."""
+        dims = ops.normalize_dims(_all_if_empty(dim), self.ndim)
+        best = find(self.data, axis=dims, keepdims=True)
+        hits = self.data == best
+        share = hits / hits.sum(axis=dims, keepdims=True)
+        return (self * Tensor(share.astype(self.dtype))).sum(dims, keepdim)
+
+    def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return self._extreme_share(dim, keepdim, np.max)
+
+    def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return self._extreme_share(dim, keepdim, np.min)
+
     def _arg(self, find: Callable, dim: int | None, keepdim: bool) -> Tensor:
         """Indices (int64, never in the graph) of np.argmax/np.argmin over ``dim`` or all elements."""
         if dim is None:
@@ -485,113 +404,26 @@ class Tensor(Variable):
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         return self._arg(np.argmin, dim, keepdim)
 
-    def gather(self, dim: int, index: Tensor) -> Tensor:
-        """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
-        idx = (index.data if isinstance(index, Tensor) else np.asarray(index)).astype(np.int64, copy=False)
-        if idx.size == 0:  # nothing gathered: torch checks no more than that
-            return self.reshape(-1)[idx]
-        if self.ndim == 0 and idx.ndim <= 1:  # torch: a 0-d tensor gathers as a 1-element 1-D one
-            ops.normalize_dims(dim, 0)
-            return self.reshape(1)[idx]
-        if idx.ndim != self.ndim:
-            raise ShapeError(f"gather: index has {idx.ndim} dims but the tensor has {self.ndim} (shape {self.shape})")
-        (dim,) = ops.normalize_dims(dim, self.ndim)
-        grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(idx.ndim)]) for d, n in enumerate(idx.shape)]
-        grid[dim] = idx
-        return ops.Index.apply(self, tuple(grid))
-
-    def where(self, condition: Any, other: Any) -> Tensor:
-        return where(condition, self, other)
-
-    def __getitem__(self, index: Any) -> Tensor:
-        return ops.Index.apply(self, ops.normalize_index(index))
-
-    # -- shapes
-
-    def reshape(self, *shape: Any) -> Tensor:
-        shape = _shape(shape)
-        if shape == self.shape:
-            return self
-        return ops.Reshape.apply(self, shape)
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        """Merge dims ``start_dim`` .. ``end_dim`` into one."""
-        if self.ndim == 0:
-            return self.reshape(1)
-        start, end = (ops.normalize_dims(d, self.ndim)[0] for d in (start_dim, end_dim))
-        merged = int(np.prod(self.shape[start : end + 1]))  # not -1: an empty tensor could not infer it
-        return self.reshape(*self.shape[:start], merged, *self.shape[end + 1 :]) if start <= end else self
-
-    def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1 :])
-
-    def movedim(self, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
-        """Move dim ``source`` to place ``destination`` (or each of several to its place), the
-        other dims keeping their order in the places left."""
-        src, dst = _dim_list(source, self.ndim), _dim_list(destination, self.ndim)
-        if len(src) != len(dst) or len(set(src)) != len(src) or len(set(dst)) != len(dst):
-            raise ShapeError(f"movedim: source {source} and destination {destination} must be as many distinct dims")
-        if not self.ndim:
-            return self
-        order: list[int | None] = [None] * self.ndim
-        for s, d in zip(src, dst):
-            order[d] = s
-        rest = iter(d for d in range(self.ndim) if d not in src)
-        return self.permute(*(next(rest) if d is None else d for d in order))
-
-    def narrow(self, dim: int, start: int | Tensor, length: int) -> Tensor:
-        """``length`` elements along ``dim`` from ``start`` (a negative start counts from the end;
-        a 0-d tensor start is read as its number)."""
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        n = self.shape[d]
-        start = int(start)
-        if not -n <= start <= n or start % max(n, 1) + length > n or length < 0:
-            raise ShapeError(f"narrow: start {start} and length {length} do not fit dim {d} of size {n}")
-        start = start + n if start < 0 else start
-        return self[(slice(None),) * d + (slice(start, start + length),)]
-
-    def flip(self, dims: Any) -> Tensor:
-        flipped = set(ops.normalize_dims(dims, self.ndim))
-        return self[tuple(slice(None, None, -1) if d in flipped else slice(None) for d in range(self.ndim))]
-
-    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
-        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the given sizes."""
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        n = self.shape[d]
-        if isinstance(split_size_or_sections, (int, np.integer)):
-            size = int(split_size_or_sections)
-            sizes = [min(size, n - start) for start in range(0, n, size)] or [0]
-        else:
-            sizes = list(split_size_or_sections)
-            if sum(sizes) != n:
-                raise ShapeError(f"split sizes {sizes} do not add up to the dim's size {n}")
-        starts = np.cumsum([0, *sizes[:-1]])
-        return tuple(self.narrow(d, int(s), k) for s, k in zip(starts, sizes))
-
-    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        return self.split(max(-(-self.shape[d] // chunks), 1), d)
-
-    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
-
-    def repeat(self, *sizes: Any) -> Tensor:
-        """Tile the tensor ``sizes[i]`` times along dim i (new leading dims for extra sizes), as torch.repeat."""
-        sizes = _shape(sizes)
-        if len(sizes) < self.ndim:
-            raise ShapeError(f"repeat needs at least {self.ndim} sizes for a {self.ndim}-D tensor, got {len(sizes)}")
-        shape = (1,) * (len(sizes) - self.ndim) + self.shape
-        interleaved = self.reshape(*(n for side in shape for n in (1, side)))
-        expanded = interleaved.expand(*(n for r, side in zip(sizes, shape) for n in (r, side)))
-        return expanded.reshape(*(r * side for r, side in zip(sizes, shape)))
-
-    def tile(self, dims: Sequence[int]) -> Tensor:
-        dims = tuple(dims)
-        return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
+    def norm(self, p: float | str = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+        """The p-norm over ``dim`` (every dim by default): (sum |x|^p)^(1/p); "fro" is p = 2, p = 0
+        counts the nonzero elements, p = +-inf is the largest or smallest |x|. At a zero vector the
+        2-norm's gradient is 0, as torch's (not the 0/0 of sqrt's rule)."""
+        if p == "fro":
+            p = 2
+        if isinstance(p, str):
+            raise NotImplementedError(f"norm: p={p!r} is not supported (only numbers and 'fro')")
+        if p == 2:
+            return _sqrt_with_zero_gradient_at_zero((self * self).sum(dim, keepdim))
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        if p == 0:  # |x|^0 with 0^0 taken as 0: the count of nonzero elements, its gradient 0
+            return where(self.data != 0, self.abs() ** 0, 0).sum(dim, keepdim)
+        if p in (float("inf"), float("-inf")):
+            return self.abs().amax(dim, keepdim) if p > 0 else self.abs().amin(dim, keepdim)
+        # |x|^p, its gradient 0 where x = 0 (torch's rule; p |x|^(p-1) would be inf, or 0 * inf)
+        zero = self.data == 0
+        powers = where(zero, np.inf if p < 0 else 0.0, where(zero, 1, self.abs()) ** p)
+        return powers.sum(dim, keepdim) ** (1 / p)
 
     def prod(self, dim: int | None = None, keepdim: bool = False, *, dtype: np.dtype | None = None) -> Tensor:
         """The product of the elements (along ``dim``), multiplied pairwise as a tree: log2(n)
@@ -612,6 +444,26 @@ class Tensor(Variable):
             x = ops.Cat.apply(0, paired, x[2 * half :]) if x.shape[0] % 2 else paired
         return x[0].unsqueeze(d) if keepdim and d is not None else x[0]
 
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return ops.LogSumExp.apply(self, ops.normalize_dims(dim, self.ndim), keepdim)
+
+    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
+        return Tensor(np.asarray(self.data.all(axis=axis, keepdims=keepdim)))
+
+    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
+        return Tensor(np.asarray(self.data.any(axis=axis, keepdims=keepdim)))
+
+    def softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
+        """``dtype``: the input is cast to it first (torch's rule)."""
+        x = self if dtype is None else self.to(dtype)
+        return ops.Softmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
+
+    def log_softmax(self, dim: int, dtype: np.dtype | None = None) -> Tensor:
+        x = self if dtype is None else self.to(dtype)
+        return ops.LogSoftmax.apply(x, ops.normalize_dims(dim, x.ndim)[:1])
+
     def cumsum(self, dim: int, *, dtype: np.dtype | None = None) -> Tensor:
         if dtype is not None:
             return self.to(dtype).cumsum(dim)
@@ -619,32 +471,6 @@ class Tensor(Variable):
             return self * 1
         (d,) = ops.normalize_dims(dim, self.ndim)
         return ops.CumSum.apply(self, d)
-
-    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
-        """Shift elements along ``dims`` by ``shifts``, wrapping around; without ``dims``, the
-        flattened tensor, shape kept."""
-        if dims is None:
-            return self.reshape(-1).roll(shifts, 0).reshape(self.shape)
-        out = self
-        for shift, dim in zip(np.atleast_1d(shifts), np.atleast_1d(dims)):
-            (d,) = ops.normalize_dims(int(dim), self.ndim)
-            n = self.shape[d]
-            out = out.index_select(d, (np.arange(n) - int(shift)) % n) if n else out
-        return out
-
-    def repeat_interleave(
-        self, repeats: int | Tensor, dim: int | None = None, *, output_size: int | None = None
-    ) -> Tensor:
-        """Each element ``repeats`` times (or repeats[i] times for element i) along ``dim``; without
-        ``dim``, of the flattened tensor. ``output_size``, torch's hint, must be the length made."""
-        if dim is None:
-            return self.reshape(-1).repeat_interleave(repeats, 0, output_size=output_size)
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        counts = repeats.data if isinstance(repeats, Tensor) else repeats
-        index = np.repeat(np.arange(self.shape[d]), counts)
-        if output_size is not None and output_size != index.size:
-            raise ShapeError(f"repeat_interleave: output_size={output_size}, but the repeats make {index.size}")
-        return self.index_select(d, index)
 
     def sort(self, dim: int = -1, descending: bool = False, *, stable: bool = False) -> Any:
         """(values, indices) along ``dim``; the values carry the gradient back to where they came
@@ -669,58 +495,27 @@ class Tensor(Variable):
         (d,) = ops.normalize_dims(dim, self.ndim)
         return ReturnTypes(values.narrow(d, 0, k), indices.narrow(d, 0, k))
 
-    def scatter_add(self, dim: int, index: Any, src: Tensor) -> Tensor:
-        """A copy of self with ``src[i][j]`` added at ``[index[i][j]][j]`` for dim 0 (and so on):
-        repeated indices add up; src's gradient is gathered back from the same places."""
-        if self.ndim == 0:  # the one element, at index 0
-            return self + src.gather(dim, index)
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64)
-        grid = [np.arange(n).reshape([-1 if i == k else 1 for i in range(idx.ndim)]) for k, n in enumerate(idx.shape)]
-        grid[d] = idx
-        src = src[tuple(slice(n) for n in idx.shape)]
-        return self + ops.IndexAdd.apply(src, self.shape, tuple(np.broadcast_arrays(*grid)))
+    # -- shapes, views, indexing
 
-    def index_select(self, dim: int, index: Any) -> Tensor:
-        if self.ndim == 0:  # the one element, at index 0
-            return self.gather(dim, Tensor(np.asarray(index.data if isinstance(index, Tensor) else index).reshape(())))
-        (d,) = ops.normalize_dims(dim, self.ndim)
-        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64).reshape(-1)
-        return self[(slice(None),) * d + (idx,)]
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        if self.ndim == 0:  # dims 0 and -1 are allowed, and change nothing
-            ops.normalize_dims((dim0, dim1), 0)
-            return ops.Reshape.apply(self, ())
-        d0, d1 = (ops.normalize_dims(d, self.ndim)[0] for d in (dim0, dim1))
-        return ops.Transpose.apply(self, d0, d1)
-
-    def t(self) -> Tensor:
-        """Transpose of a matrix; 0-D and 1-D tensors come back as they are (torch's rule)."""
-        ndim = self.data.ndim
-        if ndim > 2:
-            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {ndim}D (shape {self.shape})")
-        if ndim < 2:
+    def reshape(self, *shape: Any) -> Tensor:
+        shape = _shape(shape)
+        if shape == self.shape:
             return self
-        if not self.requires_grad:  # outside the graph: just NumPy's transposed view
-            return Tensor(self.data.T)
-        return ops.Transpose.apply(self, 0, 1)
+        return ops.Reshape.apply(self, shape)
 
-    @property
-    def T(self) -> Tensor:
-        return self.permute(*reversed(range(self.ndim)))
+    view = reshape
 
-    @property
-    def mT(self) -> Tensor:
-        return ops.Transpose.apply(self, self.ndim - 2, self.ndim - 1)
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge dims ``start_dim`` .. ``end_dim`` into one."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = (ops.normalize_dims(d, self.ndim)[0] for d in (start_dim, end_dim))
+        merged = int(np.prod(self.shape[start : end + 1]))  # not -1: an empty tensor could not infer it
+        return self.reshape(*self.shape[:start], merged, *self.shape[end + 1 :]) if start <= end else self
 
-    def permute(self, *dims: int) -> Tensor:
-        dims = _shape(dims)
-        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
-            raise ShapeError(
-                f"permute: dims {dims} are not a permutation of the {self.ndim} dims of shape {self.shape}"
-            )
-        return ops.Permute.apply(self, tuple(d % self.ndim for d in dims))
+    def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1 :])
 
     def squeeze(self, dim: Any = None) -> Tensor:
         dims = ops.normalize_dims(dim, self.ndim)
@@ -754,6 +549,168 @@ class Tensor(Variable):
     def expand_as(self, other: Tensor) -> Tensor:
         return self.expand(other.shape)
 
+    def permute(self, *dims: int) -> Tensor:
+        dims = _shape(dims)
+        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
+            raise ShapeError(
+                f"permute: dims {dims} are not a permutation of the {self.ndim} dims of shape {self.shape}"
+            )
+        return ops.Permute.apply(self, tuple(d % self.ndim for d in dims))
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        if self.ndim == 0:  # dims 0 and -1 are allowed, and change nothing
+            ops.normalize_dims((dim0, dim1), 0)
+            return ops.Reshape.apply(self, ())
+        d0, d1 = (ops.normalize_dims(d, self.ndim)[0] for d in (dim0, dim1))
+        return ops.Transpose.apply(self, d0, d1)
+
+    def t(self) -> Tensor:
+        """Transpose of a matrix; 0-D and 1-D tensors come back as they are (torch's rule)."""
+        ndim = self.data.ndim
+        if ndim > 2:
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {ndim}D (shape {self.shape})")
+        if ndim < 2:
+            return self
+        if not self.requires_grad:  # outside the graph: just NumPy's transposed view
+            return Tensor(self.data.T)
+        return ops.Transpose.apply(self, 0, 1)
+
+    @property
+    def T(self) -> Tensor:
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> Tensor:
+        return ops.Transpose.apply(self, self.ndim - 2, self.ndim - 1)
+
+    def movedim(self, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
+        """Move dim ``source`` to place ``destination`` (or each of several to its place), the
+        other dims keeping their order in the places left."""
+        src, dst = _dim_list(source, self.ndim), _dim_list(destination, self.ndim)
+        if len(src) != len(dst) or len(set(src)) != len(src) or len(set(dst)) != len(dst):
+            raise ShapeError(f"movedim: source {source} and destination {destination} must be as many distinct dims")
+        if not self.ndim:
+            return self
+        order: list[int | None] = [None] * self.ndim
+        for s, d in zip(src, dst):
+            order[d] = s
+        rest = iter(d for d in range(self.ndim) if d not in src)
+        return self.permute(*(next(rest) if d is None else d for d in order))
+
+    def flip(self, dims: Any) -> Tensor:
+        flipped = set(ops.normalize_dims(dims, self.ndim))
+        return self[tuple(slice(None, None, -1) if d in flipped else slice(None) for d in range(self.ndim))]
+
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        """Shift elements along ``dims`` by ``shifts``, wrapping around; without ``dims``, the
+        flattened tensor, shape kept."""
+        if dims is None:
+            return self.reshape(-1).roll(shifts, 0).reshape(self.shape)
+        out = self
+        for shift, dim in zip(np.atleast_1d(shifts), np.atleast_1d(dims)):
+            (d,) = ops.normalize_dims(int(dim), self.ndim)
+            n = self.shape[d]
+            out = out.index_select(d, (np.arange(n) - int(shift)) % n) if n else out
+        return out
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor ``sizes[i]`` times along dim i (new leading dims for extra sizes), as torch.repeat."""
+        sizes = _shape(sizes)
+        if len(sizes) < self.ndim:
+            raise ShapeError(f"repeat needs at least {self.ndim} sizes for a {self.ndim}-D tensor, got {len(sizes)}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        interleaved = self.reshape(*(n for side in shape for n in (1, side)))
+        expanded = interleaved.expand(*(n for r, side in zip(sizes, shape) for n in (r, side)))
+        return expanded.reshape(*(r * side for r, side in zip(sizes, shape)))
+
+    def tile(self, dims: Sequence[int]) -> Tensor:
+        dims = tuple(dims)
+        return self.repeat(*((1,) * (self.ndim - len(dims)) + dims))
+
+    def repeat_interleave(
+        self, repeats: int | Tensor, dim: int | None = None, *, output_size: int | None = None
+    ) -> Tensor:
+        """Each element ``repeats`` times (or repeats[i] times for element i) along ``dim``; without
+        ``dim``, of the flattened tensor. ``output_size``, torch's hint, must be the length made."""
+        if dim is None:
+            return self.reshape(-1).repeat_interleave(repeats, 0, output_size=output_size)
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        counts = repeats.data if isinstance(repeats, Tensor) else repeats
+        index = np.repeat(np.arange(self.shape[d]), counts)
+        if output_size is not None and output_size != index.size:
+            raise ShapeError(f"repeat_interleave: output_size={output_size}, but the repeats make {index.size}")
+        return self.index_select(d, index)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.Index.apply(self, ops.normalize_index(index))
+
+    def narrow(self, dim: int, start: int | Tensor, length: int) -> Tensor:
+        """``length`` elements along ``dim`` from ``start`` (a negative start counts from the end;
+        a 0-d tensor start is read as its number)."""
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        n = self.shape[d]
+        start = int(start)
+        if not -n <= start <= n or start % max(n, 1) + length > n or length < 0:
+            raise ShapeError(f"narrow: start {start} and length {length} do not fit dim {d} of size {n}")
+        start = start + n if start < 0 else start
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the given sizes."""
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        n = self.shape[d]
+        if isinstance(split_size_or_sections, (int, np.integer)):
+            size = int(split_size_or_sections)
+            sizes = [min(size, n - start) for start in range(0, n, size)] or [0]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ShapeError(f"split sizes {sizes} do not add up to the dim's size {n}")
+        starts = np.cumsum([0, *sizes[:-1]])
+        return tuple(self.narrow(d, int(s), k) for s, k in zip(starts, sizes))
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return self.split(max(-(-self.shape[d] // chunks), 1), d)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
+
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        if self.ndim == 0:  # the one element, at index 0
+            return self.gather(dim, Tensor(np.asarray(index.data if isinstance(index, Tensor) else index).reshape(())))
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64).reshape(-1)
+        return self[(slice(None),) * d + (idx,)]
+
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        """out[i][j][k] = self[index[i][j][k]][j][k] for dim=0, and so on (torch.gather)."""
+        idx = (index.data if isinstance(index, Tensor) else np.asarray(index)).astype(np.int64, copy=False)
+        if idx.size == 0:  # nothing gathered: torch checks no more than that
+            return self.reshape(-1)[idx]
+        if self.ndim == 0 and idx.ndim <= 1:  # torch: a 0-d tensor gathers as a 1-element 1-D one
+            ops.normalize_dims(dim, 0)
+            return self.reshape(1)[idx]
+        if idx.ndim != self.ndim:
+            raise ShapeError(f"gather: index has {idx.ndim} dims but the tensor has {self.ndim} (shape {self.shape})")
+        (dim,) = ops.normalize_dims(dim, self.ndim)
+        grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(idx.ndim)]) for d, n in enumerate(idx.shape)]
+        grid[dim] = idx
+        return ops.Index.apply(self, tuple(grid))
+
+    def scatter_add(self, dim: int, index: Any, src: Tensor) -> Tensor:
+        """A copy of self with ``src[i][j]`` added at ``[index[i][j]][j]`` for dim 0 (and so on):
+        repeated indices add up; src's gradient is gathered back from the same places."""
+        if self.ndim == 0:  # the one element, at index 0
+            return self + src.gather(dim, index)
+        (d,) = ops.normalize_dims(dim, self.ndim)
+        idx = np.asarray(index.data if isinstance(index, Tensor) else index, dtype=np.int64)
+        grid = [np.arange(n).reshape([-1 if i == k else 1 for i in range(idx.ndim)]) for k, n in enumerate(idx.shape)]
+        grid[d] = idx
+        src = src[tuple(slice(n) for n in idx.shape)]
+        return self + ops.IndexAdd.apply(src, self.shape, tuple(np.broadcast_arrays(*grid)))
+
     # -- comparisons (bool tensors, never part of the graph)
 
     def _compare(self, other: Any, op: Callable) -> Tensor:
@@ -765,6 +722,8 @@ class Tensor(Variable):
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, np.not_equal)
+
+    __hash__ = object.__hash__  # by identity (``==`` is elementwise), as in torch
 
     def __lt__(self, other: Any) -> Tensor:
         return self._compare(other, np.less)
@@ -787,15 +746,7 @@ class Tensor(Variable):
     def __or__(self, other: Any) -> Tensor:
         return self._compare(other, np.logical_or)
 
-    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
-        return Tensor(np.asarray(self.data.all(axis=axis, keepdims=keepdim)))
-
-    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        axis = None if dim is None else ops.normalize_dims(dim, self.ndim)
-        return Tensor(np.asarray(self.data.any(axis=axis, keepdims=keepdim)))
-
-    # -- in-place ops
+    # -- in-place changes: each bumps the version counter; ``x += y`` is ``x.add_(y)`` (see OPERATORS)
 
     def _records(self, other: Any = None) -> bool:
         """Must an in-place change of this tensor (by ``other``) join the graph? Yes when grad
@@ -878,18 +829,6 @@ class Tensor(Variable):
         self._version += 1
         return self
 
-    def __iadd__(self, other: Any) -> Tensor:
-        return self.add_(other)
-
-    def __isub__(self, other: Any) -> Tensor:
-        return self.sub_(other)
-
-    def __imul__(self, other: Any) -> Tensor:
-        return self.mul_(other)
-
-    def __itruediv__(self, other: Any) -> Tensor:
-        return self.div_(other)
-
     def __setitem__(self, index: Any, value: Any) -> None:
         index = ops.normalize_index(index)
         if not self._records(value):
@@ -898,6 +837,92 @@ class Tensor(Variable):
             self._version += 1
             return
         self._inplace(lambda t, v: ops.IndexPut.apply(t, index, v), _to_tensor(value, self.dtype))
+
+    # -- autograd
+
+    def backward(
+        self, gradient: Tensor | None = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``minigrad.autograd``)."""
+        seed = autograd.default_grad(self, gradient)
+        retain_graph = create_graph if retain_graph is None else retain_graph
+        autograd.backward([self], [seed], retain_graph, create_graph)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on a non-leaf tensor too (leaves always keep theirs)."""
+        if self.grad_fn is not None:
+            self.grad_fn.retained = weakref.ref(self)
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> _HookHandle:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
+        if not self.requires_grad:
+            raise DtypeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is None:
+            if not isinstance(self._hooks, list):
+                self._hooks = []
+            hooks = self._hooks
+        else:
+            if not isinstance(self.grad_fn.hooks, list):
+                self.grad_fn.hooks = []
+            hooks = self.grad_fn.hooks
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
+
+    def detach(self) -> Tensor:
+        """The same data (shared, not copied) cut from the graph."""
+        return Tensor(self.data)
+
+    def clone(self) -> Tensor:
+        return ops.Clone.apply(self)
+
+
+# ----------------------------------------------------------------------------- operators
+
+# ``a + b`` calls ``a.__add__(b)``; ``2 + a`` calls ``a.__radd__(2)`` (the tensor on the right);
+# ``a += b`` calls ``a.__iadd__(b)``, which is ``a.add_(b)``: ``a`` changes in place and its
+# version counter goes up, so a backward that saved the old ``a`` raises instead of using the new
+# one, as in torch. Each operator is one op Function behind those methods, so rather than written
+# out one by one they are set on Tensor from this table: operator -> (symbol, op Function, in-place
+# method). None: no in-place method, ``a **= b`` makes a new tensor ``a ** b``.
+OPERATORS: dict[str, tuple[str, type[Function], str | None]] = {
+    "add": ("+", ops.Add, "add_"),
+    "sub": ("-", ops.Sub, "sub_"),
+    "mul": ("*", ops.Mul, "mul_"),
+    "truediv": ("/", ops.Div, "div_"),
+    "pow": ("**", ops.Pow, None),
+}
+
+
+def _operator_methods(name: str, symbol: str, op: type[Function], in_place: str | None) -> list[Callable]:
+    """``__add__``, ``__radd__`` and ``__iadd__`` for the row ``"add"`` of OPERATORS, and so on."""
+
+    def forward(self: Tensor, other: Any) -> Tensor:
+        if op is ops.Div and not _is_floating(self.dtype):
+            if not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
+                self = self.to(_default_float)  # true division, as torch: 7 / 2 is 3.5
+        return binary(op, self, other)
+
+    def reflected(self: Tensor, other: Any) -> Tensor:
+        return binary(op, other, self)
+
+    def augmented(self: Tensor, other: Any) -> Tensor:
+        return getattr(self, in_place)(other)
+
+    forward.__name__, forward.__doc__ = f"__{name}__", f"``self {symbol} other``"
+    reflected.__name__, reflected.__doc__ = f"__r{name}__", f"``other {symbol} self``: the tensor on the right"
+    augmented.__name__, augmented.__doc__ = f"__i{name}__", f"``self {symbol}= other``: ``self.{in_place}(other)``"
+    return [forward, reflected, augmented] if in_place else [forward, reflected]
+
+
+def _set_operators() -> None:
+    """Set the methods of every row of OPERATORS on Tensor (``Tensor.__add__`` and the rest)."""
+    for name, (symbol, op, in_place) in OPERATORS.items():
+        for method in _operator_methods(name, symbol, op, in_place):
+            method.__qualname__ = f"Tensor.{method.__name__}"
+            setattr(Tensor, method.__name__, method)
+
+
+_set_operators()
 
 
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
@@ -918,52 +943,6 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     return cls.apply(a, b)
 
 
-class ReturnTypes(tuple):
-    """``(values, indices)`` from ``max(dim)``/``min(dim)``, readable by name as in torch."""
-
-    def __new__(cls, values: Tensor, indices: Tensor) -> ReturnTypes:
-        return super().__new__(cls, (values, indices))
-
-    @property
-    def values(self) -> Tensor:
-        return self[0]
-
-    @property
-    def indices(self) -> Tensor:
-        return self[1]
-
-
-class _HookHandle:
-    """What ``register_hook`` returns: ``handle.remove()`` takes the hook away."""
-
-    def __init__(self, hooks: list, hook: Callable) -> None:
-        self.hooks, self.hook = hooks, hook
-
-    def remove(self) -> None:
-        if self.hook in self.hooks:
-            self.hooks.remove(self.hook)
-
-
-def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
-    """sqrt(t), whose gradient is 0 (not sqrt's 1/0) where t is 0: torch's rule for std and norm,
-    where t = 0 means every element equal (or zero), a point of no change in any direction."""
-    zero = t.data == 0
-    return where(zero, 1, t).sqrt() * Tensor((~zero).astype(t.dtype))
-
-
-def _dim_list(dims: int | Sequence[int], ndim: int) -> list[int]:
-    """One dim or several, each made non-negative (order and repeats kept, unlike ``normalize_dims``)."""
-    dims = [dims] if isinstance(dims, (int, np.integer)) else list(dims)
-    return [(ops.normalize_dims(d, ndim) or (0,))[0] for d in dims]  # a 0-d tensor's only dim is 0 (or -1)
-
-
-def _all_if_empty(dim: Any) -> Any:
-    """torch reads ``dim=()`` (or ``[]``) in a reduction as every dimension."""
-    if dim is not None and not isinstance(dim, (int, np.integer)) and len(dim) == 0:
-        return None
-    return dim
-
-
 def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:
     """Operand conversion: Python scalars take the other operand's dtype (torch's rule) unless a
     float meets an integer tensor, which gives the default float dtype."""
@@ -976,7 +955,7 @@ def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:
     return Tensor(value)
 
 
-# ----------------------------------------------------------------------------- factories
+# ----------------------------------------------------------------------------- creation
 
 _rng = np.random.default_rng()
 
@@ -1063,7 +1042,7 @@ def full_like(t: Tensor, fill_value: Any, dtype: np.dtype | None = None, require
     return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
-# ----------------------------------------------------------------------------- functions
+# ----------------------------------------------------------------------------- where, and helpers
 
 
 def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - torch's name
@@ -1076,3 +1055,49 @@ def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002 - tor
         common = np.result_type(a.dtype, b.dtype)
         a, b = a.to(common), b.to(common)
     return ops.Where.apply(cond, a, b)
+
+
+class ReturnTypes(tuple):
+    """``(values, indices)`` from ``max(dim)``/``min(dim)``, readable by name as in torch."""
+
+    def __new__(cls, values: Tensor, indices: Tensor) -> ReturnTypes:
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self) -> Tensor:
+        return self[0]
+
+    @property
+    def indices(self) -> Tensor:
+        return self[1]
+
+
+class _HookHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` takes the hook away."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self) -> None:
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
+    """sqrt(t), whose gradient is 0 (not sqrt's 1/0) where t is 0: torch's rule for std and norm,
+    where t = 0 means every element equal (or zero), a point of no change in any direction."""
+    zero = t.data == 0
+    return where(zero, 1, t).sqrt() * Tensor((~zero).astype(t.dtype))
+
+
+def _dim_list(dims: int | Sequence[int], ndim: int) -> list[int]:
+    """One dim or several, each made non-negative (order and repeats kept, unlike ``normalize_dims``)."""
+    dims = [dims] if isinstance(dims, (int, np.integer)) else list(dims)
+    return [(ops.normalize_dims(d, ndim) or (0,))[0] for d in dims]  # a 0-d tensor's only dim is 0 (or -1)
+
+
+def _all_if_empty(dim: Any) -> Any:
+    """torch reads ``dim=()`` (or ``[]``) in a reduction as every dimension."""
+    if dim is not None and not isinstance(dim, (int, np.integer)) and len(dim) == 0:
+        return None
+    return dim
