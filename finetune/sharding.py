@@ -1,0 +1,94 @@
+"""Fully sharded data parallel for the Accelerate loop (``--fsdp``): FSDP2, PyTorch's
+``torch.distributed.fsdp.fully_shard``, one group per encoder layer and one for the rest (the root).
+
+Each process keeps 1/N of every parameter, of its gradient and of its optimizer state, and gathers
+a layer's full weights just before using them. FSDP2 shards each parameter on its own, so frozen
+and trainable parameters may share a group (every ``--strategy`` works). Accelerate's FSDP plugin
+is for GPUs only (on a CPU it silently falls back to DDP), so ``fully_shard`` is called directly,
+the same on every device. Checkpoints hold each process's shards (``torch.distributed.checkpoint``)
+beside Accelerate's RNG and scheduler state; the trained model comes back whole, as a plain model,
+for ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from transformers import PreTrainedModel
+
+from finetune.modeling import encoder_layers
+
+SHARDS_DIR = "sharded"  # in a checkpoint folder: model and optimizer shards, one file per process
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def reduce_dtype(param_dtype: torch.dtype | None, backend: str) -> torch.dtype | None:
+    """The dtype gradients are reduced in: the compute dtype, except over gloo, which cannot
+    reduce-scatter half-precision tensors (there: float32)."""
+    return torch.float32 if param_dtype is not None and backend == "gloo" else param_dtype
+
+
+class Sharded:
+    """A model sharded with ``fully_shard`` over all processes, and how to save, load and gather it."""
+
+    def __init__(self, model: PreTrainedModel, mode: str, precision: str, device: torch.device) -> None:
+        """Shard ``model`` in place: ``mode`` is ``full_shard`` (each layer's weights are freed after
+        its forward and gathered again for its backward) or ``shard_grad_op`` (kept until the
+        backward); ``precision``: Accelerate's ``mixed_precision`` (``no``, ``bf16``, ``fp16``)."""
+        self.skeleton = empty_copy(model)
+        param_dtype = DTYPES.get(precision)
+        self.reduce_dtype = reduce_dtype(param_dtype, dist.get_backend())
+        options: dict[str, Any] = {
+            "mesh": init_device_mesh(device.type, (dist.get_world_size(),)),
+            "reshard_after_forward": mode == "full_shard",
+            "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=self.reduce_dtype),
+        }
+        for layer in encoder_layers(model):
+            fully_shard(layer, **options)
+        fully_shard(model, **options)
+        self.model = model
+
+    def save(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Every process writes its shards of the weights and the optimizer state (collective)."""
+        model_state, optimizer_state = get_state_dict(self.model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder / SHARDS_DIR)
+
+    def load(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Read back what ``save`` wrote, each process its shards (collective)."""
+        model_state, optimizer_state = get_state_dict(self.model, optimizer)
+        state = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(state, checkpoint_id=folder / SHARDS_DIR)
+        set_state_dict(self.model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+    @staticmethod
+    def global_norm(norm: torch.Tensor) -> torch.Tensor:
+        """The norm of sharded gradients is a DTensor: the whole norm, the same in every process."""
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+    def gathered(self) -> PreTrainedModel:
+        """The trained model whole, on the CPU and unsharded, in every process (collective: one
+        parameter at a time is gathered, so no device holds more than one full parameter extra)."""
+        full = {
+            name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+            for name, value in self.model.state_dict().items()
+        }
+        self.skeleton.load_state_dict(full, assign=True)
+        return self.skeleton
+
+
+def empty_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A copy of ``model`` whose parameters are on the meta device (no memory; buffers copied),
+    to load the gathered weights into at the end."""
+    memo: dict[int, Any] = {
+        id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()
+    }
+    return copy.deepcopy(model, memo)

@@ -1,0 +1,161 @@
+"""Beyond one machine: two torchrun "nodes" on 127.0.0.1 train exactly as one node with two
+processes, and ``--fsdp`` (FSDP2 over gloo on the CPU) trains exactly as plain data parallelism
+with every freezing strategy, leaves frozen weights alone, saves an ordinary model directory and
+resumes exactly after a SIGKILL mid-epoch; misuse is one line before any work."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.checkpoint import is_complete, list_checkpoints
+from finetune.cli import main
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun() -> str:
+    path = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert path, "torchrun is installed with torch"
+    return path
+
+
+def train_args(model, glue_dir, out, *extra, samples=64):
+    return [
+        "-m", "finetune", "train", "--model", model, "--data-dir", glue_dir, "--output-dir", str(out),
+        "--loop", "accelerate", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--warmup-ratio", "0",
+        "--max-train-samples", str(samples), "--max-eval-samples", "37", "--seed", "3", "--no-progress",
+        "--mixed-precision", "no", "--no-group-by-length", *extra,
+    ]  # fmt: skip
+
+
+def run(command, cwd):
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def one_node(args, cwd):
+    return run([torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), *args], cwd)
+
+
+def weights(out):
+    return load_file(str(out / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+def test_two_nodes_on_loopback_equal_one_node_with_two_processes(tiny_bert_without_dropout, glue_dir, tmp_path):
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):  # each "node" is a torchrun of its own, as on two machines
+        command = [torchrun(), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
+                   "--master_addr", "127.0.0.1", "--master_port", str(port),
+                   *train_args(tiny_bert_without_dropout, glue_dir, tmp_path / "two-nodes")]  # fmt: skip
+        nodes.append(subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    one_node(train_args(tiny_bert_without_dropout, glue_dir, tmp_path / "one-node"), tmp_path)
+
+    two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two-nodes", "one-node"))
+    assert (two["world_size"], two["distributed_type"]) == (2, "MULTI_CPU")
+    assert two["batches_seen_per_process"] == one["batches_seen_per_process"] == 64 // 16 * 2
+    assert_same_weights(weights(tmp_path / "two-nodes"), weights(tmp_path / "one-node"), atol=0)
+    assert two["validation"] == one["validation"]
+
+
+@pytest.mark.parametrize(("strategy", "mode"), [("partial", "full_shard"), ("full", "shard_grad_op"),
+                                                ("head", "full_shard")])  # fmt: skip
+def test_fsdp_trains_as_plain_data_parallel(tiny_bert_without_dropout, glue_dir, tmp_path, strategy, mode):
+    model = tiny_bert_without_dropout
+    fsdp = one_node(train_args(model, glue_dir, tmp_path / "fsdp", "--strategy", strategy, "--fsdp", mode), tmp_path)
+    one_node(train_args(model, glue_dir, tmp_path / "ddp", "--strategy", strategy), tmp_path)
+
+    results = json.loads((tmp_path / "fsdp" / "results.json").read_text())
+    assert (results["world_size"], results["distributed_type"], results["config"]["fsdp"]) == (2, "FSDP", mode)
+    sharded, plain = weights(tmp_path / "fsdp"), weights(tmp_path / "ddp")
+    assert_same_weights(sharded, plain, atol=1e-5)
+    # an ordinary save_pretrained directory: full tensors, and frozen ones as they were loaded
+    initial = load_file(os.path.join(model, "model.safetensors"))
+    frozen = {"partial": ["embeddings.", "encoder.layer.0.", "encoder.layer.1."], "head": [""], "full": []}[strategy]
+    checked = [key for key in initial if f"encoder.{key}" in sharded and any(map(key.startswith, frozen))]
+    assert len(checked) >= len(frozen)
+    for key in checked:
+        assert torch.equal(sharded[f"encoder.{key}"], initial[key]), key
+    assert "reducing gradients in float32" not in fsdp.stdout  # fp32: nothing to say
+
+
+def start_workers(args, world_size, cwd):
+    """The processes torchrun would start, started here, so that a SIGKILL reaches each of them."""
+    env = {**ENV, "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    workers = []
+    for rank in range(world_size):
+        rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        workers.append(subprocess.Popen([sys.executable, *args], env=rank_env, cwd=cwd, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))  # fmt: skip
+    return workers
+
+
+def test_fsdp_resumes_exactly_after_a_sigkill_mid_epoch(tiny_models, glue_dir, tmp_path):
+    def args(out, *extra):  # dropout on: each rank's RNG must resume too; 5 steps an epoch
+        return train_args(tiny_models["bert"], glue_dir, out, "--strategy", "partial", "--fsdp", "full_shard",
+                          "--save-steps", "3", *extra, samples=80)  # fmt: skip
+
+    one_node(args(tmp_path / "whole"), tmp_path)
+    workers = start_workers(args(tmp_path / "cut", "--logging-steps", "1"), 2, tmp_path)
+    deadline = time.time() + 300
+    while not any(s >= 3 and is_complete(p) for s, p in list_checkpoints(tmp_path / "cut")):
+        assert time.time() < deadline and all(w.poll() is None for w in workers), "no checkpoint-3 in time"
+        time.sleep(0.02)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert not (tmp_path / "cut" / "results.json").exists()
+    assert (tmp_path / "cut" / "checkpoint-3" / "sharded" / ".metadata").is_file()  # torch.distributed.checkpoint
+    one_node(args(tmp_path / "cut", "--logging-steps", "1", "--resume-from-checkpoint", "latest"), tmp_path)
+
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "cut"), atol=1e-6)
+    whole, cut = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "cut"))
+    assert cut["resumed_from"] and whole["validation"] == pytest.approx(cut["validation"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--loop", "native", "--fsdp", "full_shard"],
+         "--fsdp full_shard shards over several processes: use --loop accelerate (or trainer) under torchrun"),
+        (["--loop", "accelerate", "--fsdp", "hybrid"], "unknown --fsdp 'hybrid': choose full_shard or shard_grad_op"),
+    ],
+)  # fmt: skip
+def test_fsdp_misuse_is_one_line_before_any_work(tmp_path, capsys, extra, message):
+    assert main(["train", "--output-dir", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_in_one_process_says_there_is_nothing_to_shard(tiny_models, glue_dir, tmp_path):
+    done = run([sys.executable, *train_args(tiny_models["bert"], glue_dir, tmp_path / "one", "--fsdp", "full_shard",
+                                            "--epochs", "1")], tmp_path)  # fmt: skip
+    assert "--fsdp full_shard: one process has nothing to shard, training without it (launch several:" in done.stdout
+    assert json.loads((tmp_path / "one" / "results.json").read_text())["distributed_type"] == "NO"
