@@ -75,14 +75,33 @@ class Sharded:
         return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
     def gathered(self) -> PreTrainedModel:
-        """The trained model whole, on the CPU and unsharded, in every process (collective: one
-        parameter at a time is gathered, so no device holds more than one full parameter extra)."""
-        full = {
-            name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
-            for name, value in self.model.state_dict().items()
-        }
-        self.skeleton.load_state_dict(full, assign=True)
-        return self.skeleton
+        """The trained model whole, on the CPU and unsharded, in every process."""
+        return gather(self.model, self.skeleton)
+
+
+def gather(sharded: torch.nn.Module, skeleton: PreTrainedModel) -> PreTrainedModel:
+    """``skeleton`` (``empty_copy`` of the model before sharding) holding the weights of ``sharded``
+    (collective: one parameter is gathered at a time, so no device holds more than one extra)."""
+    full = {
+        name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+        for name, value in sharded.state_dict().items()
+    }
+    skeleton.load_state_dict(full, assign=True)
+    return skeleton
+
+
+def trainer_arguments(mode: str, model: PreTrainedModel) -> dict[str, Any]:
+    """``--fsdp`` for the Trainer (GPU only: ``TrainConfig.validate``): FSDP2 through Accelerate's
+    plugin, one group per encoder layer, sharded checkpoints."""
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": mode == "full_shard",
+            "transformer_layer_cls_to_wrap": [type(encoder_layers(model)[0]).__name__],
+            "state_dict_type": "SHARDED_STATE_DICT",
+        },
+    }
 
 
 def empty_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -159,3 +159,28 @@ def test_fsdp_in_one_process_says_there_is_nothing_to_shard(tiny_models, glue_di
                                             "--epochs", "1")], tmp_path)  # fmt: skip
     assert "--fsdp full_shard: one process has nothing to shard, training without it (launch several:" in done.stdout
     assert json.loads((tmp_path / "one" / "results.json").read_text())["distributed_type"] == "NO"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without a GPU")
+def test_the_trainer_refuses_fsdp_without_a_gpu_in_one_line(tmp_path, capsys):
+    assert main(["train", "--output-dir", str(tmp_path / "run"), "--loop", "trainer", "--fsdp", "full_shard"]) == 2
+    err = capsys.readouterr().err
+    assert "--fsdp full_shard with --loop trainer needs a CUDA GPU" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_trainer_gets_fsdp2_per_encoder_layer(tiny_models, tmp_path):
+    """What the Trainer is handed on a GPU, built here: Accelerate's FSDP2 plugin settings."""
+    from finetune.config import TrainConfig
+    from finetune.modeling import load_model
+    from finetune.sharding import trainer_arguments
+    from finetune.tasks import get_task
+    from finetune.trainer_loop import training_arguments
+
+    model = load_model(tiny_models["bert"], get_task("mrpc"))
+    cfg = TrainConfig(loop="trainer", lr=1e-3, epochs=1, batch_size=8, warmup_ratio=0.0)
+    args = training_arguments(cfg, str(tmp_path), torch.device("cpu"), trainer_arguments("shard_grad_op", model))
+    assert args.fsdp_plugin_args == {
+        "fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_cls_names_to_wrap": "BertLayer",
+        "cpu_ram_efficient_loading": False, "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": False,
+    }  # fmt: skip
