@@ -160,11 +160,7 @@ def shard(model: PreTrainedModel, mode: str, accelerator: Any) -> Sharded | None
         return None
     from finetune.sharding import Sharded  # torch.distributed.checkpoint is slow to import
 
-    sharded = Sharded(model, mode, accelerator.mixed_precision, accelerator.device)
-    if accelerator.is_main_process and sharded.reduce_dtype == torch.float32:
-        log_line(f"--fsdp: computing in {accelerator.mixed_precision} but reducing gradients in float32 "
-                 "(gloo cannot reduce bf16)")  # fmt: skip
-    return sharded
+    return Sharded(model, mode, accelerator.mixed_precision, accelerator.device)
 
 
 def any_process(accelerator: Any, flag: bool) -> bool:

@@ -31,12 +31,6 @@ SHARDS_DIR = "sharded"  # in a checkpoint folder: model and optimizer shards, on
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def reduce_dtype(param_dtype: torch.dtype | None, backend: str) -> torch.dtype | None:
-    """The dtype gradients are reduced in: the compute dtype, except over gloo, which cannot
-    reduce-scatter half-precision tensors (there: float32)."""
-    return torch.float32 if param_dtype is not None and backend == "gloo" else param_dtype
-
-
 class Sharded:
     """A model sharded with ``fully_shard`` over all processes, and how to save, load and gather it."""
 
@@ -45,12 +39,11 @@ class Sharded:
         its forward and gathered again for its backward) or ``shard_grad_op`` (kept until the
         backward); ``precision``: Accelerate's ``mixed_precision`` (``no``, ``bf16``, ``fp16``)."""
         self.skeleton = empty_copy(model)
-        param_dtype = DTYPES.get(precision)
-        self.reduce_dtype = reduce_dtype(param_dtype, dist.get_backend())
+        dtype = DTYPES.get(precision)  # as Accelerate's plugin: compute and reduce in it (gloo reduces bf16 too)
         options: dict[str, Any] = {
             "mesh": init_device_mesh(device.type, (dist.get_world_size(),)),
             "reshard_after_forward": mode == "full_shard",
-            "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=self.reduce_dtype),
+            "mp_policy": MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype),
         }
         for layer in encoder_layers(model):
             fully_shard(layer, **options)
