@@ -20,7 +20,7 @@ POOLINGS = ("cls", "mean")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
-FSDP_MODES = ("", "full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values ("": off)
+FSDP_MODES = ("full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values under FSDP2
 
 # Chosen on MRPC validation with the default checkpoint by the recipe search
 # (benchmarks/search_recipe.py, docs/finetune/results-mrpc.md): full and partial learn best at
@@ -100,8 +100,10 @@ class TrainConfig:
     save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
     resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
     disable_tqdm: bool = option(False, "no progress bars", "no_progress")
-    fsdp: str = option(
-        "", "shard weights, gradients and optimizer state over the processes (FSDP2): full_shard or shard_grad_op"
+    fsdp: str | None = option(
+        None,
+        "shard weights, gradients and optimizer state over the processes (FSDP2): full_shard or "
+        "shard_grad_op (default: off)",
     )
 
     def resolved(self) -> TrainConfig:
@@ -165,11 +167,11 @@ class TrainConfig:
             raise ConfigError("--mixed-precision fp16 needs a CUDA GPU (a loss scaler): use bf16 or no")
 
     def _validate_fsdp(self) -> None:
+        if self.fsdp is None:  # (None, not "": runs recorded before the option existed agree with it)
+            return
         if self.fsdp not in FSDP_MODES:
             raise ConfigError(f"unknown --fsdp {self.fsdp!r}: choose full_shard or shard_grad_op (FSDP2, sharded "
                               "per encoder layer; offload and hybrid_shard are not supported)")  # fmt: skip
-        if not self.fsdp:
-            return
         if self.loop == "native":
             raise ConfigError(f"--fsdp {self.fsdp} shards over several processes: use --loop accelerate (or trainer) "
                               "under torchrun / accelerate launch; --loop native runs one")  # fmt: skip

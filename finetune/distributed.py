@@ -148,7 +148,7 @@ def train_accelerate(
     return result
 
 
-def shard(model: PreTrainedModel, mode: str, accelerator: Any) -> Sharded | None:
+def shard(model: PreTrainedModel, mode: str | None, accelerator: Any) -> Sharded | None:
     """``--fsdp``: shard ``model`` over the processes (None: no ``--fsdp``, or one process, which has
     nothing to shard: that is said, and it trains as usual)."""
     if not mode:
