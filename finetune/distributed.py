@@ -1,5 +1,6 @@
-"""Running the same loop under Hugging Face Accelerate (DDP over torch.distributed; FSDP or
-DeepSpeed where ``accelerate config`` sets them up), on one process or many.
+"""Running the same loop under Hugging Face Accelerate (DDP over torch.distributed; FSDP2 with
+``--fsdp``, ``finetune/sharding.py``; FSDP or DeepSpeed where ``accelerate config`` sets them up
+on GPUs), on one process or many.
 
 Launch lines that work (see the README): ``torchrun --nproc_per_node N -m finetune train --loop
 accelerate ...`` and ``accelerate launch [--multi_gpu] --num_processes N -m finetune train --loop
@@ -158,6 +159,8 @@ def shard(model: PreTrainedModel, mode: str | None, accelerator: Any) -> Sharded
             log_line(f"--fsdp {mode}: one process has nothing to shard, training without it (launch several: "
                      "torchrun --nproc_per_node N -m finetune train --loop accelerate ...)")  # fmt: skip
         return None
+    if accelerator.mixed_precision == "fp16":  # the loss scaler works on the optimizer Accelerate prepares
+        raise ConfigError(f"--fsdp {mode} trains in bf16 or float32, not fp16: pass --mixed-precision bf16 or no")
     from finetune.sharding import Sharded  # torch.distributed.checkpoint is slow to import
 
     return Sharded(model, mode, accelerator.mixed_precision, accelerator.device)

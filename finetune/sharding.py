@@ -3,11 +3,11 @@
 
 Each process keeps 1/N of every parameter, of its gradient and of its optimizer state, and gathers
 a layer's full weights just before using them. FSDP2 shards each parameter on its own, so frozen
-and trainable parameters may share a group (every ``--strategy`` works). Accelerate's FSDP plugin
-is for GPUs only (on a CPU it silently falls back to DDP), so ``fully_shard`` is called directly,
-the same on every device. Checkpoints hold each process's shards (``torch.distributed.checkpoint``)
-beside Accelerate's RNG and scheduler state; the trained model comes back whole, as a plain model,
-for ``save_pretrained``.
+and trainable parameters may share a group (every ``--strategy`` works). Accelerate (1.16) turns
+its FSDP plugin on only for GPU-like devices (on a CPU ``prepare`` would wrap the model in DDP), so
+``fully_shard`` is called directly, the same on every device. Checkpoints hold each process's
+shards (``torch.distributed.checkpoint``) beside Accelerate's RNG and scheduler state; the trained
+model comes back whole, as a plain model, for ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from transformers import PreTrainedModel
 from finetune.modeling import encoder_layers
 
 SHARDS_DIR = "sharded"  # in a checkpoint folder: model and optimizer shards, one file per process
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Sharded:
@@ -37,9 +36,9 @@ class Sharded:
     def __init__(self, model: PreTrainedModel, mode: str, precision: str, device: torch.device) -> None:
         """Shard ``model`` in place: ``mode`` is ``full_shard`` (each layer's weights are freed after
         its forward and gathered again for its backward) or ``shard_grad_op`` (kept until the
-        backward); ``precision``: Accelerate's ``mixed_precision`` (``no``, ``bf16``, ``fp16``)."""
+        backward); ``precision``: Accelerate's ``mixed_precision``, ``no`` or ``bf16``."""
         self.skeleton = empty_copy(model)
-        dtype = DTYPES.get(precision)  # as Accelerate's plugin: compute and reduce in it (gloo reduces bf16 too)
+        dtype = torch.bfloat16 if precision == "bf16" else None  # compute and reduce in it, as Accelerate's plugin
         options: dict[str, Any] = {
             "mesh": init_device_mesh(device.type, (dist.get_world_size(),)),
             "reshard_after_forward": mode == "full_shard",
