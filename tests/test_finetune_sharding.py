@@ -89,15 +89,16 @@ def test_two_nodes_on_loopback_equal_one_node_with_two_processes(tiny_bert_witho
 
 
 @pytest.mark.parametrize(
-    ("strategy", "mode", "precision", "atol"),
-    [("partial", "full_shard", "no", 1e-5), ("full", "shard_grad_op", "no", 1e-5), ("head", "full_shard", "no", 1e-5),
-     ("partial", "full_shard", "bf16", 1e-2)],  # bf16: FSDP computes and reduces in it, DDP autocasts
+    ("strategy", "mode", "precision", "accumulation", "atol"),
+    [("partial", "full_shard", "no", 1, 1e-5), ("full", "shard_grad_op", "no", 2, 1e-5),
+     ("head", "full_shard", "no", 1, 1e-5),
+     ("partial", "full_shard", "bf16", 1, 1e-2)],  # bf16: FSDP computes and reduces in it, DDP autocasts
 )  # fmt: skip
 def test_fsdp_trains_as_plain_data_parallel(
-    tiny_bert_without_dropout, glue_dir, tmp_path, strategy, mode, precision, atol
+    tiny_bert_without_dropout, glue_dir, tmp_path, strategy, mode, precision, accumulation, atol
 ):
     model = tiny_bert_without_dropout
-    args = ["--strategy", strategy, "--mixed-precision", precision]
+    args = ["--strategy", strategy, "--mixed-precision", precision, "--grad-accum-steps", str(accumulation)]
     one_node(train_args(model, glue_dir, tmp_path / "fsdp", *args, "--fsdp", mode), tmp_path)
     one_node(train_args(model, glue_dir, tmp_path / "ddp", *args), tmp_path)
 
