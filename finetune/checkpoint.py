@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
 import pickle
 import re
@@ -111,12 +112,54 @@ def read_progress(path: Path) -> dict[str, Any]:
     return record
 
 
+SHARD_INDEX = ".metadata"  # torch.distributed.checkpoint's index of a sharded checkpoint: a plain pickle
+SHARD_INDEX_GLOBALS = {  # what that index names: torch.distributed.checkpoint's own records, shapes, dtypes
+    "torch.distributed.checkpoint.metadata": None,  # None: any class of the module
+    "torch.distributed.checkpoint.filesystem": None,
+    "torch": {"Size", *(name for name in dir(torch) if isinstance(getattr(torch, name), torch.dtype))},
+    "torch.serialization": {"_get_layout"},
+    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
+}
+
+
+class ShardIndexUnpickler(pickle.Unpickler):
+    """Reads a ``.metadata`` index, refusing any global beyond ``SHARD_INDEX_GLOBALS``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = SHARD_INDEX_GLOBALS.get(module, set())
+        found = super().find_class(module, name) if allowed is None or name in allowed else None
+        if found is None or (allowed is None and not isinstance(found, type)):
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+        return found
+
+
+def check_sharded_no_code(index: Path) -> None:
+    """A ``torch.distributed.checkpoint`` folder: its index and every non-tensor value it holds
+    (which ``dcp.load`` unpickles unrestricted) must be data only."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    with open(index, "rb") as f:
+        metadata = ShardIndexUnpickler(f).load()
+    for key, where in metadata.storage_data.items():
+        if isinstance(metadata.state_dict_metadata.get(key.fqn), BytesStorageMetadata):
+            with open(index.parent / where.relative_path, "rb") as f:
+                f.seek(where.offset)
+                with torch.serialization.safe_globals(NUMPY_GLOBALS):
+                    torch.load(io.BytesIO(f.read(where.length)), weights_only=True)
+
+
 def check_no_code(path: Path) -> None:
     """Load every pickled file of checkpoint ``path`` as the loops will, with
     ``torch.load(weights_only=True)``, and refuse one that holds anything else: a pickle can name
     any function to call while it loads, so a file edited to do so never reaches a loader."""
-    for file in sorted(p for p in path.rglob("*") if p.suffix in PICKLED and p.name not in NEVER_LOADED):
+    pickled = [
+        p for p in path.rglob("*") if (p.suffix in PICKLED or p.name == SHARD_INDEX) and p.name not in NEVER_LOADED
+    ]
+    for file in sorted(pickled):
         try:
+            if file.name == SHARD_INDEX:
+                check_sharded_no_code(file)
+                continue
             with torch.serialization.safe_globals(NUMPY_GLOBALS):
                 torch.load(file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:

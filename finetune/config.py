@@ -20,6 +20,7 @@ POOLINGS = ("cls", "mean")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
+FSDP_MODES = ("full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values under FSDP2
 
 # Chosen on MRPC validation with the default checkpoint by the recipe search
 # (benchmarks/search_recipe.py, docs/finetune/results-mrpc.md): full and partial learn best at
@@ -99,6 +100,11 @@ class TrainConfig:
     save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
     resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
     disable_tqdm: bool = option(False, "no progress bars", "no_progress")
+    fsdp: str | None = option(
+        None,
+        "shard weights, gradients and optimizer state over the processes (FSDP2): full_shard or "
+        "shard_grad_op (default: off)",
+    )
 
     def resolved(self) -> TrainConfig:
         """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS``, validated."""
@@ -145,6 +151,7 @@ class TrainConfig:
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._validate_evaluation()
+        self._validate_fsdp()
         check_report_to(self.report_to)
         if self.hub_model_id is not None and not self.push_to_hub:
             raise ConfigError("--hub-model-id only applies with --push-to-hub")
@@ -158,6 +165,24 @@ class TrainConfig:
             raise ConfigError("--device mps: torch sees no Apple GPU here: use --device cpu (or auto)")
         if self.mixed_precision == "fp16" and not (self.device in ("auto", "cuda") and torch.cuda.is_available()):
             raise ConfigError("--mixed-precision fp16 needs a CUDA GPU (a loss scaler): use bf16 or no")
+
+    def _validate_fsdp(self) -> None:
+        if self.fsdp is None:  # (None, not "": runs recorded before the option existed agree with it)
+            return
+        if self.fsdp not in FSDP_MODES:
+            raise ConfigError(f"unknown --fsdp {self.fsdp!r}: choose full_shard or shard_grad_op (FSDP2, sharded "
+                              "per encoder layer; offload and hybrid_shard are not supported)")  # fmt: skip
+        if self.loop == "native":
+            raise ConfigError(f"--fsdp {self.fsdp} shards over several processes: use --loop accelerate (or trainer) "
+                              "under torchrun / accelerate launch; --loop native runs one")  # fmt: skip
+        if self.load_best_model_at_end:
+            raise ConfigError("--load-best-model-at-end is not supported with --fsdp yet: drop one of them")
+        import torch
+
+        if self.loop == "trainer" and not torch.cuda.is_available():
+            raise ConfigError(f"--fsdp {self.fsdp} with --loop trainer needs a CUDA GPU (the Trainer shards "
+                              "through Accelerate's FSDP plugin, which has no CPU support): use --loop accelerate "
+                              "on the CPU")  # fmt: skip
 
     def _validate_evaluation(self) -> None:
         from finetune.tasks import get_task
@@ -210,7 +235,7 @@ RUN_SETTINGS = (
     "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps", "max_length", "pad_to_max_length",
     "group_by_length", "seed", "max_train_samples", "max_eval_samples", "mixed_precision", "swap_pairs",
     "reinit_layers", "layer_lr_decay", "eval_strategy", "eval_steps", "load_best_model_at_end",
-    "metric_for_best_model", "early_stopping_patience",
+    "metric_for_best_model", "early_stopping_patience", "fsdp",
 )  # fmt: skip
 
 

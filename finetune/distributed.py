@@ -1,5 +1,6 @@
-"""Running the same loop under Hugging Face Accelerate (DDP over torch.distributed; FSDP or
-DeepSpeed where ``accelerate config`` sets them up), on one process or many.
+"""Running the same loop under Hugging Face Accelerate (DDP over torch.distributed; FSDP2 with
+``--fsdp``, ``finetune/sharding.py``; FSDP or DeepSpeed where ``accelerate config`` sets them up
+on GPUs), on one process or many.
 
 Launch lines that work (see the README): ``torchrun --nproc_per_node N -m finetune train --loop
 accelerate ...`` and ``accelerate launch [--multi_gpu] --num_processes N -m finetune train --loop
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedModel
@@ -23,6 +24,9 @@ from finetune.interrupt import StopRequest
 from finetune.loop import autocast_dtype, describe
 from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
 from finetune.tasks import GlueTask
+
+if TYPE_CHECKING:
+    from finetune.sharding import Sharded
 
 
 def launched_world_size() -> int:
@@ -81,20 +85,36 @@ def train_accelerate(
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
     accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
     fused = accelerator.device.type in ("cpu", "cuda")
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay)
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(
-        model, optimizer, data.loader("train"), data.loader("validation")
-    )
-    scheduler = accelerator.prepare(build_scheduler(optimizer, cfg, len(train_loader)))  # per-process batches
+    sharded = shard(model, cfg.fsdp, accelerator)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay)  # over the shards
+    if sharded is None:
+        model, optimizer, train_loader, eval_loader = accelerator.prepare(
+            model, optimizer, data.loader("train"), data.loader("validation")
+        )
+        scheduler = accelerator.prepare(build_scheduler(optimizer, cfg, len(train_loader)))  # per-process batches
+        save_state, load_state = accelerator.save_state, accelerator.load_state
+    else:  # Accelerate saves the scheduler and the RNGs, Sharded the model's and optimizer's shards
+        train_loader, eval_loader = accelerator.prepare(data.loader("train"), data.loader("validation"))
+        scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+        accelerator.register_for_checkpointing(scheduler)
+
+        def save_state(folder: Path) -> None:
+            accelerator.save_state(folder)
+            sharded.save(folder, optimizer)
+
+        def load_state(folder: Path) -> None:
+            accelerator.load_state(folder)
+            sharded.load(folder, optimizer)
+
     params = [p for p in model.parameters() if p.requires_grad]
 
     progress = Progress(
-        cfg, len(train_loader), output_dir, stop, accelerator.save_state, world_size=accelerator.num_processes,
+        cfg, len(train_loader), output_dir, stop, save_state, world_size=accelerator.num_processes,
         is_main=accelerator.is_main_process, any_process=lambda flag: any_process(accelerator, flag),
         wait_for_everyone=accelerator.wait_for_everyone,
     )  # fmt: skip
     if resume_from is not None:
-        progress.resume(resume_from, accelerator.load_state)
+        progress.resume(resume_from, load_state)
     precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
     if accelerator.is_main_process:
         log_line(recipe_line(cfg, precision, f"{accelerator.device} x {accelerator.num_processes} processes"))
@@ -107,6 +127,8 @@ def train_accelerate(
                 accelerator.backward(loss)  # divides by the accumulation steps itself
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    if sharded is not None:
+                        norm = sharded.global_norm(norm)
                     progress.check_grad_norm(None if accelerator.scaler is not None else norm)
                     optimizer.step()
                     scheduler.step()
@@ -120,10 +142,28 @@ def train_accelerate(
     progress.load_best_model(model)
 
     result = progress.result
-    result.model, result.precision = accelerator.unwrap_model(model), precision
-    result.distributed_type = str(accelerator.distributed_type).split(".")[-1]
+    result.model = accelerator.unwrap_model(model) if sharded is None else sharded.gathered()
+    result.precision = precision
+    result.distributed_type = str(accelerator.distributed_type).split(".")[-1] if sharded is None else "FSDP"
     result.device = describe(accelerator.device)
     return result
+
+
+def shard(model: PreTrainedModel, mode: str | None, accelerator: Any) -> Sharded | None:
+    """``--fsdp``: shard ``model`` over the processes (None: no ``--fsdp``, or one process, which has
+    nothing to shard: that is said, and it trains as usual)."""
+    if not mode:
+        return None
+    if accelerator.num_processes == 1:
+        if accelerator.is_main_process:
+            log_line(f"--fsdp {mode}: one process has nothing to shard, training without it (launch several: "
+                     "torchrun --nproc_per_node N -m finetune train --loop accelerate ...)")  # fmt: skip
+        return None
+    if accelerator.mixed_precision == "fp16":  # the loss scaler works on the optimizer Accelerate prepares
+        raise ConfigError(f"--fsdp {mode} trains in bf16 or float32, not fp16: pass --mixed-precision bf16 or no")
+    from finetune.sharding import Sharded  # torch.distributed.checkpoint is slow to import
+
+    return Sharded(model, mode, accelerator.mixed_precision, accelerator.device)
 
 
 def any_process(accelerator: Any, flag: bool) -> bool:

@@ -49,9 +49,11 @@ from finetune.tasks import GlueTask
 from finetune.tracking import eval_scalars, trainer_callback
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, device: torch.device) -> TrainingArguments:
+def training_arguments(
+    cfg: TrainConfig, output_dir: str, device: torch.device, extra: dict[str, Any] | None = None
+) -> TrainingArguments:
     """TrainingArguments mirroring the native loop (linear schedule, warmup, clipping at 1.0,
-    no weight decay on biases and LayerNorm weights, evaluation each epoch)."""
+    no weight decay on biases and LayerNorm weights, evaluation each epoch); ``extra``: more of them."""
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "num_train_epochs": cfg.epochs,
@@ -86,7 +88,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, device: torch.device) 
         kwargs["warmup_ratio"] = cfg.warmup_ratio
     else:
         kwargs["warmup_steps"] = float(cfg.warmup_ratio)
-    return TrainingArguments(**kwargs)
+    return TrainingArguments(**kwargs, **(extra or {}))
 
 
 class CheckedTrainer(Trainer):
@@ -236,10 +238,15 @@ def train_with_trainer(
     optimizer = (
         build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay) if cfg.layer_lr_decay != 1 else None
     )
+    skeleton, fsdp = None, None
+    if cfg.fsdp:  # on a GPU (TrainConfig.validate): the Trainer shards, the full model is gathered at the end
+        from finetune.sharding import empty_copy, gather, trainer_arguments
+
+        skeleton, fsdp = empty_copy(model), trainer_arguments(cfg.fsdp, model)
     trainer = CheckedTrainer(
         model=model,
         optimizers=(optimizer, None),
-        args=training_arguments(cfg, str(output_dir), device),
+        args=training_arguments(cfg, str(output_dir), device, fsdp),
         train_dataset=data.splits["train"],
         data_collator=data.collator,
         processing_class=data.collator.tokenizer,
@@ -258,6 +265,8 @@ def train_with_trainer(
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_runtime_s=time.perf_counter() - start, model=trainer.model)
     result.best, result.stopped_early = load_best_model(selection, trainer.model), callback.stopped_early
+    if skeleton is not None:
+        result.model = gather(trainer.model, skeleton)
     result.resumed_from = str(resume_from) if resume_from else None
     result.history = _history(trainer.state.log_history)
     result.optimizer_steps = trainer.state.global_step
