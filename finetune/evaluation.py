@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from finetune.data import load_glue
 from finetune.errors import ConfigError
+from finetune.mean_pooling import classification_loss
 from finetune.metrics import compute_metrics
-from finetune.modeling import classification_loss
 from finetune.tasks import GlueTask, test_split, validation_split
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
