@@ -18,8 +18,8 @@ import torch
 from mrpc_batches import mrpc_train_batches
 
 from finetune.config import STRATEGY_DEFAULTS
+from finetune.devices import autocast_dtype
 from finetune.dropout import use_fast_dropout
-from finetune.loop import autocast_dtype
 from finetune.modeling import apply_freezing, default_model_path, load_model
 from finetune.run import build_optimizer
 from finetune.tasks import get_task

@@ -20,8 +20,8 @@ from transformers import PreTrainedModel
 
 from finetune.config import ConfigError, TrainConfig
 from finetune.data import RunData
+from finetune.devices import autocast_dtype, describe_device
 from finetune.interrupt import StopRequest
-from finetune.loop import autocast_dtype, describe
 from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
 from finetune.tasks import GlueTask
 
@@ -120,7 +120,7 @@ def train_accelerate(
         log_line(recipe_line(cfg, precision, f"{accelerator.device} x {accelerator.num_processes} processes"))
     model.train()
     for _epoch in progress.epochs():
-        for _, batch in progress.batches(train_loader, accelerator.skip_first_batches):
+        for _, batch in progress.batches(train_loader):
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 progress.record_loss(loss.detach(), len(batch["labels"]))
@@ -145,7 +145,7 @@ def train_accelerate(
     result.model = accelerator.unwrap_model(model) if sharded is None else sharded.gathered()
     result.precision = precision
     result.distributed_type = str(accelerator.distributed_type).split(".")[-1] if sharded is None else "FSDP"
-    result.device = describe(accelerator.device)
+    result.device = describe_device(accelerator.device)
     return result
 
 

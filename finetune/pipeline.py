@@ -4,11 +4,11 @@ evaluation, and the run directory (model, tokenizer, results.json)."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ from transformers import set_seed
 from finetune.checkpoint import resolve_resume
 from finetune.config import TrainConfig
 from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue, with_swapped_pairs
-from finetune.distributed import check_single_process_loop, is_launch_main_process
+from finetune.devices import pick_device
+from finetune.distributed import check_single_process_loop, is_launch_main_process, train_accelerate
 from finetune.dropout import use_fast_dropout
 from finetune.evaluation import PREDICTIONS_FILE, EvalSettings, evaluate_saved, prediction_table, read_split
 from finetune.files import give_usual_permissions, write_json, write_rows
 from finetune.hub import check_hub_access, push_run
 from finetune.interrupt import StopRequest
-from finetune.loop import pick_device
+from finetune.loop import train_native
 from finetune.modeling import (
     DEFAULT_MODEL_PACKAGE,
     apply_freezing,
@@ -38,16 +39,24 @@ from finetune.modeling import (
     model_source,
     reinit_top_layers,
 )
-from finetune.run import check_finite_weights, log_line
+from finetune.run import LoopResult, check_finite_weights, log_line
 from finetune.rundir import RESULTS_FILE, RunDirectory
 from finetune.tasks import get_task, validation_split
 
-# --loop -> (module, function); imported when used (the Trainer and Accelerate are slow to import)
-LOOPS = {
-    "native": ("finetune.loop", "train_native"),
-    "accelerate": ("finetune.distributed", "train_accelerate"),
-    "trainer": ("finetune.trainer_loop", "train_with_trainer"),
-}
+
+def train_through_trainer(*args: Any) -> LoopResult:
+    """``finetune.trainer_loop.train_with_trainer``, imported when a run asks for it: importing the
+    Trainer takes seconds, which ``finetune predict`` and the other loops need not wait for."""
+    from finetune.trainer_loop import train_with_trainer
+
+    return train_with_trainer(*args)
+
+
+TRAIN_LOOPS: dict[str, Callable[..., LoopResult]] = {
+    "native": train_native,
+    "accelerate": train_accelerate,
+    "trainer": train_through_trainer,
+}  # --loop -> the function that trains
 
 
 def default_output_dir(cfg: TrainConfig) -> Path:
@@ -129,7 +138,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_max_length(cfg.max_length, tokenizer, model, task)
     reinit_top_layers(model, cfg.reinit_layers)
     frozen_layers = apply_freezing(model, cfg.strategy, cfg.freeze_layers)
-    use_fast_dropout(model)
+    if cfg.fast_dropout:  # a speed path: the same mask distribution as nn.Dropout, cheaper on the CPU
+        use_fast_dropout(model)
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
@@ -148,10 +158,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         log_line(f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters "
                  f"train), model {cfg.model or DEFAULT_MODEL_PACKAGE}")  # fmt: skip
     try:
-        module, name = LOOPS[cfg.loop]
-        train_fn = getattr(importlib.import_module(module), name)
         with StopRequest() as stop:
-            loop = train_fn(model, run_data, task, cfg, run_dir.work, resume, stop)
+            loop = TRAIN_LOOPS[cfg.loop](model, run_data, task, cfg, run_dir.work, resume, stop)
         model = loop.model
         moved = [
             n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])

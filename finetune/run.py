@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import skip_first_batches
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
@@ -136,7 +137,7 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
 
 
-def evaluation_due(cfg: TrainConfig, step: int, total_steps: int, epoch_ended: bool) -> bool:
+def is_evaluation_step(cfg: TrainConfig, step: int, total_steps: int, epoch_ended: bool) -> bool:
     """``--eval-strategy`` after optimizer step ``step``: each epoch's end (``epoch``), every
     ``--eval-steps`` (``steps``), and the last step in both; never (``no``). Every loop asks this."""
     if cfg.eval_strategy == "no":
@@ -165,7 +166,9 @@ def judge_evaluation(
     return stop
 
 
-def load_best_model(selection: ModelSelection, model: PreTrainedModel, is_main: bool = True) -> dict[str, Any] | None:
+def restore_best_model(
+    selection: ModelSelection, model: PreTrainedModel, is_main: bool = True
+) -> dict[str, Any] | None:
     """Put the best evaluation's weights into ``model`` if they were kept; return that evaluation."""
     if selection.weights is not None:
         selection.restore(model)
@@ -193,14 +196,6 @@ def recipe_line(cfg: TrainConfig, precision: str, device: str) -> str:
         f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
         f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, device {device}"
     )
-
-
-def skip_batches(loader: DataLoader, n: int) -> Iterator[Any]:
-    """The loader's batches after the first ``n`` (collated, never run through the model)."""
-    batches = iter(loader)
-    for _ in range(n):
-        next(batches)
-    return batches
 
 
 # ----------------------------------------------------------------------------- the bookkeeping
@@ -268,16 +263,16 @@ class Progress:
 
     def load_best_model(self, model: PreTrainedModel) -> None:
         """With ``--load-best-model-at-end``: the best evaluation's weights back into ``model``."""
-        self.result.best = load_best_model(self.selection, model, self.is_main)
+        self.result.best = restore_best_model(self.selection, model, self.is_main)
 
-    def batches(
-        self, loader: DataLoader, skip: Callable[[DataLoader, int], Any] = skip_batches
-    ) -> Iterator[tuple[int, Any]]:
+    def batches(self, loader: DataLoader) -> Iterator[tuple[int, Any]]:
         """(index, batch) of this epoch's batches not yet trained on; the sampler's order is
-        (seed, epoch)'s, so a resumed run sees what the uninterrupted one saw."""
+        (seed, epoch)'s, so a resumed run sees what the uninterrupted one saw. Accelerate's
+        ``skip_first_batches`` skips the seen ones without collating them: the same batches, and
+        the loader's generator drawn from as often (tests/test_finetune_library_parts.py)."""
         set_epoch(loader, self.epoch)
         first = self.skip if self.epoch == self.start_epoch else 0
-        for i, batch in enumerate(skip(loader, first) if first else loader, start=first):
+        for i, batch in enumerate(skip_first_batches(loader, first) if first else loader, start=first):
             self.batch = i
             yield i, batch
             if self.finished:
@@ -333,7 +328,7 @@ class Progress:
         if not self.ends_accumulation():
             return False
         epoch_ended = self.batch + 1 == self.batches_per_epoch
-        return evaluation_due(self.cfg, self.result.optimizer_steps, self.total_steps, epoch_ended)
+        return is_evaluation_step(self.cfg, self.result.optimizer_steps, self.total_steps, epoch_ended)
 
     def evaluated(self, model: PreTrainedModel, metrics: dict[str, float]) -> None:
         """After an evaluation: the history, the log line, the best model, early stopping, then

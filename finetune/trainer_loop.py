@@ -7,8 +7,6 @@ the native loop's does (``ConsoleCallback``)."""
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 import time
 from pathlib import Path
@@ -20,33 +18,32 @@ from transformers import (
     PreTrainedModel,
     PrinterCallback,
     ProgressCallback,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
 )
 
 from finetune.checkpoint import PREFIX, load_progress, write_progress
 from finetune.config import TrainConfig
-from finetune.data import RunData, train_sampler
+from finetune.data import RunData
+from finetune.devices import autocast_dtype, describe_device, pick_device
 from finetune.distributed import is_launch_main_process
-from finetune.files import write_json
 from finetune.interrupt import StopRequest, TrainingInterruptedError
-from finetune.loop import autocast_dtype, describe, pick_device
 from finetune.run import (
     LoopResult,
     NonFiniteError,
     build_optimizer,
     check_finite_weights,
     evaluate,
-    evaluation_due,
+    is_evaluation_step,
     judge_evaluation,
-    load_best_model,
     log_line,
     recipe_line,
+    restore_best_model,
 )
 from finetune.selection import ModelSelection
 from finetune.tasks import GlueTask
 from finetune.tracking import eval_scalars, trainer_callback
+from finetune.trainer_adapter import ResumableTrainer
 
 
 def training_arguments(
@@ -60,6 +57,7 @@ def training_arguments(
         "per_device_train_batch_size": cfg.batch_size,
         "per_device_eval_batch_size": cfg.eval_batch_size,
         "learning_rate": cfg.lr,
+        "warmup_steps": float(cfg.warmup_ratio),  # transformers 5: a float below 1 is the ratio of the steps
         "weight_decay": cfg.weight_decay,
         "max_grad_norm": cfg.max_grad_norm,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
@@ -81,48 +79,16 @@ def training_arguments(
         kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
     if cfg.save_steps:
         kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
-    # transformers v5 takes the ratio as a float warmup_steps < 1; older versions as warmup_ratio.
-    # (Length grouping is CheckedTrainer's own sampler, not the Trainer's.)
-    accepted = inspect.signature(TrainingArguments).parameters
-    if "warmup_ratio" in accepted:
-        kwargs["warmup_ratio"] = cfg.warmup_ratio
-    else:
-        kwargs["warmup_steps"] = float(cfg.warmup_ratio)
     return TrainingArguments(**kwargs, **(extra or {}))
 
 
-class CheckedTrainer(Trainer):
-    """The Trainer, with two repairs.
-
-    - It stops (before the optimizer step) when the training loss is not finite; the Trainer would
-      average a NaN away in its log and step anyway.
-    - Its checkpoints keep the loss summed since the last log line. The Trainer does not save it,
-      so a run resumed between two log lines would log a different loss at the next one.
-    """
-
-    UNLOGGED_LOSS_FILE = "unlogged_loss.json"
-    length_grouped: bool = False  # batch by length with finetune's sampler (set by train_with_trainer)
-
-    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        """finetune's length-grouped order, fixed by (seed, epoch): the Trainer's own draws each epoch
-        from one generator, so a run resumed at an epoch boundary would see another order."""
-        if not self.length_grouped:
-            return super()._get_train_sampler(train_dataset)
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return train_sampler(dataset, self._train_batch_size, self.args.data_seed, group_by_length=True)
-
-    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
-        saved = Path(resume_from_checkpoint or "") / self.UNLOGGED_LOSS_FILE
-        self._unlogged_loss = json.loads(saved.read_text()) if resume_from_checkpoint and saved.exists() else None
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+class CheckedTrainer(ResumableTrainer):
+    """The Trainer (with finetune's order and exact resume: ``finetune/trainer_adapter.py``) that
+    stops, before the optimizer step, when the training loss is not finite; the Trainer would
+    average a NaN away in its log and step anyway."""
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        if self._unlogged_loss is not None:  # first step after resuming: the log window as it was
-            sums = self._unlogged_loss["per_process"]
-            if len(sums) == self.args.world_size:
-                self._tr_loss += sums[self.args.process_index]
-                self._globalstep_last_logged = self._unlogged_loss["since_step"]
-            self._unlogged_loss = None
+        """``Trainer.training_step``, then the loss's check."""
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
             raise NonFiniteError(
@@ -130,14 +96,6 @@ class CheckedTrainer(Trainer):
                 "optimizer step, the last checkpoint is good: lower --lr"
             )
         return loss
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        sums = self.accelerator.gather(self._tr_loss.detach().reshape(1)).tolist()  # every process's window
-        if self.args.should_save:
-            folder = Path(self.args.output_dir) / f"{PREFIX}{self.state.global_step}"
-            record = {"per_process": sums, "since_step": self._globalstep_last_logged}
-            write_json(folder / self.UNLOGGED_LOSS_FILE, record)
 
 
 class FinetuneCallback(TrainerCallback):
@@ -162,7 +120,7 @@ class FinetuneCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if evaluation_due(self.cfg, state.global_step, state.max_steps, float(state.epoch).is_integer()):
+        if is_evaluation_step(self.cfg, state.global_step, state.max_steps, float(state.epoch).is_integer()):
             metrics = self.evaluate(model)
             entry = {"step": state.global_step, "epoch": round(state.epoch, 4), "validation": metrics}
             state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
@@ -260,11 +218,11 @@ def train_with_trainer(
         callback.report = trainer.log
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
-        log_line(recipe_line(cfg, precision, describe(trainer.args.device)))
+        log_line(recipe_line(cfg, precision, describe_device(trainer.args.device)))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_runtime_s=time.perf_counter() - start, model=trainer.model)
-    result.best, result.stopped_early = load_best_model(selection, trainer.model), callback.stopped_early
+    result.best, result.stopped_early = restore_best_model(selection, trainer.model), callback.stopped_early
     if skeleton is not None:
         result.model = gather(trainer.model, skeleton)
     result.resumed_from = str(resume_from) if resume_from else None
@@ -274,7 +232,7 @@ def train_with_trainer(
     result.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     result.world_size = trainer.args.world_size
     result.distributed_type = str(trainer.accelerator.distributed_type).split(".")[-1]
-    result.device = describe(trainer.args.device)
+    result.device = describe_device(trainer.args.device)
     return result
 
 

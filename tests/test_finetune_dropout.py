@@ -24,6 +24,46 @@ def test_keep_mask_keeps_one_minus_p(p):
     assert (cols - (1 - p)).abs().max() < 6 * (p * (1 - p) / 1000) ** 0.5
 
 
+def pattern_counts(kept: torch.Tensor, offset: int) -> torch.Tensor:
+    """How often each of the 16 keep/drop patterns of 4 neighbouring elements occurs, windows
+    starting at ``offset`` (0: the four that share one 64-bit draw; 2: across two draws)."""
+    windows = kept[offset : offset + (kept.numel() - offset) // 4 * 4].view(-1, 4).long()
+    return torch.bincount((windows * torch.tensor([8, 4, 2, 1])).sum(1), minlength=16)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_draws_the_distribution_nn_dropout_draws(p):
+    """Independent Bernoulli(1 - p) keeps scaled by 1 / (1 - p), as ``nn.Dropout``: the same two
+    values, and every pattern of 4 neighbours (inside one random word and across two) as often
+    as independence predicts (chi-square, 15 degrees of freedom), for both."""
+    x = torch.ones(400_000)
+    torch.manual_seed(0)
+    outputs = {"finetune": FastDropout(p).train()(x), "torch": torch.nn.Dropout(p).train()(x)}
+    kept_k = torch.tensor([bin(i).count("1") for i in range(16)])
+    expected_share = (1 - p) ** kept_k * p ** (4 - kept_k)
+    for name, y in outputs.items():
+        assert all(v == 0 or v == pytest.approx(1 / (1 - p)) for v in y.unique().tolist()), name
+        for offset in (0, 2):
+            counts = pattern_counts(y != 0, offset)
+            expected = expected_share * counts.sum()
+            chi2 = float(((counts - expected) ** 2 / expected).sum())
+            assert chi2 < 45, (name, offset, chi2)  # P(chi2_15 > 45) < 1e-4
+
+
+def test_no_fast_dropout_keeps_torchs_dropout(tiny_models, glue_dir, tmp_path, monkeypatch):
+    import finetune.pipeline
+    from finetune.config import TrainConfig
+
+    def refuse(model):
+        raise AssertionError("use_fast_dropout ran despite fast_dropout=False")
+
+    monkeypatch.setattr(finetune.pipeline, "use_fast_dropout", refuse)
+    results = finetune.pipeline.train(TrainConfig(model=tiny_models["bert"], data_dir=glue_dir, epochs=1,
+                                                  max_train_samples=16, max_eval_samples=16, disable_tqdm=True,
+                                                  output_dir=str(tmp_path / "run"), fast_dropout=False))  # fmt: skip
+    assert results["config"]["fast_dropout"] is False
+
+
 @pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 0, 5), (7, 5, 3)])
 def test_keep_mask_shapes_seeding_and_fresh_draws(shape):
     torch.manual_seed(0)

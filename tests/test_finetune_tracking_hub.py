@@ -105,9 +105,10 @@ def test_push_uploads_the_model_tokenizer_results_and_a_card(tiny_models, glue_d
     _, repo, files, content = hub.calls[2]
     card_text = content["README.md"].decode()
     assert repo == "me/tiny-mrpc"
-    assert files == sorted(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                            "results.json", "README.md", "validation_predictions.tsv",
+    assert files == sorted(["config.json", "model.safetensors", "mean_pooling.py", "tokenizer.json",
+                            "tokenizer_config.json", "results.json", "README.md", "validation_predictions.tsv",
                             "test_predictions.tsv"])  # fmt: skip
+    assert "mean_pooling.MeanPoolingClassifier" in content["config.json"].decode()  # the code the auto_map names
     for name in ("results.json", "config.json", "README.md"):  # no local path leaves the machine
         assert '"/' not in content[name].decode() and "/tmp/" not in content[name].decode(), name
     assert json.loads(content["results.json"])["config"]["model"] == "bert"  # the local folder, by its name
@@ -123,6 +124,7 @@ def test_push_uploads_the_model_tokenizer_results_and_a_card(tiny_models, glue_d
         for metric in ("accuracy", "f1"):
             assert found[(split, metric)] == pytest.approx(results[split][metric])
     assert "GLUE MRPC" in card.text
+    assert 'model="me/tiny-mrpc", trust_remote_code=True)' in card.text and '"text_pair"' in card.text
     assert f"| validation | 32 | {100 * results['validation']['accuracy']:.1f}" in card.text
     assert card.data.base_model is None  # a local folder is no Hub id
     assert (run / "README.md").read_text() == card_text
