@@ -12,13 +12,11 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-from transformers import HfArgumentParser
-
-from finetune.config import TrainConfig
+from finetune.config import TrainConfig, file_value
 from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
 from finetune.interrupt import TrainingInterruptedError
 from finetune.tasks import UnknownTaskError, get_task
@@ -35,15 +33,44 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text if "(default" in text else super()._get_help_string(action)
 
 
-class Parser(HfArgumentParser):
-    """argparse with ``HfArgumentParser``'s dataclass fields, whose errors are one line (exit 2)."""
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (exit 2) and whose help shows the defaults. Given
+    ``dataclass_types``, it holds their fields as options, made by ``HfArgumentParser`` when first
+    needed (parsing, help, usage): importing transformers takes most of a second that
+    ``finetune --help`` and the other commands' parsing do without."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._pending_dataclass = dataclass_types
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _add_dataclass_options(self) -> None:
+        if self._pending_dataclass is not None:
+            from transformers import HfArgumentParser
+
+            fields, self._pending_dataclass = HfArgumentParser(self._pending_dataclass, add_help=False), None
+            self._add_container_actions(fields)  # what parents=[...] does
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._add_dataclass_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_dataclass_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_dataclass_options()
+        return super().format_help()
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        self._add_dataclass_options()
+        super().set_defaults(**kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -52,8 +79,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def read_config_file(path: str) -> dict[str, Any]:
     """The settings in a JSON or YAML file, keyed by TrainConfig field (the Hugging Face names,
-    such as ``learning_rate``, are accepted as in ``run_glue.py config.json``)."""
+    such as ``learning_rate``, are accepted as in ``run_glue.py config.json``), each checked
+    against its field's type and range, a bad one refused naming the file and the key."""
+    import yaml
+
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"config file {file} is a folder: give a .json or .yaml file")
     if not file.is_file():
         raise ConfigError(f"no config file {file}")
     try:
@@ -63,16 +95,24 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"{file} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: {e}"
         ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {file}: {e.strerror}") from None
     if not isinstance(values, dict):
         raise ConfigError(f'{file} must hold a mapping of settings, such as {{"learning_rate": 5e-5}}')
     names = {
         a.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(TrainConfig) for a in f.metadata["aliases"]
     }
     names.update({f.name: f.name for f in dataclasses.fields(TrainConfig)})
-    unknown = [k for k in values if k.replace("-", "_") not in names]
+    unknown = [k for k in values if not isinstance(k, str) or k.replace("-", "_") not in names]
     if unknown:
         raise ConfigError(f"{file}: unknown settings {', '.join(map(str, unknown))}: see finetune train --help")
-    return {names[k.replace("-", "_")]: v for k, v in values.items()}
+    settings = {}
+    for key, value in values.items():
+        try:
+            settings[names[key.replace("-", "_")]] = file_value(names[key.replace("-", "_")], value)
+        except (ConfigError, UnknownTaskError) as e:
+            raise ConfigError(f"{file}: {key}: {e}") from None
+    return settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,12 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                     args.batch_size, progress=not args.no_progress)  # fmt: skip
         print(json.dumps({"input": args.input, "output": args.output, "rows": rows}))
         return 0
-    if task is not None:
-        wanted = len(task.text_columns)
-        if len(args.sentences) != wanted:
-            kind = "a sentence pair: give two sentences" if wanted == 2 else "one sentence"
-            raise ConfigError(f"{task.name} takes {kind}, got {len(args.sentences)}")
-    label, probability = predict.predict(args.checkpoint, args.sentences)
+    label, probability = predict.predict(args.checkpoint, args.sentences, task)
     print(json.dumps({"label": label, "probability": round(probability, 4)}))
     return 0
 

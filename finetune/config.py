@@ -6,8 +6,10 @@ a frozen base with only a head to train wants a far larger learning rate than fu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,41 +120,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse any value that cannot work, naming the option and how to fix it (ConfigError)."""
-        for name, allowed in (
-            ("loop", LOOPS),
-            ("strategy", STRATEGIES),
-            ("pooling", POOLINGS),
-            ("device", DEVICES),
-            ("mixed_precision", PRECISIONS),
-            ("report_to", REPORT_TO),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
-        from finetune.tasks import get_task
-
-        get_task(self.task)  # raises UnknownTaskError for an unknown name
-        for name, value in self.to_dict().items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
-        for name in POSITIVE:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{flag(name)} must be positive, got {value}")
-        if not 0 < self.layer_lr_decay <= 1:
-            raise ConfigError(f"--layer-lr-decay must be in (0, 1] (1: off), got {self.layer_lr_decay}")
+        for name, value in dataclasses.asdict(self).items():
+            check_value(name, value)
         if self.swap_pairs:
             from finetune.tasks import get_task
 
             if len(get_task(self.task).text_columns) != 2:
                 raise ConfigError(f"--swap-pairs needs a sentence-pair task; {self.task} has one sentence")
-        for name in ("freeze_layers", "weight_decay", "reinit_layers"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
-        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._validate_evaluation()
         self._validate_fsdp()
         check_report_to(self.report_to)
@@ -190,10 +164,6 @@ class TrainConfig:
     def _validate_evaluation(self) -> None:
         from finetune.tasks import get_task
 
-        if self.eval_strategy not in EVAL_STRATEGIES:
-            raise ConfigError(
-                f"unknown eval_strategy {self.eval_strategy!r}: choose one of {', '.join(EVAL_STRATEGIES)}"
-            )
         if self.eval_strategy == "steps" and self.eval_steps is None:
             raise ConfigError("--eval-strategy steps needs --eval-steps N (evaluate every N optimizer steps)")
         if self.eval_steps is not None and self.eval_strategy != "steps":
@@ -222,12 +192,24 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "hub_token": None}
 
 
-# Options that must be > 0 when given.
+# Options that take one of a few names.
+CHOICES = {
+    "loop": LOOPS, "strategy": STRATEGIES, "pooling": POOLINGS, "device": DEVICES, "mixed_precision": PRECISIONS,
+    "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES,
+}  # fmt: skip
+
+# Options that must be > 0 when given; >= 0; in a range.
 POSITIVE = (
     "epochs", "batch_size", "lr", "grad_accum_steps", "max_length", "eval_batch_size", "logging_steps",
     "max_grad_norm", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit", "eval_steps",
     "early_stopping_patience",
 )  # fmt: skip
+NON_NEGATIVE = ("freeze_layers", "weight_decay", "reinit_layers")
+RANGES = {
+    "seed": (lambda v: 0 <= v < 2**32, "[0, 2**32)"),
+    "warmup_ratio": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "layer_lr_decay": (lambda v: 0 < v <= 1, "(0, 1] (1: off)"),
+}
 
 # The settings that change what a run computes. A checkpoint may only be resumed with the same
 # ones, and ``finetune report`` pools only runs that agree on all of them but the seed. (Where the
@@ -254,3 +236,62 @@ def differing_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]
     return [
         f"{flag(k)} {before.get(k)} (then) vs {now.get(k)} (now)" for k in RUN_SETTINGS if before.get(k) != now.get(k)
     ]
+
+
+def _field_kinds() -> dict[str, tuple[type, bool]]:
+    """Each TrainConfig field's value type (str for a choice of names) and whether None is allowed."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if typing.get_origin(hint) is Literal:
+            hint = str
+        elif optional:
+            (hint,) = (a for a in args if a is not type(None))
+        kinds[name] = (hint, optional)
+    return kinds
+
+
+FIELD_KINDS = _field_kinds()
+KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _describe(value: Any) -> str:
+    kind = {list: "a list ", dict: "a mapping "}.get(type(value), "")
+    return f"{kind}{value!r}"
+
+
+def check_value(name: str, value: Any) -> None:
+    """Refuse a value of TrainConfig field ``name`` of the wrong type or out of its range, naming the
+    option (ConfigError; UnknownTaskError for a task): the checks that need no other setting."""
+    kind, optional = FIELD_KINDS[name]
+    if value is None and optional:
+        return
+    exact = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not (exact or (kind is float and isinstance(value, int) and not isinstance(value, bool))):
+        raise ConfigError(f"{flag(name)} takes {KIND_NAMES[kind]}, got {_describe(value)}")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(CHOICES[name])}")
+    if name == "task":
+        from finetune.tasks import get_task
+
+        get_task(value)  # raises UnknownTaskError for an unknown name
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+    if name in POSITIVE and value <= 0:
+        raise ConfigError(f"{flag(name)} must be positive, got {value}")
+    if name in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
+    if name in RANGES and not RANGES[name][0](value):
+        raise ConfigError(f"{flag(name)} must be in {RANGES[name][1]}, got {value}")
+
+
+def file_value(name: str, value: Any) -> Any:
+    """A config file's ``value`` for field ``name``, checked by ``check_value``. A number may be
+    written as text, as on the command line (YAML reads ``5e-5`` as a string)."""
+    kind, _ = FIELD_KINDS[name]
+    if isinstance(value, str) and kind in (int, float):
+        with contextlib.suppress(ValueError):
+            value = kind(value)
+    check_value(name, value)
+    return value

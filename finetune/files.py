@@ -6,8 +6,11 @@ import csv
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from finetune.errors import ConfigError
 
 FORMATS = {".tsv": "\t", ".csv": ","}  # tables; and .jsonl: one JSON object per line
 
@@ -18,6 +21,25 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def check_writable_folder(folder: Path, option: str, given: Path | None = None) -> None:
+    """Refuse, before any work, a folder that cannot be created or written (a file in its place or
+    above it, read-only, on /proc) by making and removing a scratch folder in its nearest existing
+    ancestor. ``option`` and ``given`` (default: ``folder``) name it as the user gave it."""
+    given = folder if given is None else given
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        where = "" if ancestor == given else f": {ancestor}"
+        raise ConfigError(f"{option} {given}{where} is a file: choose another {option}")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".finetune-write-test-"))
+    except OSError as e:
+        raise ConfigError(
+            f"{option} {given}: cannot write in {ancestor} ({e.strerror}): choose another {option}"
+        ) from None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -73,7 +73,19 @@ AutoModelForSequenceClassification.register(MeanPoolingConfig, MeanPoolingClassi
 # ----------------------------------------------------------------------------- loading
 
 
+def check_model_path(name_or_path: str) -> None:
+    """Refuse a model that names a local path (``./x``, ``../x``, ``/x``, ``~/x``, or with more than
+    one ``/``: no Hub id looks so) that does not exist, or a file, as such (ModelError), where
+    transformers would report a malformed Hub repository id."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        raise ModelError(f"model {name_or_path} is a file: give the folder holding its config.json, or a Hub id")
+    if (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1) and not path.exists():
+        raise ModelError(f"no model folder {name_or_path}: give an existing folder, or a Hub id (NAME or USER/NAME)")
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    check_model_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
@@ -84,6 +96,7 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
     """A sequence classifier for ``task`` on top of the pretrained encoder at ``name_or_path``.
 
     A directory saved by a finished run loads as it was saved (its head included)."""
+    check_model_path(name_or_path)
     labels = {} if task.is_regression else {
         "id2label": dict(enumerate(task.label_names)),
         "label2id": {name: i for i, name in enumerate(task.label_names)},

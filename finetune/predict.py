@@ -18,8 +18,8 @@ import torch
 
 from finetune.data import load_glue, read_utf8
 from finetune.errors import ConfigError, DataError
-from finetune.evaluation import EvalSettings, evaluate_saved, logits_of, prediction_table, read_split
-from finetune.files import FORMATS, write_atomic, write_rows
+from finetune.evaluation import EvalSettings, evaluate_saved, has_labels, logits_of, prediction_table, read_split
+from finetune.files import FORMATS, check_writable_folder, write_atomic, write_rows
 from finetune.modeling import load_tokenizer
 from finetune.pipeline import quiet_libraries
 from finetune.tasks import GlueTask, get_task, test_split
@@ -40,6 +40,11 @@ def evaluate_checkpoint(
     quiet_libraries()
     task = get_task(task_name)
     data = read_split(task, split, data_dir, max_samples)
+    if not has_labels(data.labels):
+        raise ConfigError(
+            f"--split {split}: the {task.name} {split} split has no labels (GLUE keeps them private), so there is "
+            f"nothing to score: use --split validation, or finetune predict --split {split} --output FILE"
+        )
     settings = EvalSettings.of_run(Path(checkpoint))
     metrics, _ = evaluate_saved(Path(checkpoint), task, [data], settings, progress=True)[split]
     return metrics
@@ -70,10 +75,23 @@ def load_classifier(checkpoint: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def predict(checkpoint: str, sentences: list[str]) -> tuple[str, float]:
-    """(label name, probability) for one sentence or a sentence pair."""
-    if not 1 <= len(sentences) <= 2:
-        raise ConfigError(f"give one sentence or a pair, got {len(sentences)}")
+def check_text_count(task: GlueTask | None, count: int, noun: str, given: str = "") -> None:
+    """Refuse inputs with the wrong number of texts (``noun``: sentences, text columns; ``given``
+    shows them): two for a pair task, one for a single-sentence task, one or two with no task."""
+    one = noun.removesuffix("s")
+    if task is None:
+        kind, wanted = f"give one {one} or two", (1, 2)
+    elif len(task.text_columns) == 2:
+        kind, wanted = f"{task.name} takes a sentence pair: give two {noun}", (2,)
+    else:
+        kind, wanted = f"{task.name} takes one sentence: give one {one}", (1,)
+    if count not in wanted:
+        raise ConfigError(f"{kind}, got {count}{f' ({given})' if given else ''}")
+
+
+def predict(checkpoint: str, sentences: list[str], task: GlueTask | None = None) -> tuple[str, float]:
+    """(label name, probability) for one sentence or a sentence pair (as ``task`` takes, if given)."""
+    check_text_count(task, len(sentences), "sentences")
     model, tokenizer = load_classifier(checkpoint)
     logits = logits_of(model, tokenizer, [sentences], EvalSettings.of_run(Path(checkpoint)))
     (row,) = prediction_rows(logits, model.config.id2label, regression=False)
@@ -162,6 +180,7 @@ def predict_file(
     columns = text_columns or (list(task.text_columns) if task else None)
     if not columns:
         raise ConfigError("this run names no task: give the input's text columns with --text-columns")
+    check_text_count(task, len(columns), "text columns", f"--text-columns {' '.join(columns)}")
     examples = read_examples(input_path, columns)
     model, tokenizer = load_classifier(checkpoint)
     settings = EvalSettings.of_run(Path(checkpoint))
@@ -180,6 +199,7 @@ def check_output_path(output: Path, input_path: Path | None = None) -> None:
         raise ConfigError(f"--output {output} is the input file: write the predictions elsewhere")
     if output.is_dir():
         raise ConfigError(f"--output {output} is a directory: give a file name")
+    check_writable_folder(output.parent, "--output", output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: no directory {output.parent}")
 
@@ -193,8 +213,7 @@ def write_glue_submission(
     """The task's test predictions as the GLUE server takes them (``run_glue.py --do_predict``):
     ``<out_dir>/MRPC.tsv`` etc., ``index`` and ``prediction`` per test example, labels as ids
     (names for MNLI, QNLI, RTE), STS-B scores as floats."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--glue-submission {out_dir} is a file: give a directory")
+    check_writable_folder(out_dir, "--glue-submission")
     model, tokenizer = load_classifier(checkpoint)
     if model.config.num_labels != task.num_labels:
         raise ConfigError(f"{checkpoint} predicts {model.config.num_labels} labels, {task.name} has {task.num_labels}")

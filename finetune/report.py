@@ -12,7 +12,7 @@ from typing import Any
 
 from finetune.config import LOOPS, RUN_SETTINGS, STRATEGIES, STRATEGY_DEFAULTS, ConfigError, TrainConfig
 from finetune.errors import DataError
-from finetune.files import write_atomic
+from finetune.files import check_writable_folder, write_atomic
 
 # Runs are pooled only when every setting that changes the result agrees (all but the seed).
 GROUP_KEYS = tuple(k for k in RUN_SETTINGS if k != "seed")
@@ -399,6 +399,7 @@ def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predicti
 def write_report(paths: list[Path], out: Path) -> str:
     """Write report.md, loss.png, metric_vs_time.png and, for MRPC runs, published.png into
     ``out``; return the Markdown: the table and what is real."""
+    check_writable_folder(out, "--out")
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     predictions = Predictions()

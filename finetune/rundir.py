@@ -12,11 +12,11 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from finetune.checkpoint import remove_incomplete
 from finetune.config import ConfigError
+from finetune.files import check_writable_folder
 
 RESULTS_FILE = "results.json"
 
@@ -33,9 +33,7 @@ class RunDirectory:
         self.path = path
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._lock: int | None = None
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"output directory {path} exists and is a file: choose another --output-dir")
-        check_writable(path)
+        check_writable_folder(path, "--output-dir")
         if owner:
             check_not_in_use(self._lock_path, path)
         holds_files = path.is_dir() and any(path.iterdir())
@@ -77,22 +75,6 @@ class RunDirectory:
             self._lock_path.unlink(missing_ok=True)
             os.close(self._lock)
             self._lock = None
-
-
-def check_writable(path: Path) -> None:
-    """Refuse a directory that cannot be created or written (read-only, under a file, /proc)
-    by making and removing a scratch folder in its nearest existing ancestor."""
-    ancestor = path if path.is_dir() else path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"cannot create output directory {path}: {ancestor} is a file: choose another --output-dir")
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".finetune-write-test-"))
-    except OSError as e:
-        raise ConfigError(
-            f"cannot write output directory {path}: {e.strerror} in {ancestor}: choose a writable --output-dir"
-        ) from None
 
 
 def check_not_in_use(lock_path: Path, run_path: Path) -> None:

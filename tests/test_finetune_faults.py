@@ -280,7 +280,7 @@ def test_the_cli_reports_a_diverging_trainer_run_in_one_line(tiny_models, glue_d
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("/proc/finetune-test-run", "cannot write output directory /proc/finetune-test-run"),
+        ("/proc/finetune-test-run", "--output-dir /proc/finetune-test-run: cannot write in /proc"),
         ("FILE/run", "is a file: choose another --output-dir"),
     ],
 )
