@@ -123,7 +123,7 @@ def _one_line_error(done, pattern):
         (["--data-dir", "/nonexistent/glue"], "no MRPC/ folder in /nonexistent/glue"),
         (["--strategy", "partial", "--freeze-layers", "9"], "--freeze-layers 9 is more than the 4 encoder layers"),
         (["--lr", "-1"], "--lr must be positive"),
-        (["--model", "/nonexistent/model"], "cannot load"),
+        (["--model", "/nonexistent/model"], "no model folder /nonexistent/model"),
         (["--eval-strategy", "no", "--load-best-model-at-end"], "--load-best-model-at-end needs evaluations"),
         (["--metric-for-best-model", "bleu"], "'bleu' is not a mrpc metric: choose one of accuracy, f1, loss"),
     ],
