@@ -269,7 +269,7 @@ class Progress:
         """(index, batch) of this epoch's batches not yet trained on; the sampler's order is
         (seed, epoch)'s, so a resumed run sees what the uninterrupted one saw. Accelerate's
         ``skip_first_batches`` skips the seen ones without collating them: the same batches, and
-        the loader's generator drawn from as often (tests/test_finetune_library_parts.py)."""
+        the loader's generator drawn from as often (tests/finetune/test_library_parts.py)."""
         set_epoch(loader, self.epoch)
         first = self.skip if self.epoch == self.start_epoch else 0
         for i, batch in enumerate(skip_first_batches(loader, first) if first else loader, start=first):

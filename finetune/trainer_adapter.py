@@ -3,7 +3,7 @@ exact resume needs it and no public hook reaches it.
 
 Private members change between transformers releases without notice, so pyproject.toml pins
 transformers to the range this was tested with (``TESTED_TRANSFORMERS``), and
-``tests/test_finetune_trainer_adapter.py`` fails, saying so, when the installed version is outside it.
+``tests/finetune/test_trainer_adapter.py`` fails, saying so, when the installed version is outside it.
 Everything else of the Trainer path (``finetune/trainer_loop.py``) goes through public names:
 ``TrainingArguments``, callbacks, ``training_step``, ``log``, ``state``.
 """

@@ -14,7 +14,7 @@ Each name is bound to ``plain_<name>``, the math in plain NumPy (exact functions
 means: GELU through scipy's erf), or to ``fast_<name>``, the same result by faster means: a
 thread pool, cache-sized blocks, a polynomial fit of erfc, work done in place. ``use("plain")``
 or ``MINIGRAD_KERNELS=plain`` (read at import) sends everything through the plain references,
-and then no thread is ever started; ``tests/test_kernels.py`` checks that each fast kernel
+and then no thread is ever started; ``tests/minigrad/test_kernels.py`` checks that each fast kernel
 agrees with its plain reference, and to what tolerance.
 
 Why one call per computation: an op reads the same in both modes (its rule, its backward, what

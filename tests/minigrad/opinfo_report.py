@@ -14,8 +14,8 @@ Each sample ends one of five ways:
 - skipped: torch itself refused the sample, or the op draws random numbers (dropout: only its
   deterministic samples are compared).
 
-``python benchmarks/opinfo_report.py`` prints the counts, per op and in all, and every mismatch
-and refusal; ``--ops`` picks ops by name. ``tests/test_torch_opinfo.py`` runs the same code.
+``python tests/minigrad/opinfo_report.py`` prints the counts, per op and in all, and every mismatch
+and refusal; ``--ops`` picks ops by name. ``tests/minigrad/test_torch_opinfo.py`` runs the same code.
 torch's test helpers need the ``expecttest`` package (in the ``dev`` extra).
 """
 

@@ -19,7 +19,7 @@ from finetune.tasks import get_task
 from minigrad import kernels
 from minigrad.models.bert import CheckpointError, from_pretrained
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(params=kernels.MODES)

@@ -21,14 +21,14 @@ def test_the_installed_transformers_is_in_the_tested_range():
         pytest.fail(
             f"transformers {installed} is outside {TESTED_TRANSFORMERS}, the range finetune/trainer_adapter.py "
             f"was tested with (it uses the Trainer's private {', '.join(PRIVATE_MEMBERS)}): install "
-            f"'transformers{TESTED_TRANSFORMERS}', or run tests/test_finetune_resume.py with this version and "
+            f"'transformers{TESTED_TRANSFORMERS}', or run tests/finetune/test_resume.py with this version and "
             "widen the range in trainer_adapter.py and pyproject.toml"
         )
 
 
 def test_pyproject_pins_the_tested_range():
     tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     assert f"transformers{TESTED_TRANSFORMERS}" in project["dependencies"]
 
 

@@ -128,10 +128,18 @@ def _one_line_error(done, pattern):
         (["--metric-for-best-model", "bleu"], "'bleu' is not a mrpc metric: choose one of accuracy, f1, loss"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(tiny_models, glue_dir, tmp_path, args, message):
+def test_cli_bad_input_exits_2_with_one_line(tiny_models, glue_dir, tmp_path, capsys, args, message):
+    """In-process (a subprocess per case costs seconds of imports); other tests run the CLI as a process."""
+    from finetune.cli import main
+
     base = ["train", "--model", tiny_models["bert"], "--data-dir", glue_dir, "--output-dir", str(tmp_path / "x")]
-    done = run_cli(*base, *args, "--max-train-samples", "8", "--epochs", "1", "--no-progress")
-    _one_line_error(done, message)
+    try:
+        code = main([*base, *args, "--max-train-samples", "8", "--epochs", "1", "--no-progress"])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (code, err)
+    assert message in err, err
     assert not (tmp_path / "x").exists()
 
 

@@ -19,7 +19,7 @@ from minigrad import pytest_plugin, testing
 from minigrad.testing import CheckGradientsError, GradientMismatch, check_gradients, check_gradients_at
 
 pytest_plugins = ["pytester"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- buggy Functions and twins
@@ -253,7 +253,7 @@ def test_repro_fails_again_in_a_fresh_interpreter():
     assert "from test_check_gradients import SoftplusWrongAboveTwo" in repro
     with pytest.raises(GradientMismatch):
         exec(repro, {})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "minigrad"), str(ROOT)])}
     done = subprocess.run([sys.executable, "-c", repro], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0 and "GradientMismatch: first derivative of input 0" in done.stderr, done.stderr
 

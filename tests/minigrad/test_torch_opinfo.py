@@ -1,26 +1,20 @@
 """torch's own OpInfo samples (``op_db``: ``sample_inputs`` and ``reference_inputs``, float64) through
 every op minigrad has: torch's values and gradients, or a clear refusal (a minigrad error or
 NotImplementedError, in one line), never another exception. The code is
-``benchmarks/opinfo_report.py``; the whole run (about 140 ops, 5,600 samples, a minute or two) is
+``opinfo_report.py`` beside this file; the whole run (about 140 ops, 5,600 samples, a minute or two) is
 opt-in (``--run-slow``), the ops issue 23 found wrong run by default. Then what a careless user
 meets: a label outside [0, C), a damaged state-dict file."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import opinfo_report  # beside this file (pytest puts the test's folder on sys.path)
 import pytest
 import torch
 
 import minigrad
 from minigrad import testing
 from minigrad.errors import CheckpointError, TargetError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import opinfo_report
 
 F = minigrad.nn.functional
 

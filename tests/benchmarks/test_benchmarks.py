@@ -12,7 +12,7 @@ import torch
 
 import minigrad as mg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_minigrad
 from timing import race
