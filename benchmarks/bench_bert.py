@@ -54,8 +54,10 @@ def main() -> None:
                 fn()
                 best[(case, lib)] = min(best[(case, lib)], time.perf_counter() - start)
     shape = tuple(batch["input_ids"].shape)
-    print(f"default model, MRPC batch {shape[0]} x {shape[1]} tokens, float32, {torch.get_num_threads()} threads, "
-          f"best of {args.rounds}")  # fmt: skip
+    print(
+        f"default model, MRPC batch {shape[0]} x {shape[1]} tokens, float32, {torch.get_num_threads()} threads, "
+        f"best of {args.rounds}"
+    )
     print(f"{'':<12}{'torch':>10}{'minigrad':>10}{'minigrad / torch':>18}")
     for case in cases:
         t, m = best[(case, "torch")], best[(case, "minigrad")]
@@ -63,8 +65,9 @@ def main() -> None:
     memory = {}
     for lib in ("torch", "minigrad"):
         child = [sys.executable, __file__, "--memory-of", lib, "--batch-size", str(args.batch_size)]
-        done = subprocess.run(child + (["--data-dir", args.data_dir] if args.data_dir else []),
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            child + (["--data-dir", args.data_dir] if args.data_dir else []), capture_output=True, text=True, check=True
+        )
         memory[lib] = float(done.stdout.split()[-1])
     print(
         f"{'step memory':<12}{memory['torch']:>7.0f} MiB{memory['minigrad']:>7.0f} MiB"

@@ -81,8 +81,10 @@ def main() -> None:
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, rows)
     if dist.get_rank() == 0:
-        print(f"world size {dist.get_world_size()}, strategy {args.strategy}, batch {args.batch_size} x {args.length} "
-              f"tokens per process; MiB held by each process")  # fmt: skip
+        print(
+            f"world size {dist.get_world_size()}, strategy {args.strategy}, batch {args.batch_size} x {args.length} "
+            f"tokens per process; MiB held by each process"
+        )
         print("| run | rank | parameters | gradients | optimizer state | total |")
         print("|---|---|---|---|---|---|")
         for name in rows:

@@ -80,8 +80,10 @@ def main() -> None:
     print(
         f"batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, torch threads {torch.get_num_threads()}"
     )
-    print(f"mean pair length {mean_len:.1f} tokens; mean padded length: "
-          + ", ".join(f"{m} {lengths[m]:.1f}" for m in MODES))  # fmt: skip
+    print(
+        f"mean pair length {mean_len:.1f} tokens; mean padded length: "
+        + ", ".join(f"{m} {lengths[m]:.1f}" for m in MODES)
+    )
     print(f"{'strategy':9} {'mode':8} {'samples/s':>10} {'vs pad-128':>11} {'vs full':>8}")
     for strategy in ("full", "partial", "head"):
         for mode in MODES:

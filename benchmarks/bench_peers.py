@@ -112,10 +112,14 @@ def main() -> None:
     t_mlp_mg, t_mlp_my = race([tensor_mlp_step(minigrad), tensor_mlp_step(mygrad)], 300, 5)
     (t_mlp_micro,) = race([micrograd_step()], 2, 3)
     print(f"{'case':34} {'minigrad':>11} {'MyGrad':>11} {'micrograd':>11} {'vs MyGrad':>10} {'vs micrograd':>13}")
-    print(f"{'(a) RNN cell fwd+bwd':34} {t_rnn_mg * 1e6:9.1f}us {t_rnn_my * 1e6:9.1f}us {'-':>11} "
-          f"{t_rnn_mg / t_rnn_my:10.2f} {'-':>13}")  # fmt: skip
-    print(f"{'(b) MLP(2,[16,16,1]) step, 100 pts':34} {t_mlp_mg * 1e6:9.1f}us {t_mlp_my * 1e6:9.1f}us "
-          f"{t_mlp_micro * 1e3:9.1f}ms {t_mlp_mg / t_mlp_my:10.2f} {t_mlp_micro / t_mlp_mg:11.0f}x faster")  # fmt: skip
+    print(
+        f"{'(a) RNN cell fwd+bwd':34} {t_rnn_mg * 1e6:9.1f}us {t_rnn_my * 1e6:9.1f}us {'-':>11} "
+        f"{t_rnn_mg / t_rnn_my:10.2f} {'-':>13}"
+    )
+    print(
+        f"{'(b) MLP(2,[16,16,1]) step, 100 pts':34} {t_mlp_mg * 1e6:9.1f}us {t_mlp_my * 1e6:9.1f}us "
+        f"{t_mlp_micro * 1e3:9.1f}ms {t_mlp_mg / t_mlp_my:10.2f} {t_mlp_micro / t_mlp_mg:11.0f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -144,12 +144,16 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         model(**check).loss.backward()
     formula = step_flops(model.config.encoder_config(), *check["input_ids"].shape)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul ceiling (2048^3, best of 10): "
-          f"float32 {fp32:.2f} TFLOP/s, bf16 {bf16:.2f} TFLOP/s")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul ceiling (2048^3, best of 10): "
+        f"float32 {fp32:.2f} TFLOP/s, bf16 {bf16:.2f} TFLOP/s"
+    )
     print(f"FLOPs of one step: formula {formula / 1e9:.1f} G, FlopCounterMode {counter.get_total_flops() / 1e9:.1f} G")
     print(f"{args.samples} MRPC training pairs, batch {args.batch_size}, 1 epoch each, best of {args.repeats} rounds\n")
-    print(f"{'contender':<11}{'batching':<10}{'seconds':>9}{'samples/s':>11}{'vs course':>11}{'TFLOP/s':>9}"
-          f"{'MFU bf16':>10}{'MFU fp32':>10}{'peak RSS':>10}")  # fmt: skip
+    print(
+        f"{'contender':<11}{'batching':<10}{'seconds':>9}{'samples/s':>11}{'vs course':>11}{'TFLOP/s':>9}"
+        f"{'MFU bf16':>10}{'MFU fp32':>10}{'peak RSS':>10}"
+    )
     course_speed = None
     with tempfile.TemporaryDirectory() as tmp:
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in args.only}
@@ -165,8 +169,10 @@ def main() -> None:
             course_speed = course_speed or (speed if name == "course" else None)
             ratio = f"{speed / course_speed:.2f}x" if course_speed else "-"
             achieved = flops / seconds / 1e12
-            print(f"{name:<11}{'grouped' if grouped else 'random':<10}{seconds:>9.1f}{speed:>11.1f}{ratio:>11}"
-                  f"{achieved:>9.2f}{achieved / bf16:>10.0%}{achieved / fp32:>10.0%}{rss:>8.2f} GiB")  # fmt: skip
+            print(
+                f"{name:<11}{'grouped' if grouped else 'random':<10}{seconds:>9.1f}{speed:>11.1f}{ratio:>11}"
+                f"{achieved:>9.2f}{achieved / bf16:>10.0%}{achieved / fp32:>10.0%}{rss:>8.2f} GiB"
+            )
 
 
 if __name__ == "__main__":

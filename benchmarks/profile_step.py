@@ -70,8 +70,10 @@ def main() -> None:
             if round_:  # the first round warms up
                 times[name].append((time.perf_counter() - start) / len(block))
     per_step = {name: sum(t) / len(t) * 1000 for name, t in times.items()}
-    print(f"strategy {args.strategy}, batch {STRATEGY_DEFAULTS[args.strategy]['batch_size']}, "
-          f"{'bf16' if dtype else 'fp32'} autocast, {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"strategy {args.strategy}, batch {STRATEGY_DEFAULTS[args.strategy]['batch_size']}, "
+        f"{'bf16' if dtype else 'fp32'} autocast, {torch.get_num_threads()} threads"
+    )
     for name, ms in per_step.items():
         print(f"  {name + ' dropout':<17} {ms:7.1f} ms a step")
     print(f"  speed-up          {per_step['torch'] / per_step['finetune']:7.2f}x")

@@ -85,8 +85,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mg.manual_seed(args.seed)
 
     raw = load_glue("mrpc", args.data_dir)
-    for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples),
-                         ("test", args.max_eval_samples)):  # fmt: skip
+    for split, limit in (
+        ("train", args.max_train_samples),
+        ("validation", args.max_eval_samples),
+        ("test", args.max_eval_samples),
+    ):
         if limit is not None:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     tokenizer = load_tokenizer(path)

@@ -168,23 +168,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = get_task(task_name) if task_name else None
     modes = [bool(args.sentences), args.input is not None, args.glue_submission is not None, args.split is not None]
     if sum(modes[:3]) != 1 and not (modes[3] and not any(modes[:2])):
-        raise ConfigError("give one of: SENTENCE [SENTENCE], --input FILE --output FILE, --split SPLIT --output FILE, "
-                          "or --glue-submission DIR")  # fmt: skip
+        raise ConfigError(
+            "give one of: SENTENCE [SENTENCE], --input FILE --output FILE, --split SPLIT --output FILE, "
+            "or --glue-submission DIR"
+        )
     if (args.glue_submission is not None or args.split is not None) and task is None:
         raise ConfigError(f"{args.checkpoint} has no results.json naming its task: predicting a split needs it")
     data_dir = args.data_dir or run.get("config", {}).get("data_dir")
     if args.glue_submission is not None:
         if args.split not in (None, "test"):
             raise ConfigError(f"--glue-submission predicts the test split, not {args.split}: drop --split")
-        target = predict.write_glue_submission(args.checkpoint, task, Path(args.glue_submission), data_dir,
-                                               progress=not args.no_progress)  # fmt: skip
+        target = predict.write_glue_submission(
+            args.checkpoint, task, Path(args.glue_submission), data_dir, progress=not args.no_progress
+        )
         print(json.dumps({"task": task.name, "split": "test", "submission": str(target)}))
         return 0
     if args.split is not None:
         if args.output is None:
             raise ConfigError("--split needs --output FILE (.tsv, .csv or .jsonl) for the predictions")
-        rows = predict.predict_split(args.checkpoint, task, args.split, Path(args.output), data_dir,
-                                     progress=not args.no_progress)  # fmt: skip
+        rows = predict.predict_split(
+            args.checkpoint, task, args.split, Path(args.output), data_dir, progress=not args.no_progress
+        )
         print(json.dumps({"split": args.split, "output": args.output, "rows": rows}))
         return 0
     if args.batch_size is not None and args.batch_size <= 0:
@@ -235,7 +239,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     from finetune.grid import run_grid
 
-    run_grid(args.seeds, Path(args.results_dir), Path(args.runs_dir), args.data_dir, only=args.only)
+    folder = "search" if args.search else ""
+    results_dir, runs_dir = Path(args.results_dir or f"results/{folder}"), Path(args.runs_dir or f"runs/grid/{folder}")
+    run_grid(args.seeds, results_dir, runs_dir, args.data_dir, only=args.only, search=args.search)
     return 0
 
 
@@ -243,9 +249,11 @@ def build_parser() -> Parser:
     parser = Parser(prog="finetune", description="Reference GLUE fine-tuning (MRPC by default).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     t = sub.add_parser(
-        "train", dataclass_types=TrainConfig, help="fine-tune a pretrained model on a GLUE task",
+        "train",
+        dataclass_types=TrainConfig,
+        help="fine-tune a pretrained model on a GLUE task",
         description="Fine-tune a pretrained model on a GLUE task. Options left unset take the strategy's recipe.",
-    )  # fmt: skip
+    )
     t.add_argument(
         "config_file", nargs="?", help="a JSON or YAML file of these settings; flags override it (default: none)"
     )
@@ -257,10 +265,11 @@ def build_parser() -> Parser:
     e.add_argument("--data-dir", help="GLUE root (default: the run's, else $GLUE_DIR)")
     e.add_argument("--max-eval-samples", type=int, help="use only the first N examples (default: as many as the run)")
     p = sub.add_parser(
-        "predict", help="labels for a sentence (pair), a file of them, or the GLUE server's test file",
+        "predict",
+        help="labels for a sentence (pair), a file of them, or the GLUE server's test file",
         description="Label one sentence or pair; every row of a .tsv/.csv/.jsonl file (--input, --output); or "
         "the task's test split in the GLUE server's format (--glue-submission DIR).",
-    )  # fmt: skip
+    )
     p.add_argument("--checkpoint", required=True, help="a run directory written by finetune train")
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="one sentence, or two for a pair task")
     p.add_argument("--input", help="a .tsv, .csv or .jsonl file with a header (or keys) naming its columns")
@@ -285,12 +294,13 @@ def build_parser() -> Parser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
     r.add_argument("--out", default="report", help="where the PNG plots and report.md go")
     c = sub.add_parser(
-        "compare", help="is the difference between two groups of runs real? (paired over the same examples)",
+        "compare",
+        help="is the difference between two groups of runs real? (paired over the same examples)",
         description="Group A's mean metric minus group B's, on the same examples of a split, from the runs' "
         "predictions files: a 95% interval from a bootstrap over the examples (runs kept whole; the verdict), "
         "one between seeds (Welch's t), McNemar's test for one run against one. "
         "See docs/finetune/reading-the-numbers.md.",
-    )  # fmt: skip
+    )
     c.add_argument("run_dirs", nargs="+", metavar="A_RUN", help="group A: run directories, or folders holding them")
     c.add_argument("--against", nargs="+", required=True, metavar="B_RUN", help="group B, the same way (required)")
     c.add_argument("--metric", choices=("accuracy", "f1"), default="accuracy", help="what to compare")
@@ -298,10 +308,11 @@ def build_parser() -> Parser:
     c.add_argument("--json", action="store_true", help="print one JSON object (fractions, as in results.json)")
     g = sub.add_parser("grid", help="the reference runs on full MRPC, one results.json per finished run")
     g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run of each setting per seed")
-    g.add_argument("--results-dir", default="results", help="where each run's results.json is kept")
-    g.add_argument("--runs-dir", default="runs/grid", help="where the models go (not committed)")
+    g.add_argument("--search", action="store_true", help="the recipe search's runs instead (finetune/grid.py)")
+    g.add_argument("--results-dir", help="where each run's results.json is kept (default results/, results/search/)")
+    g.add_argument("--runs-dir", help="where the models go, not committed (default runs/grid/, runs/grid/search/)")
     g.add_argument("--data-dir", help="GLUE root (default $GLUE_DIR)")
-    g.add_argument("--only", nargs="+", metavar="LOOP-STRATEGY", help="e.g. native-full trainer-full")
+    g.add_argument("--only", nargs="+", metavar="NAME", help="these runs only, e.g. native-full trainer-full")
     return parser
 
 

@@ -72,13 +72,18 @@ def read_predictions(run_dir: Path, split: str) -> dict[str, np.ndarray]:
     """The columns of a run's ``<split>_predictions.tsv`` as arrays (``probability`` may be absent)."""
     path = run_dir / PREDICTIONS_FILE.format(split=split)
     if not path.is_file():
-        raise DataError(f"{run_dir} has no {path.name} (a run from before runs kept their predictions): "
-                        f"re-run it, or write it with finetune predict --split {split} --output")  # fmt: skip
+        raise DataError(
+            f"{run_dir} has no {path.name} (a run from before runs kept their predictions): "
+            f"re-run it, or write it with finetune predict --split {split} --output"
+        )
     try:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
-        columns = {"index": [int(r["index"]) for r in rows], "label": [int(r["label"]) for r in rows],
-                   "prediction": [int(r["prediction"]) for r in rows]}  # fmt: skip
+        columns = {
+            "index": [int(r["index"]) for r in rows],
+            "label": [int(r["label"]) for r in rows],
+            "prediction": [int(r["prediction"]) for r in rows],
+        }
         if rows and rows[0].get("probability") is not None:
             columns["probability"] = [float(r["probability"]) for r in rows]
     except (KeyError, TypeError, ValueError, UnicodeDecodeError):
@@ -103,10 +108,13 @@ def load_group(runs: list[dict[str, Any]], split: str = "validation") -> Group:
     for run, column in zip(runs, columns):
         _check_same_examples(runs[0]["_dir"], first, run["_dir"], column, split)
         recorded = (run.get(split) or {}).get("accuracy")
-        if recorded is not None and not math.isclose(float((column["prediction"] == column["label"]).mean()),
-                                                      recorded, abs_tol=1e-9):  # fmt: skip
-            raise DataError(f"{run['_dir']}: its {split} predictions give another accuracy than its results.json "
-                            f"records ({recorded:.4f}): the files are of different runs")  # fmt: skip
+        if recorded is not None and not math.isclose(
+            float((column["prediction"] == column["label"]).mean()), recorded, abs_tol=1e-9
+        ):
+            raise DataError(
+                f"{run['_dir']}: its {split} predictions give another accuracy than its results.json "
+                f"records ({recorded:.4f}): the files are of different runs"
+            )
     binary = task.num_labels == 2 and all("probability" in c for c in columns)
     return Group(
         task=task, split=split, runs=tuple(run["_dir"] for run in runs), index=first["index"],
@@ -120,8 +128,10 @@ def _check_same_examples(
 ) -> None:
     """Refuse, in one line, two runs' predictions that are not of the same examples."""
     if len(a["index"]) != len(b["index"]):
-        raise DataError(f"{split} splits of different sizes: {len(a['index'])} examples in {name_a}, "
-                        f"{len(b['index'])} in {name_b} (a run on part of the split, --max-eval-samples?)")  # fmt: skip
+        raise DataError(
+            f"{split} splits of different sizes: {len(a['index'])} examples in {name_a}, "
+            f"{len(b['index'])} in {name_b} (a run on part of the split, --max-eval-samples?)"
+        )
     if not np.array_equal(a["index"], b["index"]) or not np.array_equal(a["label"], b["label"]):
         raise DataError(f"{name_a} and {name_b} list other {split} examples (index or label columns differ)")
 
@@ -239,8 +249,10 @@ class Comparison:
             runs = f"mean of {len(g.runs)} runs: {values}" if len(g.runs) > 1 else "1 run"
             lines.append(f"  {name}: {100 * g.values(self.metric).mean():.1f}  ({runs})")
         p = self.paired
-        lines.append(f"  difference: {points(p.difference)} points, 95% interval [{points(p.low)}, {points(p.high)}]"
-                     f"  (bootstrap over the examples, {self.resamples:,} resamples, runs kept whole)")  # fmt: skip
+        lines.append(
+            f"  difference: {points(p.difference)} points, 95% interval [{points(p.low)}, {points(p.high)}]"
+            f"  (bootstrap over the examples, {self.resamples:,} resamples, runs kept whole)"
+        )
         if self.seeds:
             s = self.seeds
             interval = f"[{points(s.low)}, {points(s.high)}], p = {s.p_value:.2g}"
@@ -249,8 +261,10 @@ class Comparison:
             )
         if self.mcnemar:
             m = self.mcnemar
-            lines.append(f"  McNemar's exact test: {m['only_a_right']} examples only A gets right, "
-                         f"{m['only_b_right']} only B: p = {m['p_value']:.2g}")  # fmt: skip
+            lines.append(
+                f"  McNemar's exact test: {m['only_a_right']} examples only A gets right, "
+                f"{m['only_b_right']} only B: p = {m['p_value']:.2g}"
+            )
         verdict = "real: the paired interval excludes 0" if self.real else "within noise: the paired interval holds 0"
         if self.mcnemar and self.real and self.mcnemar["p_value"] >= 1 - LEVEL:
             verdict += " (weak: McNemar's test does not reject at 5%, too few examples differ)"

@@ -25,7 +25,7 @@ EVAL_STRATEGIES = ("no", "steps", "epoch")
 FSDP_MODES = ("full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values under FSDP2
 
 # Chosen on MRPC validation with the default checkpoint by the recipe search
-# (benchmarks/search_recipe.py, docs/finetune/results-mrpc.md): full and partial learn best at
+# (`finetune grid --search`, docs/finetune/results-mrpc.md): full and partial learn best at
 # twice the learning rate of the first grid (5e-5 and 1e-4 then).
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {"lr": 1e-4, "epochs": 3, "batch_size": 16, "warmup_ratio": 0.1},
@@ -147,19 +147,25 @@ class TrainConfig:
         if self.fsdp is None:  # (None, not "": runs recorded before the option existed agree with it)
             return
         if self.fsdp not in FSDP_MODES:
-            raise ConfigError(f"unknown --fsdp {self.fsdp!r}: choose full_shard or shard_grad_op (FSDP2, sharded "
-                              "per encoder layer; offload and hybrid_shard are not supported)")  # fmt: skip
+            raise ConfigError(
+                f"unknown --fsdp {self.fsdp!r}: choose full_shard or shard_grad_op (FSDP2, sharded "
+                "per encoder layer; offload and hybrid_shard are not supported)"
+            )
         if self.loop == "native":
-            raise ConfigError(f"--fsdp {self.fsdp} shards over several processes: use --loop accelerate (or trainer) "
-                              "under torchrun / accelerate launch; --loop native runs one")  # fmt: skip
+            raise ConfigError(
+                f"--fsdp {self.fsdp} shards over several processes: use --loop accelerate (or trainer) "
+                "under torchrun / accelerate launch; --loop native runs one"
+            )
         if self.load_best_model_at_end:
             raise ConfigError("--load-best-model-at-end is not supported with --fsdp yet: drop one of them")
         import torch
 
         if self.loop == "trainer" and not torch.cuda.is_available():
-            raise ConfigError(f"--fsdp {self.fsdp} with --loop trainer needs a CUDA GPU (the Trainer shards "
-                              "through Accelerate's FSDP plugin, which has no CPU support): use --loop accelerate "
-                              "on the CPU")  # fmt: skip
+            raise ConfigError(
+                f"--fsdp {self.fsdp} with --loop trainer needs a CUDA GPU (the Trainer shards "
+                "through Accelerate's FSDP plugin, which has no CPU support): use --loop accelerate "
+                "on the CPU"
+            )
 
     def _validate_evaluation(self) -> None:
         from finetune.tasks import get_task

@@ -339,8 +339,9 @@ class RunData:
     def loader(self, split: str) -> DataLoader:
         """The training split shuffled by (seed, epoch), the others in order."""
         if split == "train":
-            return make_dataloader(self.splits[split], self.collator, self.batch_size, True, self.seed,
-                                   self.group_by_length)  # fmt: skip
+            return make_dataloader(
+                self.splits[split], self.collator, self.batch_size, True, self.seed, self.group_by_length
+            )
         return make_dataloader(self.splits[split], self.collator, self.eval_batch_size, False, self.seed)
 
 

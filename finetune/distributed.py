@@ -156,8 +156,10 @@ def shard(model: PreTrainedModel, mode: str | None, accelerator: Any) -> Sharded
         return None
     if accelerator.num_processes == 1:
         if accelerator.is_main_process:
-            log_line(f"--fsdp {mode}: one process has nothing to shard, training without it (launch several: "
-                     "torchrun --nproc_per_node N -m finetune train --loop accelerate ...)")  # fmt: skip
+            log_line(
+                f"--fsdp {mode}: one process has nothing to shard, training without it (launch several: "
+                "torchrun --nproc_per_node N -m finetune train --loop accelerate ...)"
+            )
         return None
     if accelerator.mixed_precision == "fp16":  # the loss scaler works on the optimizer Accelerate prepares
         raise ConfigError(f"--fsdp {mode} trains in bf16 or float32, not fp16: pass --mixed-precision bf16 or no")

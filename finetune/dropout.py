@@ -62,13 +62,17 @@ def attention(
     """transformers' SDPA attention, except a training step on the CPU: softmax(q k^T * scale +
     mask), dropout with ``keep_mask``, times v (what SDPA's own math path computes)."""
     if not (module.training and dropout > 0 and query.device.type == "cpu"):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)  # fmt: skip
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query * scale, key.transpose(2, 3))
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool \
-            else scores + attention_mask  # fmt: skip
+        scores = (
+            scores.masked_fill(~attention_mask, float("-inf"))
+            if attention_mask.dtype == torch.bool
+            else scores + attention_mask
+        )
     probs = fast_dropout(torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype), dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 

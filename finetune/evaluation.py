@@ -104,8 +104,9 @@ def logits_of(
     with torch.no_grad():
         for start in tqdm(batches, desc="evaluating", leave=False, disable=not progress):
             texts = list(zip(*examples[start : start + settings.batch_size]))
-            inputs = tokenizer(*texts, truncation=True, max_length=settings.max_length, padding=padding,
-                               return_tensors="pt").to(device)  # fmt: skip
+            inputs = tokenizer(
+                *texts, truncation=True, max_length=settings.max_length, padding=padding, return_tensors="pt"
+            ).to(device)
             dtype = settings.autocast_dtype
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outputs.append(model(**inputs).logits.float().cpu())
@@ -156,8 +157,10 @@ def prediction_table(task: GlueTask, split: SplitData, logits: np.ndarray) -> li
     ``prediction`` and, for classes, the ``probability`` of the positive class (binary tasks) or of
     the predicted one; for regression the predicted score."""
     if task.is_regression:
-        return [{"index": i, "label": float(y), "prediction": float(v)}
-                for i, y, v in zip(split.idx, split.labels, logits[:, 0])]  # fmt: skip
+        return [
+            {"index": i, "label": float(y), "prediction": float(v)}
+            for i, y, v in zip(split.idx, split.labels, logits[:, 0])
+        ]
     probs = torch.from_numpy(logits).softmax(-1).numpy()
     predicted = logits.argmax(-1)
     rows = []

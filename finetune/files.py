@@ -64,8 +64,9 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in rows)
     else:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter=FORMATS.get(suffix, "\t"),
-                                lineterminator="\n")  # fmt: skip
+        writer = csv.DictWriter(
+            buffer, fieldnames=list(rows[0]), delimiter=FORMATS.get(suffix, "\t"), lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()

@@ -106,9 +106,10 @@ def model_card(results: dict[str, Any], repo_id: str) -> Any:
     rows = "\n".join(f"| {k} | {cfg.get(k)} |" for k in recipe)
     table = "\n".join(
         f"| {split} | {results[split]['examples']} | "
-        + " | ".join(f"{100 * results[split][m]:.1f}" for m in metrics) + " |"
+        + " | ".join(f"{100 * results[split][m]:.1f}" for m in metrics)
+        + " |"
         for split in splits
-    )  # fmt: skip
+    )
     # the mean head's code travels with the weights (mean_pooling.py): transformers runs it only when asked
     remote = ", trust_remote_code=True" if cfg.get("pooling", "mean") == "mean" else ""
     pair = len(get_task(task).text_columns) == 2
@@ -175,8 +176,9 @@ def base_model_id(name_or_path: str | None) -> str | None:
     return None if Path(name_or_path).is_dir() else name_or_path
 
 
-def push_run(run_dir: Path, results: dict[str, Any], repo_id: str, token: str | None = None,
-             private: bool = False) -> str:  # fmt: skip
+def push_run(
+    run_dir: Path, results: dict[str, Any], repo_id: str, token: str | None = None, private: bool = False
+) -> str:
     """Write the card into ``run_dir`` and upload the run's model files; returns the repo's URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 

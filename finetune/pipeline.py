@@ -149,14 +149,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if cfg.swap_pairs:
         raw["train"] = with_swapped_pairs(raw["train"], task)
     splits = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
-    run_data = RunData(splits, make_collator(tokenizer), cfg.batch_size, cfg.eval_batch_size, cfg.seed,
-                       cfg.group_by_length)  # fmt: skip
+    run_data = RunData(
+        splits, make_collator(tokenizer), cfg.batch_size, cfg.eval_batch_size, cfg.seed, cfg.group_by_length
+    )
 
     # train, save, then evaluate the saved model on validation and test, as `finetune evaluate` will
     if owner:
         run_dir.open(fresh=resume is None)
-        log_line(f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters "
-                 f"train), model {cfg.model or DEFAULT_MODEL_PACKAGE}")  # fmt: skip
+        log_line(
+            f"{cfg.task}: {cfg.loop} loop, strategy {cfg.strategy} ({trainable:,} of {total:,} parameters "
+            f"train), model {cfg.model or DEFAULT_MODEL_PACKAGE}"
+        )
     try:
         with StopRequest() as stop:
             loop = TRAIN_LOOPS[cfg.loop](model, run_data, task, cfg, run_dir.work, resume, stop)
@@ -167,8 +170,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if moved:
             raise RuntimeError(f"frozen parameters changed during training: {moved[:3]}")
 
-        settings = EvalSettings(pick_device(cfg.device).type, loop.precision, cfg.eval_batch_size, cfg.max_length,
-                                cfg.pad_to_max_length)  # fmt: skip
+        settings = EvalSettings(
+            pick_device(cfg.device).type, loop.precision, cfg.eval_batch_size, cfg.max_length, cfg.pad_to_max_length
+        )
         results = {
             "config": cfg.to_dict(),
             "versions": versions(),
@@ -199,8 +203,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 metrics, logits = final[split.name]
                 results[split.name] = metrics
                 if metrics is not None:  # a labelled split: its per-example predictions beside the model
-                    write_rows(run_dir.work / PREDICTIONS_FILE.format(split=split.name),
-                               prediction_table(task, split, logits))  # fmt: skip
+                    write_rows(
+                        run_dir.work / PREDICTIONS_FILE.format(split=split.name), prediction_table(task, split, logits)
+                    )
             write_json(run_dir.work / RESULTS_FILE, results)  # last: results.json marks a finished run
             run_dir.finish()
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -50,8 +50,9 @@ def evaluate_checkpoint(
     return metrics
 
 
-def predict_split(checkpoint: str, task: GlueTask, split: str, output: Path, data_dir: str | None = None,
-                  progress: bool = True) -> int:  # fmt: skip
+def predict_split(
+    checkpoint: str, task: GlueTask, split: str, output: Path, data_dir: str | None = None, progress: bool = True
+) -> int:
     """Write the per-example predictions of ``split`` (the rows of the run's ``<split>_predictions.tsv``)."""
     check_output_path(output)
     data = read_split(task, split, data_dir)
@@ -114,8 +115,10 @@ def read_examples(path: Path, columns: list[str]) -> list[list[str]]:
     for line, row in rows:
         missing = [c for c in columns if c not in row]
         if missing:
-            raise DataError(f"{path}, line {line}: no column {missing[0]!r} (it has {', '.join(map(str, row))}): "
-                            "name the text columns with --text-columns")  # fmt: skip
+            raise DataError(
+                f"{path}, line {line}: no column {missing[0]!r} (it has {', '.join(map(str, row))}): "
+                "name the text columns with --text-columns"
+            )
         for column in columns:
             if not isinstance(row[column], str) or not row[column].strip():
                 raise DataError(f"{path}, line {line}: column {column!r} is empty or not text")

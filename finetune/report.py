@@ -207,10 +207,12 @@ class Predictions:
         lines = []
         if self.without:
             first = sorted(self.without)[0]
-            lines.append(f"{len(self.without)} runs (such as {first}) have no predictions files: they finished before "
-                         "runs kept them, so their settings are compared between seeds only. `finetune predict "
-                         "--checkpoint RUN --split validation --output RUN/validation_predictions.tsv` writes one "
-                         "from a saved model (and `--split test` the other).")  # fmt: skip
+            lines.append(
+                f"{len(self.without)} runs (such as {first}) have no predictions files: they finished before "
+                "runs kept them, so their settings are compared between seeds only. `finetune predict "
+                "--checkpoint RUN --split validation --output RUN/validation_predictions.tsv` writes one "
+                "from a saved model (and `--split test` the other)."
+            )
         lines += [f"Not compared over examples: {note}." for note in dict.fromkeys(self.notes)]
         return "\n\n".join(lines)
 
@@ -243,8 +245,10 @@ def comparison_rows(runs: list[dict[str, Any]], predictions: Predictions) -> lis
             else:
                 paired, seeds, verdict = "-", between_seeds(*values), "- (no predictions files)"
             means = [f"{mean_std([100 * x for x in v])[0]:.1f} (n={len(v)})" for v in values]
-            rows.append(f"| {_label(a, varying)} vs {_label(b, varying)} | {split} | {metric} | {means[0]} | "
-                        f"{means[1]} | {paired} | {verdict} | {_interval(seeds)} |")  # fmt: skip
+            rows.append(
+                f"| {_label(a, varying)} vs {_label(b, varying)} | {split} | {metric} | {means[0]} | "
+                f"{means[1]} | {paired} | {verdict} | {_interval(seeds)} |"
+            )
     return rows
 
 
@@ -255,8 +259,10 @@ def ensemble_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[
 
     groups = group_runs(runs)
     varying = _naming(groups)
-    rows = ["| setting | runs | split | accuracy: mean of runs → ensemble (gain [95%], verdict) | f1: the same |",
-            "|" + "---|" * 5]  # fmt: skip
+    rows = [
+        "| setting | runs | split | accuracy: mean of runs → ensemble (gain [95%], verdict) | f1: the same |",
+        "|" + "---|" * 5,
+    ]
     for (key, group), split in itertools.product(groups.items(), ("validation", "test")):
         members = predictions(group, split) if len(group) > 1 else None
         if members is None or members.probability is None:
@@ -279,13 +285,15 @@ def what_is_real(runs: list[dict[str, Any]], predictions: Predictions | None = N
         "A minus B in points of %. The verdict is the paired interval's (a bootstrap over the examples, each run "
         "kept whole): real when it excludes 0, else noise. The interval between seeds sees another draw of seeds, "
         "not the pairing. See docs/finetune/reading-the-numbers.md.\n\n" + "\n".join(rows)
-        if len(rows) > 2 else "No two settings here differ in the loop, or in the strategy and its recipe, alone."
-    )  # fmt: skip
+        if len(rows) > 2
+        else "No two settings here differ in the loop, or in the strategy and its recipe, alone."
+    )
     if len(ensembles) > 2:
-        text += ("\n\n**Seed ensembles**, an extra apart from the single-model rows: what keeping all the runs of a "
-                 "setting buys. Each example's positive-class probability is averaged over the runs and thresholded "
-                 "at 0.5; the gain is over the mean of the single runs, paired over the examples.\n\n"
-                 + "\n".join(ensembles))  # fmt: skip
+        text += (
+            "\n\n**Seed ensembles**, an extra apart from the single-model rows: what keeping all the runs of a "
+            "setting buys. Each example's positive-class probability is averaged over the runs and thresholded "
+            "at 0.5; the gain is over the mean of the single runs, paired over the examples.\n\n" + "\n".join(ensembles)
+        )
     return text + (f"\n\n{predictions.note()}" if predictions.note() else "")
 
 
@@ -369,8 +377,11 @@ def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predicti
     for who, model, accuracy, f1 in PUBLISHED:
         rows.append((f"{who} · {model}, {BERT_BASE_PARAMS / 1e6:.0f}M · 1 run (published)", "published",
                      {"accuracy": [accuracy], "f1": [f1]}))  # fmt: skip
-    style = {"project": dict(marker="o", color="tab:blue"), "ensemble": dict(marker="*", color="tab:green", ms=11),
-             "published": dict(marker="D", color="tab:orange")}  # fmt: skip
+    style = {
+        "project": dict(marker="o", color="tab:blue"),
+        "ensemble": dict(marker="*", color="tab:green", ms=11),
+        "published": dict(marker="D", color="tab:orange"),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
     for ax, metric in zip(axes, METRICS):
         for y, (_, kind, values) in enumerate(rows):
@@ -388,8 +399,10 @@ def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predicti
                 ax.axhline(y - 0.5, color="grey", lw=0.8)
     axes[0].set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle("This project's settings (mean over seeds, 95% interval) beside published bert-base runs: "
-                 "different models", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        "This project's settings (mean over seeds, 95% interval) beside published bert-base runs: different models",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

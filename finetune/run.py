@@ -161,8 +161,10 @@ def judge_evaluation(
         log_line(f"{where}: validation {format_metrics(metrics)}{mark}")
     stop = selection.should_stop and more_steps
     if stop and show:
-        log_line(f"early stopping at step {step}: validation {selection.metric} has not improved in "
-                 f"{selection.evaluations_without_improvement} evaluations")  # fmt: skip
+        log_line(
+            f"early stopping at step {step}: validation {selection.metric} has not improved in "
+            f"{selection.evaluations_without_improvement} evaluations"
+        )
     return stop
 
 
@@ -240,8 +242,10 @@ class Progress:
         self.start_epoch, self.skip = saved["epoch"], saved["batch_in_epoch"]
         self.result.resumed_from = str(path)
         if self.is_main:
-            log_line(f"resumed from {path}: epoch {self.start_epoch + 1}, {self.skip} batches in, step "
-                     f"{self.result.optimizer_steps}")  # fmt: skip
+            log_line(
+                f"resumed from {path}: epoch {self.start_epoch + 1}, {self.skip} batches in, step "
+                f"{self.result.optimizer_steps}"
+            )
 
     @property
     def finished(self) -> bool:
@@ -250,8 +254,9 @@ class Progress:
     def epochs(self) -> Iterator[int]:
         """The epochs still to run (until the last optimizer step)."""
         self.started = time.perf_counter()
-        self.bar = tqdm(total=self.total_steps, initial=self.result.optimizer_steps, desc="training",
-                        disable=not self.show)  # fmt: skip
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.result.optimizer_steps, desc="training", disable=not self.show
+        )
         for epoch in range(self.start_epoch, math.ceil(self.cfg.epochs)):
             self.epoch = epoch
             yield epoch

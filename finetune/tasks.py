@@ -41,8 +41,11 @@ class GlueTask:
     @property
     def metric_names(self) -> tuple[str, ...]:
         """The names of the validation metrics an evaluation reports (``loss`` too)."""
-        names = {"accuracy_f1": ("accuracy", "f1"), "matthews": ("matthews", "accuracy"),
-                 "pearson_spearman": ("pearson", "spearman")}.get(self.metric, ("accuracy",))  # fmt: skip
+        names = {
+            "accuracy_f1": ("accuracy", "f1"),
+            "matthews": ("matthews", "accuracy"),
+            "pearson_spearman": ("pearson", "spearman"),
+        }.get(self.metric, ("accuracy",))
         return (*names, "loss")
 
 

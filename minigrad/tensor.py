@@ -302,8 +302,10 @@ class Tensor(Variable):
             try:
                 np.broadcast_shapes(self.shape, lo.shape, hi.shape)
             except ValueError:
-                raise ShapeError(f"clamp: bounds of shapes {lo.shape} and {hi.shape} do not broadcast with the "
-                                 f"input's shape {self.shape}") from None  # fmt: skip
+                raise ShapeError(
+                    f"clamp: bounds of shapes {lo.shape} and {hi.shape} do not broadcast with the "
+                    f"input's shape {self.shape}"
+                ) from None
             return ops.ClampTensors.apply(x, lo, hi)
         return ops.Clamp.apply(self, min, max)
 
@@ -349,8 +351,9 @@ class Tensor(Variable):
         centered = self - self.mean(dims, keepdim=True)
         return (centered * centered).sum(dims, keepdim) / max(count - correction, 0)
 
-    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: int | None = None) -> Tensor:  # fmt: skip
+    def std(
+        self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: int | None = None
+    ) -> Tensor:
         return _sqrt_with_zero_gradient_at_zero(self.var(dim, unbiased, keepdim, correction=correction))
 
     def _extremum(self, dim: Any, keepdim: bool, is_min: bool) -> Any:

@@ -147,10 +147,12 @@ def assert_second_derivative_matches_torch(
     for lib in (minigrad, torch):
         inputs = [lib.tensor(a.copy(), requires_grad=True) for a in arrays_]
         out = fn(lib, *inputs)
-        first = lib.autograd.grad((out * lib.tensor(_grad_seed(tuple(out.shape)))).sum(), inputs,
-                                  create_graph=True, allow_unused=True)  # fmt: skip
-        terms = [(g * lib.tensor(_grad_seed(tuple(g.shape)) + 0.5)).sum() for g in first
-                 if g is not None and g.requires_grad]  # fmt: skip
+        first = lib.autograd.grad(
+            (out * lib.tensor(_grad_seed(tuple(out.shape)))).sum(), inputs, create_graph=True, allow_unused=True
+        )
+        terms = [
+            (g * lib.tensor(_grad_seed(tuple(g.shape)) + 0.5)).sum() for g in first if g is not None and g.requires_grad
+        ]
         second = lib.autograd.grad(sum(terms), inputs, allow_unused=True) if terms else [None] * len(inputs)
         found.append(_grad_arrays(second, [a.shape for a in arrays_]))
     for i, (m, t) in enumerate(zip(*found)):
@@ -445,15 +447,18 @@ def check_gradients_at(
         with lib.no_grad():
             outs = [[o.detach().numpy() for o in _float_outputs(lib, f(*_args(lib, values)))] for f in (fn, reference)]
         if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
-            raise mismatch(f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's "
-                           f"{[o.shape for o in outs[1]]}")  # fmt: skip
+            raise mismatch(
+                f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's {[o.shape for o in outs[1]]}"
+            )
         grads = [_evaluate(lib, f, values, 1, grads=True)[1] for f in (fn, reference)]
         for what, found in (("output", _worst(*outs, atol, rtol)), ("gradient", _worst(*grads, atol, rtol))):
             if found:
                 k, element, mine, theirs = found
                 name = f"output {k}" if what == "output" else f"first derivative of input {wrt[k]}"
-                raise mismatch(f"fn and reference differ: {name} at element {element}: fn {mine:.10g}, "
-                               f"reference {theirs:.10g} ({tolerance})")  # fmt: skip
+                raise mismatch(
+                    f"fn and reference differ: {name} at element {element}: fn {mine:.10g}, "
+                    f"reference {theirs:.10g} ({tolerance})"
+                )
     compared = 0
     for order in (1, 2) if second_order else (1,):
         value, analytic = _evaluate(lib, fn, values, order, grads=True)
@@ -477,8 +482,9 @@ def _strategy(i: int, shape: Any, low: float, high: float) -> st.SearchStrategy:
     if isinstance(shape, st.SearchStrategy):
         return shape
     if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise CheckGradientsError(f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or "
-                                  f"(), or a hypothesis strategy")  # fmt: skip
+        raise CheckGradientsError(
+            f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
+        )
     return arrays(shape, min_value=low, max_value=high)
 
 

@@ -187,8 +187,11 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
         for i, (t, g, needed) in enumerate(zip(node.inputs, input_grads, node.needs_input_grad)):
             if not isinstance(t, Tensor):
                 continue
-            target = f"{type(t.grad_fn).__name__}Backward" if t.grad_fn is not None else (
-                "leaf" if t.requires_grad else "constant")  # fmt: skip
+            target = (
+                f"{type(t.grad_fn).__name__}Backward"
+                if t.grad_fn is not None
+                else ("leaf" if t.requires_grad else "constant")
+            )
             if not needed or g is None:
                 print(f"    input {i} ({target} {t.shape}): no gradient needed", file=stream)
                 continue

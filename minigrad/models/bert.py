@@ -230,8 +230,9 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
     try:
         settings = json.loads(config_file.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file} is not valid JSON ({e}): the checkpoint is damaged; save or "
-                              "download it again") from None  # fmt: skip
+        raise CheckpointError(
+            f"{config_file} is not valid JSON ({e}): the checkpoint is damaged; save or download it again"
+        ) from None
     if settings.get("model_type") == "mean-pooling-classifier":  # finetune's head over a BERT encoder
         num_labels, pooling = len(settings.get("id2label") or {}) or num_labels, "mean"
         settings = settings["encoder"]
@@ -243,8 +244,10 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
     try:
         weights = load_file(str(weights_file))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file} cannot be read ({type(e).__name__}: {e}): the file is truncated or "
-                              "corrupt; save or download the checkpoint again") from None  # fmt: skip
+        raise CheckpointError(
+            f"{weights_file} cannot be read ({type(e).__name__}: {e}): the file is truncated or "
+            "corrupt; save or download the checkpoint again"
+        ) from None
     state = {_our_name(k): v for k, v in weights.items() if not k.endswith("position_ids")}
     if model.bert.pooler is None:
         state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}

@@ -260,8 +260,10 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(os.fspath(path), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{os.fspath(path)} is not a state dict saved by minigrad.save ({type(e).__name__}: "
-                              f"{e}): the file is truncated, corrupt or of another format") from None  # fmt: skip
+        raise CheckpointError(
+            f"{os.fspath(path)} is not a state dict saved by minigrad.save ({type(e).__name__}: "
+            f"{e}): the file is truncated, corrupt or of another format"
+        ) from None
 
 
 __all__ = [

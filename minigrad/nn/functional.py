@@ -76,8 +76,10 @@ def _class_rows(name: str, input: Tensor, target: Tensor, probabilities: bool) -
     wanted = input.shape if probabilities else loss_shape
     if input.ndim == 0 or target.shape != wanted:
         kind = "probabilities" if probabilities else "class indices"
-        raise ShapeError(f"{name}: input {input.shape} (C,), (N, C) or (N, C, d1, ...) needs a target of shape "
-                         f"{wanted} ({kind}), got {target.shape}")  # fmt: skip
+        raise ShapeError(
+            f"{name}: input {input.shape} (C,), (N, C) or (N, C, d1, ...) needs a target of shape "
+            f"{wanted} ({kind}), got {target.shape}"
+        )
     classes = input.shape[1] if input.ndim > 1 else input.shape[0]
 
     def as_rows(t: Tensor) -> Tensor:
@@ -93,8 +95,10 @@ def _labels(name: str, target: Tensor, classes: int, ignore_index: int) -> tuple
     keep = labels != ignore_index
     bad = labels[keep & ((labels < 0) | (labels >= classes))]
     if bad.size:
-        raise TargetError(f"{name}: target {bad[0]} is out of bounds: class indices must be in [0, {classes}) "
-                          f"(or ignore_index={ignore_index})")  # fmt: skip
+        raise TargetError(
+            f"{name}: target {bad[0]} is out of bounds: class indices must be in [0, {classes}) "
+            f"(or ignore_index={ignore_index})"
+        )
     return keep, Tensor(np.where(keep, labels, 0))
 
 
@@ -350,15 +354,19 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     x = pad(input, amounts) if any(amounts) else input
     windows = _windows(x, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))  # (N, C, Ho, Wo, kh, kw)
     h_out, w_out, kh, kw = windows.shape[2:]
-    columns = (windows.reshape(n, groups, group_channels, h_out, w_out, kh, kw)
-               .permute(0, 1, 3, 4, 2, 5, 6).reshape(n, groups, h_out * w_out, group_channels * kh * kw))  # fmt: skip
+    columns = (
+        windows.reshape(n, groups, group_channels, h_out, w_out, kh, kw)
+        .permute(0, 1, 3, 4, 2, 5, 6)
+        .reshape(n, groups, h_out * w_out, group_channels * kh * kw)
+    )
     kernels = weight.reshape(groups, out_channels // groups, -1)
     out = (columns @ kernels.mT).permute(0, 1, 3, 2).reshape(n, out_channels, h_out, w_out)
     return out if bias is None else out + bias.reshape(-1, 1, 1)
 
 
-def _pool_padding(size: tuple[int, int], kernel: Any, stride: Any, padding: Any, dilation: Any,
-                  ceil_mode: bool) -> tuple[int, int, int, int]:  # fmt: skip
+def _pool_padding(
+    size: tuple[int, int], kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
+) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) padding of a pooling: ``padding`` on each side, and with
     ``ceil_mode`` more on the right and bottom for a last, partial window, as long as that window
     starts inside the input or the left padding (torch's rule)."""
@@ -402,8 +410,9 @@ def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     (``count_include_pad``) or in the input only, or over ``divisor_override``. The extra
     places ``ceil_mode`` adds count for nothing."""
     if input.ndim == 3:  # one unbatched image (C, H, W)
-        return avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
-                          divisor_override).squeeze(0)  # fmt: skip
+        return avg_pool2d(
+            input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        ).squeeze(0)
     kernel, stride = _pair(kernel_size), _pair(stride or kernel_size)
     amounts = _pool_padding(input.shape[2:], kernel, stride, padding, 1, ceil_mode)
     windows = _windows(pad(input, amounts), kernel, stride, (1, 1))

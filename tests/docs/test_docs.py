@@ -33,8 +33,9 @@ def test_the_docs_have_snippets():
 @pytest.mark.parametrize("code", snippets())
 def test_snippet_runs_as_pasted(code, glue_dir, tmp_path):
     env = {**os.environ, "GLUE_DIR": os.path.abspath(glue_dir), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -32,8 +32,11 @@ def write_run(path, predicted, labels=None, task="mrpc", loop="native", strategy
     probability = np.where(predicted == 1, 0.9, 0.1) if probability is None else probability
     index = range(len(predicted)) if index is None else index
     path.mkdir(parents=True)
-    metrics = {"accuracy": float((predicted == labels).mean()), "f1": float(f1_score(labels, predicted)),
-               "examples": len(labels)}  # fmt: skip
+    metrics = {
+        "accuracy": float((predicted == labels).mean()),
+        "f1": float(f1_score(labels, predicted)),
+        "examples": len(labels),
+    }
     write_json(path / "results.json", {
         "config": {"task": task, "loop": loop, "strategy": strategy, "seed": seed, "pooling": "mean", "epochs": 3},
         "history": [], "trainable_params": 770, "total_params": 22_566_146, "train_runtime_s": 10.0,
@@ -41,10 +44,13 @@ def write_run(path, predicted, labels=None, task="mrpc", loop="native", strategy
         **{s: metrics for s in splits},
     })  # fmt: skip
     for split in splits:
-        write_rows(path / f"{split}_predictions.tsv", [
-            {"index": i, "label": int(y), "prediction": int(p), "probability": f"{q:.6f}"}
-            for i, y, p, q in zip(index, labels, predicted, probability)
-        ])  # fmt: skip
+        write_rows(
+            path / f"{split}_predictions.tsv",
+            [
+                {"index": i, "label": int(y), "prediction": int(p), "probability": f"{q:.6f}"}
+                for i, y, p, q in zip(index, labels, predicted, probability)
+            ],
+        )
     return path
 
 
@@ -60,8 +66,10 @@ def group(*paths, split="validation"):
 
 
 def seeds_of(tmp_path, name, error_sets, **settings):
-    return [write_run(tmp_path / f"{name}-seed{s}", with_errors(w), seed=s, **settings)
-            for s, w in enumerate(error_sets, start=1)]  # fmt: skip
+    return [
+        write_run(tmp_path / f"{name}-seed{s}", with_errors(w), seed=s, **settings)
+        for s, w in enumerate(error_sets, start=1)
+    ]
 
 
 def test_a_group_against_itself_is_zero_with_an_interval_of_zero(tmp_path, capsys):
@@ -92,8 +100,11 @@ def test_the_interval_has_the_width_of_the_paired_differences(tmp_path):
     assert result.real  # 0.05 ± 0.038
     assert result.seeds is None  # one run a side: no spread between seeds
     # only A right where B alone is wrong (40-79), only B right where A alone is (0-19)
-    assert result.mcnemar == {"only_a_right": 40, "only_b_right": 20,
-                              "p_value": pytest.approx(stats.binomtest(40, 60).pvalue)}  # fmt: skip
+    assert result.mcnemar == {
+        "only_a_right": 40,
+        "only_b_right": 20,
+        "p_value": pytest.approx(stats.binomtest(40, 60).pvalue),
+    }
 
 
 def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_examples(tmp_path):
@@ -135,8 +146,9 @@ def test_groups_of_seeds_give_both_intervals(tmp_path, capsys):
     va, vb = a_f1.var(ddof=1) / 5, b_f1.var(ddof=1) / 3
     df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 2)
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
-    assert (result.seeds.low, result.seeds.high) == pytest.approx((a_f1.mean() - b_f1.mean() - half,
-                                                                   a_f1.mean() - b_f1.mean() + half))  # fmt: skip
+    assert (result.seeds.low, result.seeds.high) == pytest.approx(
+        (a_f1.mean() - b_f1.mean() - half, a_f1.mean() - b_f1.mean() + half)
+    )
     assert result.mcnemar is None
     assert main(["compare", *map(str, a), "--against", *map(str, b), "--metric", "f1", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
@@ -233,8 +245,11 @@ def test_the_report_says_what_is_real_and_places_the_published_numbers(tmp_path)
         seeds_of(tmp_path / "runs", f"{loop}-{strategy}", [rng.choice(N, wrong, replace=False) for _ in range(3)],
                  loop=loop, strategy=strategy)  # fmt: skip
     text = write_report([tmp_path / "runs"], tmp_path / "report")
-    rows = {line.split(" | ")[0][2:] + f" {line.split(' | ')[1]} {line.split(' | ')[2]}": line
-            for line in text.splitlines() if " vs " in line}  # fmt: skip
+    rows = {
+        line.split(" | ")[0][2:] + f" {line.split(' | ')[1]} {line.split(' | ')[2]}": line
+        for line in text.splitlines()
+        if " vs " in line
+    }
     assert "| noise |" in rows["native/full vs trainer/full validation accuracy"]  # 85.0 against 84.5
     assert "| **real** |" in rows["native/full vs native/head validation accuracy"]  # 85.0 against 72.5
     assert "| **real** |" in rows["native/full vs native/head test f1"]

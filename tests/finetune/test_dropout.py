@@ -119,8 +119,10 @@ def test_attention_equals_sdpa_when_nothing_is_dropped(mask_kind):
 def test_models_predict_and_save_as_before(tiny_models, kind, pooling, tmp_path):
     task = get_task("mrpc")
     model = load_model(tiny_models[kind], task, pooling).eval()
-    batch = {"input_ids": torch.tensor([[101, 2054, 2003, 102, 0], [101, 7592, 2088, 2003, 102]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])}  # fmt: skip
+    batch = {
+        "input_ids": torch.tensor([[101, 2054, 2003, 102, 0], [101, 7592, 2088, 2003, 102]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+    }
     before = model(**batch).logits
     use_fast_dropout(model)
     assert not any(type(m) is torch.nn.Dropout for m in model.modules())

@@ -13,8 +13,10 @@ from finetune.data import load_glue
 EVAL_SAMPLES = 20  # two full batches of 10: `predict --split` on the whole split batches them alike
 
 
-@pytest.fixture(scope="module", params=["native-full", "native-head", "trainer-full", "trainer-head",
-                                        "accelerate-full", "accelerate-head"])  # fmt: skip
+@pytest.fixture(
+    scope="module",
+    params=["native-full", "native-head", "trainer-full", "trainer-head", "accelerate-full", "accelerate-head"],
+)
 def run(request, tiny_models, glue_dir, tmp_path_factory):
     loop, strategy = request.param.split("-")
     out = tmp_path_factory.mktemp(request.param) / "run"

@@ -113,7 +113,7 @@ def broken_mrpc(glue_dir, tmp_path, name, change):
         ("dev_ids.tsv", lambda b: b"only-one-id\n", "dev_ids.tsv:1: expected two tab-separated IDs"),
         ("dev_ids.tsv", lambda b: b + b"1\t2\n", "not in msr_paraphrase_train.txt"),
     ],
-)  # fmt: skip
+)
 def test_bad_data_files_name_the_file_and_line(capsys, tiny_models, glue_dir, tmp_path, name, change, message):
     root = broken_mrpc(glue_dir, tmp_path, name, change)
     refused(capsys, message, *tiny_train(tiny_models["bert"], root, tmp_path / "x"))

@@ -70,7 +70,7 @@ def work(tmp_path, monkeypatch):
         ({"batch_size": 0}, "batch_size: --batch-size must be positive, got 0"),
         ({1: 2}, "unknown settings 1"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_config_file_value_names_the_file_and_the_key(capsys, work, suffix, settings, message):
     import yaml
 

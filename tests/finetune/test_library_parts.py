@@ -21,8 +21,9 @@ from finetune.modeling import default_model_path, load_tokenizer
 def dataset_and_collator():
     rng = random.Random(0)
     rows = [[101] + [1000 + rng.randrange(500) for _ in range(rng.randrange(3, 40))] + [102] for _ in range(203)]
-    dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows],
-                                 "labels": [i % 2 for i in range(len(rows))]})  # fmt: skip
+    dataset = Dataset.from_dict(
+        {"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows], "labels": [i % 2 for i in range(len(rows))]}
+    )
     return dataset, make_collator(load_tokenizer(default_model_path()))
 
 

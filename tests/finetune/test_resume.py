@@ -34,8 +34,9 @@ def train_args(model, glue_dir, out, loop, extra=(), samples=80):
 
 def start(args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "finetune", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(args):
@@ -158,6 +159,19 @@ def test_resume_on_the_default_checkpoint_is_exact(glue_dir, tmp_path, loop):
     assert_same_run(whole, cut, loop)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", LOOPS)
+def test_resume_is_exact_on_a_longer_real_run(glue_dir, tmp_path, loop):
+    """The real model (dropout 0.1) on 320 MRPC pairs, batch 16: 40 steps over 2 epochs, killed after
+    checkpoint 10 (mid-epoch), resumed; a few minutes a loop (opt in with --run-slow)."""
+    model, whole, cut = default_model_path(), tmp_path / "whole", tmp_path / "cut"
+    args = ["--lr", "5e-5", "--batch-size", "16", "--save-steps", "5", "--max-eval-samples", "200"]
+    finish(train_args(model, glue_dir, whole, loop, args, samples=320))
+    kill_after_checkpoint(start(train_args(model, glue_dir, cut, loop, args, samples=320)), cut, 10)
+    finish(train_args(model, glue_dir, cut, loop, [*args, "--resume-from-checkpoint", "latest"], samples=320))
+    assert_same_run(whole, cut, loop)
+
+
 def test_resume_with_other_settings_names_each_difference(tiny_models, glue_dir, tmp_path):
     out = tmp_path / "run"
     kill_after_checkpoint(start(train_args(tiny_models["bert"], glue_dir, out, "native")), out, 3)
@@ -172,7 +186,8 @@ def test_resume_with_other_settings_names_each_difference(tiny_models, glue_dir,
 
 
 def test_resume_latest_without_checkpoint_exits_2(tiny_models, glue_dir, tmp_path):
-    proc = start(train_args(tiny_models["bert"], glue_dir, tmp_path / "none", "native",
-                            ["--resume-from-checkpoint", "latest"]))  # fmt: skip
+    proc = start(
+        train_args(tiny_models["bert"], glue_dir, tmp_path / "none", "native", ["--resume-from-checkpoint", "latest"])
+    )
     _, err = proc.communicate()
     assert proc.returncode == 2 and "no usable checkpoint" in err and len(err.strip().splitlines()) == 1

@@ -74,8 +74,9 @@ def test_two_nodes_on_loopback_equal_one_node_with_two_processes(tiny_bert_witho
         command = [torchrun(), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
                    "--master_addr", "127.0.0.1", "--master_port", str(port),
                    *train_args(tiny_bert_without_dropout, glue_dir, tmp_path / "two-nodes")]  # fmt: skip
-        nodes.append(subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))  # fmt: skip
+        nodes.append(
+            subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
@@ -90,10 +91,13 @@ def test_two_nodes_on_loopback_equal_one_node_with_two_processes(tiny_bert_witho
 
 @pytest.mark.parametrize(
     ("strategy", "mode", "precision", "accumulation", "atol"),
-    [("partial", "full_shard", "no", 1, 1e-5), ("full", "shard_grad_op", "no", 2, 1e-5),
-     ("head", "full_shard", "no", 1, 1e-5),
-     ("partial", "full_shard", "bf16", 1, 1e-2)],  # bf16: FSDP computes and reduces in it, DDP autocasts
-)  # fmt: skip
+    [
+        ("partial", "full_shard", "no", 1, 1e-5),
+        ("full", "shard_grad_op", "no", 2, 1e-5),
+        ("head", "full_shard", "no", 1, 1e-5),
+        ("partial", "full_shard", "bf16", 1, 1e-2),
+    ],  # bf16: FSDP computes and reduces in it, DDP autocasts
+)
 def test_fsdp_trains_as_plain_data_parallel(
     tiny_bert_without_dropout, glue_dir, tmp_path, strategy, mode, precision, accumulation, atol
 ):
@@ -121,8 +125,11 @@ def start_workers(args, world_size, cwd):
     workers = []
     for rank in range(world_size):
         rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-        workers.append(subprocess.Popen([sys.executable, *args], env=rank_env, cwd=cwd, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL))  # fmt: skip
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, *args], env=rank_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
     return workers
 
 
@@ -183,11 +190,13 @@ def check_tampered_shards_are_refused(checkpoint, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--loop", "native", "--fsdp", "full_shard"],
-         "--fsdp full_shard shards over several processes: use --loop accelerate (or trainer) under torchrun"),
+        (
+            ["--loop", "native", "--fsdp", "full_shard"],
+            "--fsdp full_shard shards over several processes: use --loop accelerate (or trainer) under torchrun",
+        ),
         (["--loop", "accelerate", "--fsdp", "hybrid"], "unknown --fsdp 'hybrid': choose full_shard or shard_grad_op"),
     ],
-)  # fmt: skip
+)
 def test_fsdp_misuse_is_one_line_before_any_work(tmp_path, capsys, extra, message):
     assert main(["train", "--output-dir", str(tmp_path / "run"), *extra]) == 2
     err = capsys.readouterr().err

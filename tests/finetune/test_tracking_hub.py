@@ -37,8 +37,9 @@ def _scalars(run_dir):
 @pytest.mark.parametrize("loop", ["native", "accelerate", "trainer"])
 def test_tensorboard_gets_loss_learning_rate_and_every_evaluation(tiny_models, glue_dir, tmp_path, loop):
     run = tmp_path / "run"
-    results = finetune.train(_config(tiny_models, glue_dir, run, loop=loop, report_to="tensorboard",
-                                     eval_strategy="steps", eval_steps=3))  # fmt: skip
+    results = finetune.train(
+        _config(tiny_models, glue_dir, run, loop=loop, report_to="tensorboard", eval_strategy="steps", eval_steps=3)
+    )
     scalars = _scalars(run)
     assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1", "eval/loss"} <= set(scalars)
     evaluations = [h for h in results["history"] if "validation" in h]
@@ -140,8 +141,9 @@ def test_push_uploads_the_model_tokenizer_results_and_a_card(tiny_models, glue_d
         ("", [], "--push-to-hub needs --hub-model-id"),
     ],
 )
-def test_push_problems_stop_the_run_before_training(tiny_models, glue_dir, tmp_path, hub, monkeypatch, capsys,
-                                                    setup, args, message):  # fmt: skip
+def test_push_problems_stop_the_run_before_training(
+    tiny_models, glue_dir, tmp_path, hub, monkeypatch, capsys, setup, args, message
+):
     if setup == "offline":
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     if setup == "no-token":
@@ -155,8 +157,9 @@ def test_push_problems_stop_the_run_before_training(tiny_models, glue_dir, tmp_p
     assert not run.exists() and not [c for c in hub.calls if c[0] != "whoami"]
 
 
-def test_a_failed_upload_keeps_the_run_and_finetune_push_sends_it_later(tiny_models, glue_dir, tmp_path, hub,
-                                                                         monkeypatch, capsys):  # fmt: skip
+def test_a_failed_upload_keeps_the_run_and_finetune_push_sends_it_later(
+    tiny_models, glue_dir, tmp_path, hub, monkeypatch, capsys
+):
     run = tmp_path / "run"
     monkeypatch.setattr(RecordingHub, "fail_upload", True)
     code = main(["train", "--model", tiny_models["bert"], "--data-dir", glue_dir, "--output-dir", str(run),

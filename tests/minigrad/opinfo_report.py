@@ -346,8 +346,7 @@ def run_sample(name: str, op: Any, sample: Any, second_order: bool = False) -> O
     return Outcome(name, "match")
 
 
-def _check(mg_out: Any, th_out: Any, mg_leaves: list, th_leaves: list, second_order: bool,
-           excused: list | None) -> str:  # fmt: skip
+def _check(mg_out: Any, th_out: Any, mg_leaves: list, th_leaves: list, second_order: bool, excused: list | None) -> str:
     if not isinstance(th_out, (torch.Tensor, list, tuple)):  # a Python number (Tensor.item-like ops)
         return "" if mg_out == th_out else f"value {mg_out!r}, torch's {th_out!r}"
     mine, theirs = _tensors(mg_out), _tensors(th_out)
@@ -387,8 +386,11 @@ def run(names: Any = None) -> list[Outcome]:
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
     counts = collections.Counter(o.kind for o in outcomes)
-    return {"ops": len({o.op for o in outcomes}), "samples": len(outcomes),
-            **{k: counts[k] for k in ("match", "quirk", "refused", "mismatch", "skipped")}}  # fmt: skip
+    return {
+        "ops": len({o.op for o in outcomes}),
+        "samples": len(outcomes),
+        **{k: counts[k] for k in ("match", "quirk", "refused", "mismatch", "skipped")},
+    }
 
 
 def main() -> None:

@@ -198,8 +198,9 @@ def test_the_real_checkpoint_learns_mrpc_like_finetune(glue_dir, tmp_path):
     """The packaged MiniLM, head-only, the real MRPC files and finetune's recipe (3 epochs, ~3 min):
     better than the class prior, and near finetune's native loop with the same recipe (validation
     accuracy 70.1-70.8 and loss 0.600-0.603 over its 5 seeds; minigrad's seed 1: 70.6 and 0.601)."""
-    results = import_example().main(["--strategy", "head", "--seed", "1", "--output-dir", str(tmp_path),
-                                  "--data-dir", glue_dir, "--no-progress"])  # fmt: skip
+    results = import_example().main(
+        ["--strategy", "head", "--seed", "1", "--output-dir", str(tmp_path), "--data-dir", glue_dir, "--no-progress"]
+    )
     validation = results["validation"]
     prior_loss = -(0.684 * np.log(0.684) + 0.316 * np.log(0.316))  # 68.4% of the pairs are paraphrases
     assert validation["loss"] < prior_loss - 0.005

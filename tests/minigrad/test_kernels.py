@@ -139,8 +139,9 @@ def run_python(code: str, mode: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MINIGRAD_KERNELS"}
     if mode is not None:
         env["MINIGRAD_KERNELS"] = mode
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(("mode", "expected"), [(None, "fast"), ("fast", "fast"), ("plain", "plain")])

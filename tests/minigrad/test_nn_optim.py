@@ -65,8 +65,9 @@ def test_mlp_forward_backward_equals_torch():
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7, dtype=mg.float64), nn.GELU(), nn.LayerNorm(7, dtype=mg.float64),
                           nn.Linear(7, 3, dtype=mg.float64), nn.Tanh())  # fmt: skip
-    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.LayerNorm(7),
-                                 torch.nn.Linear(7, 3), torch.nn.Tanh()).double()  # fmt: skip
+    tmodel = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3), torch.nn.Tanh()
+    ).double()
     _copy_params(model, tmodel)
     x = np.random.default_rng(1).standard_normal((4, 5))
     target = np.array([0, 2, 1, 2])
@@ -87,7 +88,10 @@ def test_cross_entropy_ignore_index_matches_torch(logits, target):
     for reduction in ("mean", "sum", "none"):
         testing.assert_matches_torch(
             lambda lib, x, r=reduction: (F if lib is mg else torch.nn.functional).cross_entropy(
-                x, lib.tensor(t), ignore_index=-1, reduction=r, label_smoothing=0.2), logits)  # fmt: skip
+                x, lib.tensor(t), ignore_index=-1, reduction=r, label_smoothing=0.2
+            ),
+            logits,
+        )
 
 
 @given(testing.arrays((3, 4), min_value=-30, max_value=30), testing.arrays((3, 4), min_value=0, max_value=1))

@@ -251,8 +251,10 @@ def test_sort_argsort_topk(data, descending):
     x = data.draw(hnp.arrays(np.float64, testing.shapes(1, 3, 1, 4), elements=st.floats(-3, 3), unique=True))
     d = data.draw(st.integers(-x.ndim, x.ndim - 1))
     check(lambda lib, t: t.sort(d, descending=descending).values * 2, x)
-    np.testing.assert_array_equal(minigrad.tensor(x).argsort(d, descending=descending).data,
-                                  torch.tensor(x).argsort(d, descending=descending).numpy())  # fmt: skip
+    np.testing.assert_array_equal(
+        minigrad.tensor(x).argsort(d, descending=descending).data,
+        torch.tensor(x).argsort(d, descending=descending).numpy(),
+    )
     k = data.draw(st.integers(0, x.shape[d]))
     check(lambda lib, t: t.topk(k, d, largest=not descending).values * 2, x)
 
@@ -267,8 +269,11 @@ def test_scatter_add(data):
     check(lambda lib, t, s: t.scatter_add(d, lib.tensor(index), s), x, src)
 
 
-@given(x=testing.arrays(testing.shapes(1, 3, 1, 4)), amounts=st.lists(st.integers(-1, 2), min_size=2, max_size=4),
-       value=st.sampled_from([0.0, -1.5]))  # fmt: skip
+@given(
+    x=testing.arrays(testing.shapes(1, 3, 1, 4)),
+    amounts=st.lists(st.integers(-1, 2), min_size=2, max_size=4),
+    value=st.sampled_from([0.0, -1.5]),
+)
 def test_pad_constant(x, amounts, value):
     amounts = amounts[: 2 * x.ndim]
     amounts = amounts[: len(amounts) // 2 * 2]
@@ -323,9 +328,11 @@ def test_einsum_ellipsis_broadcasts(data, equation):
     batch = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3))
     i, j, k = (data.draw(st.integers(1, 3)) for _ in range(3))
     first, second = {
-        "...ij,...jk->...ik": ((i, j), (j, k)), "...ij,...jk": ((i, j), (j, k)),
-        "i...,...->...": ((i,), ()), "...ii->...": ((i, i), None),
-    }[equation]  # fmt: skip
+        "...ij,...jk->...ik": ((i, j), (j, k)),
+        "...ij,...jk": ((i, j), (j, k)),
+        "i...,...->...": ((i,), ()),
+        "...ii->...": ((i, i), None),
+    }[equation]
     leading = equation[0] == "i"  # the operand's own letter comes before its ... dims
     a = data.draw(testing.arrays(first + batch.input_shapes[0] if leading else batch.input_shapes[0] + first))
     if second is None:

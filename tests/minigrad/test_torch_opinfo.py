@@ -59,9 +59,11 @@ def test_torchs_samples_of_every_op_minigrad_has(op_db_available, capsys):
 
 @pytest.mark.parametrize(
     "error",
-    [minigrad.ShapeError("narrow: start 9 and length 2 do not fit dim 0 of size 5"),
-     NotImplementedError("norm: p='nuc' is not supported")],
-)  # fmt: skip
+    [
+        minigrad.ShapeError("narrow: start 9 and length 2 do not fit dim 0 of size 5"),
+        NotImplementedError("norm: p='nuc' is not supported"),
+    ],
+)
 def test_a_clear_refusal_is_a_minigrad_error_or_not_implemented_in_one_line(error):
     assert opinfo_report.is_clear_refusal(error)
     assert not opinfo_report.is_clear_refusal(TypeError("'NoneType' object is not subscriptable"))
@@ -135,8 +137,9 @@ def test_binary_cross_entropy_with_logits_takes_any_target_as_torch_does():
     logits, target = RNG.standard_normal(5), np.array([-0.5, 0.0, 0.3, 1.0, 2.0])
     testing.assert_matches_torch(
         lambda lib, x, y: (F if lib is minigrad else torch.nn.functional).binary_cross_entropy_with_logits(x, y),
-        logits, target,
-    )  # fmt: skip
+        logits,
+        target,
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
