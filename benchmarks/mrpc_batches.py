@@ -13,4 +13,4 @@ def mrpc_train_batches(batch_size: int, data_dir: str | None) -> list[dict]:
     dynamic padding (the order of seed 0, epoch 0)."""
     tokenizer = load_tokenizer(default_model_path())
     train = tokenize_glue(DatasetDict({"train": load_glue("mrpc", data_dir)["train"]}), tokenizer, "mrpc")
-    return list(RunData(train, make_collator(tokenizer), batch_size, batch_size, 0, True, ()).loader("train"))
+    return list(RunData(train, make_collator(tokenizer), batch_size, batch_size, 0, True).loader("train"))

@@ -60,3 +60,12 @@ def test_bench_bert_splits_a_step_by_kind_of_work_and_puts_the_engine_back():
     assert all(seconds > 0 for kind, seconds in spent.items() if kind != "the rest: dropout draws, engine, Python")
     assert sum(spent.values()) == pytest.approx(total)
     assert Function.__dict__["apply"] is apply and optim.Adam.step is adam_step
+
+
+def test_the_mrpc_batches_are_the_whole_training_set_length_grouped(glue_dir):
+    from mrpc_batches import mrpc_train_batches
+
+    batches = mrpc_train_batches(32, glue_dir)
+    assert len(batches) == -(-3668 // 32) and sum(len(b["labels"]) for b in batches) == 3668
+    widths = [b["input_ids"].shape[1] for b in batches]
+    assert min(widths) < max(widths) <= 128  # dynamic padding, grouped by length
