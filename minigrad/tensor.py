@@ -240,16 +240,16 @@ class Tensor(Variable):
     # -- elementwise math
 
     def exp(self) -> Tensor:
-        return ops.Exp.apply(self)
+        return ops.Exp.apply(_floating(self))
 
     def log(self) -> Tensor:
-        return ops.Log.apply(self)
+        return ops.Log.apply(_floating(self))
 
     def sqrt(self) -> Tensor:
-        return ops.Sqrt.apply(self)
+        return ops.Sqrt.apply(_floating(self))
 
     def rsqrt(self) -> Tensor:
-        return ops.Rsqrt.apply(self)
+        return ops.Rsqrt.apply(_floating(self))
 
     def abs(self) -> Tensor:
         return ops.Abs.apply(self)
@@ -259,31 +259,31 @@ class Tensor(Variable):
         return ops.Sign.apply(self)
 
     def tanh(self) -> Tensor:
-        return ops.Tanh.apply(self)
+        return ops.Tanh.apply(_floating(self))
 
     def sigmoid(self) -> Tensor:
-        return ops.Sigmoid.apply(self)
+        return ops.Sigmoid.apply(_floating(self))
 
     def relu(self) -> Tensor:
         return ops.Relu.apply(self)
 
     def erf(self) -> Tensor:
-        return ops.Erf.apply(self)
+        return ops.Erf.apply(_floating(self))
 
     def sin(self) -> Tensor:
-        return ops.Sin.apply(self)
+        return ops.Sin.apply(_floating(self))
 
     def cos(self) -> Tensor:
-        return ops.Cos.apply(self)
+        return ops.Cos.apply(_floating(self))
 
     def log1p(self) -> Tensor:
-        return ops.Log1p.apply(self)
+        return ops.Log1p.apply(_floating(self))
 
     def expm1(self) -> Tensor:
-        return ops.Expm1.apply(self)
+        return ops.Expm1.apply(_floating(self))
 
     def reciprocal(self) -> Tensor:
-        return ops.Reciprocal.apply(self)
+        return ops.Reciprocal.apply(_floating(self))
 
     def square(self) -> Tensor:
         return self * self
@@ -900,12 +900,13 @@ def _operator_methods(name: str, symbol: str, op: type[Function], in_place: str 
     """``__add__``, ``__radd__`` and ``__iadd__`` for the row ``"add"`` of OPERATORS, and so on."""
 
     def forward(self: Tensor, other: Any) -> Tensor:
-        if op is ops.Div and not _is_floating(self.dtype):
-            if not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-                self = self.to(_default_float)  # true division, as torch: 7 / 2 is 3.5
+        if op is ops.Div and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
+            self = _floating(self)  # true division, as torch: 7 / 2 is 3.5
         return binary(op, self, other)
 
     def reflected(self: Tensor, other: Any) -> Tensor:
+        if op is ops.Div and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
+            self = _floating(self)  # 1 / tensor([2]) is 0.5
         return binary(op, other, self)
 
     def augmented(self: Tensor, other: Any) -> Tensor:
@@ -944,6 +945,12 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
         elif fb and not fa:
             a = Tensor(a.data.astype(b.dtype))
     return cls.apply(a, b)
+
+
+def _floating(t: Tensor) -> Tensor:
+    """torch's rule for a float-valued function (exp, sqrt, true division ...) of an integer or bool
+    tensor: it is computed in the default float dtype (float32), not in NumPy's float64."""
+    return t if _is_floating(t.dtype) else t.to(_default_float)
 
 
 def _to_tensor(value: Any, like_dtype: np.dtype) -> Tensor:

@@ -150,3 +150,19 @@ def test_mixed_dtype_cat_gives_each_input_a_gradient_of_its_own_dtype_under_crea
         grads[lib] = (np.asarray(ga.detach().numpy()), np.asarray(gga.numpy()))
     for mine, theirs in zip(grads[minigrad], grads[torch]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf", "sin", "cos", "log1p", "expm1", "reciprocal"]
+)
+def test_a_float_function_of_an_integer_tensor_is_float32_as_torch(name):
+    ours, theirs = getattr(minigrad.tensor([1, 2, 3]), name)(), getattr(torch.tensor([1, 2, 3]), name)()
+    assert ours.dtype == np.float32 and theirs.dtype == torch.float32
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("division", [lambda t: 1 / t, lambda t: t / 2, lambda t: 7 / t, lambda t: t / t])
+def test_true_division_of_integers_is_float32_as_torch(division):
+    ours, theirs = division(minigrad.tensor([1, 2, 4])), division(torch.tensor([1, 2, 4]))
+    assert ours.dtype == np.float32 and theirs.dtype == torch.float32
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
