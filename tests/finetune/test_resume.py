@@ -148,7 +148,9 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(
     assert_same_run(uninterrupted[loop], cut, loop)
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+# the native loop by default; the Trainer and Accelerate (40 s each) with --run-slow, as the
+# tiny-model tests above check their resume in every run
+@pytest.mark.parametrize("loop", ["native", *(pytest.param(loop, marks=pytest.mark.slow) for loop in LOOPS[1:])])
 def test_resume_on_the_default_checkpoint_is_exact(glue_dir, tmp_path, loop):
     """The real model (dropout 0.1) on 48 MRPC pairs: 12 steps, killed after step 6, resumed."""
     model, whole, cut = default_model_path(), tmp_path / "whole", tmp_path / "cut"
