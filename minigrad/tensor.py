@@ -899,15 +899,17 @@ OPERATORS: dict[str, tuple[str, type[Function], str | None]] = {
 def _operator_methods(name: str, symbol: str, op: type[Function], in_place: str | None) -> list[Callable]:
     """``__add__``, ``__radd__`` and ``__iadd__`` for the row ``"add"`` of OPERATORS, and so on."""
 
-    def forward(self: Tensor, other: Any) -> Tensor:
+    def own_operand(self: Tensor, other: Any) -> Tensor:
+        """True division of two integer operands is computed in float, as torch: 7 / 2 is 3.5."""
         if op is ops.Div and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-            self = _floating(self)  # true division, as torch: 7 / 2 is 3.5
-        return binary(op, self, other)
+            return _floating(self)
+        return self
+
+    def forward(self: Tensor, other: Any) -> Tensor:
+        return binary(op, own_operand(self, other), other)
 
     def reflected(self: Tensor, other: Any) -> Tensor:
-        if op is ops.Div and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-            self = _floating(self)  # 1 / tensor([2]) is 0.5
-        return binary(op, other, self)
+        return binary(op, other, own_operand(self, other))
 
     def augmented(self: Tensor, other: Any) -> Tensor:
         return getattr(self, in_place)(other)
