@@ -44,7 +44,8 @@ SEARCH: dict[str, dict[str, Any]] = {
     "head-lr3e-3-epochs10-best": {"strategy": "head", "lr": 3e-3, "epochs": 10, "load_best_model_at_end": True},
 }
 
-KEPT_FILES = ("results.json", *(PREDICTIONS_FILE.format(split=split) for split in ("validation", "test")))
+# what the results folder keeps of a run: results.json and the predictions of each labelled split
+KEPT_FILES = ("results.json", PREDICTIONS_FILE.format(split="*"))
 
 
 def run_grid(
@@ -85,8 +86,9 @@ def run_grid(
         results = train(cfg)
         target = results_dir / name
         target.mkdir(parents=True, exist_ok=True)
-        for kept in KEPT_FILES:
-            shutil.copy(runs_dir / name / kept, target / kept)
+        for pattern in KEPT_FILES:
+            for kept in (runs_dir / name).glob(pattern):
+                shutil.copy(kept, target / kept.name)
         if search:
             shutil.rmtree(runs_dir / name)
         written.append(target / "results.json")

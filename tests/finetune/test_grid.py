@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.grid import KEPT_FILES, SEARCH, run_grid
+from finetune.grid import SEARCH, run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,8 @@ def test_each_finished_run_is_kept_and_skipped_next_time(small, glue_dir, tmp_pa
     results, runs = tmp_path / "results", tmp_path / "runs"
     written = run_grid([1], results, runs, glue_dir, only=["native-head"], overrides=small)
     assert written == [results / "mrpc-native-head-seed1" / "results.json"]
-    assert sorted(os.listdir(written[0].parent)) == sorted(KEPT_FILES)
+    kept = ["results.json", "test_predictions.tsv", "validation_predictions.tsv"]
+    assert sorted(os.listdir(written[0].parent)) == kept
     config = json.loads(written[0].read_text())["config"]
     assert (config["loop"], config["strategy"], config["seed"]) == ("native", "head", 1)
     assert (runs / "mrpc-native-head-seed1" / "model.safetensors").exists()  # the reference grid keeps its models
@@ -48,3 +49,8 @@ def test_the_committed_search_runs_were_made_with_their_tables_settings():
         name, _, seed = path.parent.name.rpartition("-seed")
         expected = {"strategy": "full", "loop": "native", "seed": int(seed), **SEARCH[name]}
         assert {k: config[k] for k in expected} == expected, path.parent.name
+
+
+def test_a_task_whose_test_split_has_no_labels_keeps_the_validation_predictions(small, glue_dir, tmp_path):
+    written = run_grid([1], tmp_path / "results", tmp_path / "runs", glue_dir, "sst2", ["native-head"], overrides=small)
+    assert sorted(os.listdir(written[0].parent)) == ["results.json", "validation_predictions.tsv"]
