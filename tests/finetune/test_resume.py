@@ -148,29 +148,27 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(
     assert_same_run(uninterrupted[loop], cut, loop)
 
 
-# the native loop by default; the Trainer and Accelerate (40 s each) with --run-slow, as the
-# tiny-model tests above check their resume in every run
-@pytest.mark.parametrize("loop", ["native", *(pytest.param(loop, marks=pytest.mark.slow) for loop in LOOPS[1:])])
-def test_resume_on_the_default_checkpoint_is_exact(glue_dir, tmp_path, loop):
-    """The real model (dropout 0.1) on 48 MRPC pairs: 12 steps, killed after step 6, resumed."""
-    model, whole, cut = default_model_path(), tmp_path / "whole", tmp_path / "cut"
-    args = ["--lr", "5e-5", "--eval-batch-size", "40"]
-    finish(train_args(model, glue_dir, whole, loop, args, samples=48))
-    kill_after_checkpoint(start(train_args(model, glue_dir, cut, loop, args, samples=48)), cut, 6)
-    finish(train_args(model, glue_dir, cut, loop, [*args, "--resume-from-checkpoint", "latest"], samples=48))
-    assert_same_run(whole, cut, loop)
+# The real model (dropout 0.1): (MRPC pairs, settings, the checkpoint after which it is killed).
+# short: 12 steps, killed after step 6; longer: 40 steps of batch 16, killed mid-epoch after step 10.
+REAL_RUNS = {
+    "short": (48, ["--lr", "5e-5", "--eval-batch-size", "40"], 6),
+    "longer": (320, ["--lr", "5e-5", "--batch-size", "16", "--save-steps", "5", "--max-eval-samples", "200"], 10),
+}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loop", LOOPS)
-def test_resume_is_exact_on_a_longer_real_run(glue_dir, tmp_path, loop):
-    """The real model (dropout 0.1) on 320 MRPC pairs, batch 16: 40 steps over 2 epochs, killed after
-    checkpoint 10 (mid-epoch), resumed; a few minutes a loop (opt in with --run-slow)."""
+# short in the native loop by default; the rest (40 s to a few minutes each) with --run-slow, as
+# the tiny-model tests above check every loop's resume in every run
+@pytest.mark.parametrize(
+    "run, loop",
+    [(run, loop) if (run, loop) == ("short", "native") else pytest.param(run, loop, marks=pytest.mark.slow)
+     for run in REAL_RUNS for loop in LOOPS],
+)  # fmt: skip
+def test_resume_on_the_default_checkpoint_is_exact(glue_dir, tmp_path, run, loop):
+    samples, args, kill_after = REAL_RUNS[run]
     model, whole, cut = default_model_path(), tmp_path / "whole", tmp_path / "cut"
-    args = ["--lr", "5e-5", "--batch-size", "16", "--save-steps", "5", "--max-eval-samples", "200"]
-    finish(train_args(model, glue_dir, whole, loop, args, samples=320))
-    kill_after_checkpoint(start(train_args(model, glue_dir, cut, loop, args, samples=320)), cut, 10)
-    finish(train_args(model, glue_dir, cut, loop, [*args, "--resume-from-checkpoint", "latest"], samples=320))
+    finish(train_args(model, glue_dir, whole, loop, args, samples=samples))
+    kill_after_checkpoint(start(train_args(model, glue_dir, cut, loop, args, samples=samples)), cut, kill_after)
+    finish(train_args(model, glue_dir, cut, loop, [*args, "--resume-from-checkpoint", "latest"], samples=samples))
     assert_same_run(whole, cut, loop)
 
 
