@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -226,12 +227,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def spread_in_points(text: str) -> float:
+    """``--seed-sd``'s value: a standard deviation in points, finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is no spread: give points of the metric, 0 or more (1.4, say)")
+    return value
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from finetune.compare import compare, load_group
     from finetune.report import find_runs
 
     groups = [load_group(find_runs([Path(d) for d in dirs]), args.split) for dirs in (args.run_dirs, args.against)]
-    result = compare(*groups, metric=args.metric)
+    result = compare(*groups, metric=args.metric, seed_sd=args.seed_sd)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
     return 0
 
@@ -305,6 +317,13 @@ def build_parser() -> Parser:
     c.add_argument("--against", nargs="+", required=True, metavar="B_RUN", help="group B, the same way (required)")
     c.add_argument("--metric", choices=("accuracy", "f1"), default="accuracy", help="what to compare")
     c.add_argument("--split", choices=("validation", "test"), default="validation", help="on which examples")
+    c.add_argument(
+        "--seed-sd",
+        type=spread_in_points,
+        metavar="POINTS",
+        help="the seed-to-seed spread of one run, in points, for a side of a single run (default: the other "
+        "side's, if it has several runs)",
+    )
     c.add_argument("--json", action="store_true", help="print one JSON object (fractions, as in results.json)")
     g = sub.add_parser("grid", help="the reference runs on full MRPC, one results.json per finished run")
     g.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run of each setting per seed")
@@ -319,9 +338,10 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from finetune.pipeline import quiet_libraries
+    if args.command != "compare":  # compare reads prediction files only: no torch or transformers to load
+        from finetune.pipeline import quiet_libraries
 
-    quiet_libraries()
+        quiet_libraries()
     commands = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "push": cmd_push, "report": cmd_report,
         "compare": cmd_compare, "grid": cmd_grid,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,13 @@ import numpy as np
 from scipy import stats
 
 from finetune.errors import ConfigError, DataError
-from finetune.evaluation import PREDICTIONS_FILE
+from finetune.files import PREDICTIONS_FILE
 from finetune.tasks import GlueTask, get_task
 
 METRICS = ("accuracy", "f1")
-RESAMPLES = 10_000
 LEVEL = 0.95
+POWER = 0.80
+MAX_SEEDS = 100
 
 
 @dataclass(frozen=True)
@@ -146,49 +147,130 @@ def ensemble(group: Group) -> Group:
                  (mean > 0.5).astype(np.int8), mean)  # fmt: skip
 
 
+def per_example(predicted: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+    """Each example's share of each run's ``metric``, (runs, examples), whose mean over the examples
+    is the run's metric. Accuracy: right (1) or wrong (0). F1 is a ratio of sums, U / V with
+    u = 2 [true positive] and v = u + [wrong]; its linearisation (the delta method) gives example i
+    F1 + (u_i - F1 v_i) / mean(v), which averages to F1 exactly and varies as F1 does to first order."""
+    if metric == "accuracy":
+        return (predicted == labels).astype(float)
+    u = 2.0 * ((predicted == 1) & (labels == 1))
+    v = u + (predicted != labels)
+    f1 = metric_of(predicted, labels, "f1")[..., None]
+    mean_v = v.mean(axis=-1, keepdims=True)
+    return f1 + np.divide(u - f1 * v, mean_v, out=np.zeros_like(u), where=mean_v > 0)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """How far one run's metric moves from seed to seed in a group (a standard deviation, as a
+    fraction), with its degrees of freedom and where it comes from; ``per_example`` is the part of
+    each example's variance that is seed noise (0 where unknown, which only widens the interval)."""
+
+    sd: float
+    df: float
+    source: str
+    per_example: float = 0.0
+    borrowed: bool = False  # the other group's, assumed equal: one estimate for both sides
+
+
+def seed_spread(group: Group, metric: str, given: float | None = None) -> SeedSpread | None:
+    """``group``'s seed spread: from its own runs when it has two or more, else ``given`` (a
+    standard deviation in points, as ``--seed-sd`` takes it), else None."""
+    if len(group.runs) > 1:
+        values, z = group.values(metric), per_example(group.predicted, group.labels, metric)
+        noise = float(z.var(axis=0, ddof=1).mean())  # each example's seed-to-seed variance, on average
+        # A run's metric moves at least by its examples' seed noise averaged (noise / n): two runs
+        # that happen to score alike still answered different examples differently.
+        sd = max(float(values.std(ddof=1)), math.sqrt(noise / z.shape[1]))
+        return SeedSpread(sd, len(values) - 1, f"its {len(values)} runs", noise)
+    return None if given is None else SeedSpread(given / 100, math.inf, f"--seed-sd {given:g}")
+
+
 @dataclass(frozen=True)
 class Interval:
-    """A difference with the ends of its interval (fractions) and, where a test gives one, a p-value."""
+    """A difference with the ends of its 95% interval (fractions), its standard error, degrees of
+    freedom and two-sided p-value (Student's t)."""
 
     difference: float
     low: float
     high: float
-    p_value: float | None = None
+    std_error: float
+    df: float
+    p_value: float
 
     @property
     def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
+        return bool(self.low > 0 or self.high < 0)
+
+    @classmethod
+    def from_components(cls, difference: float, components: list[tuple[float, float]]) -> Interval:
+        """The t interval of ``difference`` from independent variance components ``(variance,
+        degrees of freedom)``, its degrees of freedom from Welch and Satterthwaite's formula."""
+        variance = sum(v for v, _ in components)
+        if variance == 0:  # nothing varies: the difference is what it is
+            return cls(difference, difference, difference, 0.0, math.inf, float(difference == 0))
+        df = variance**2 / sum(v**2 / d for v, d in components if v > 0)
+        se = math.sqrt(variance)
+        half = stats.t.ppf((1 + LEVEL) / 2, df) * se
+        p_value = 2 * stats.t.sf(abs(difference) / se, df)
+        return cls(difference, float(difference - half), float(difference + half), se, float(df), float(p_value))
 
 
-def paired_bootstrap(a: Group, b: Group, metric: str, resamples: int = RESAMPLES, seed: int = 0) -> Interval:
-    """A minus B's mean ``metric``, with its 95% percentile interval from ``resamples`` draws of
-    the examples, the same draw for every run of both groups (``scipy.stats.bootstrap``,
-    ``paired=True``). A group against itself gives exactly 0 on every draw: an interval [0, 0]."""
-    count_a = len(a.runs)
-
-    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        *predicted, labels = samples  # each (draws, examples): one draw of examples per row
-        per_run = np.stack([metric_of(p, labels, metric) for p in predicted])  # (runs, draws)
-        return per_run[:count_a].mean(axis=0) - per_run[count_a:].mean(axis=0)
-
-    result = stats.bootstrap(
-        (*a.predicted, *b.predicted, a.labels), statistic, paired=True, vectorized=True, n_resamples=resamples,
-        confidence_level=LEVEL, method="percentile", batch=500, rng=np.random.default_rng(seed),
-    )  # fmt: skip
+def these_runs(a: Group, b: Group, metric: str) -> Interval:
+    """A minus B for these runs as they are: only the examples vary. Each example's difference of
+    the two groups' mean shares (``per_example``) has a variance; over n examples the difference's
+    standard error is its square root over sqrt(n) (what a paired bootstrap over the examples
+    estimates, without its resampling)."""
+    d = per_example(a.predicted, a.labels, metric).mean(0) - per_example(b.predicted, b.labels, metric).mean(0)
     difference = float(a.values(metric).mean() - b.values(metric).mean())
-    low, high = result.confidence_interval
-    return Interval(difference, float(low), float(high))
+    return Interval.from_components(difference, [(float(d.var(ddof=1)) / len(d), len(d) - 1)])
 
 
-def between_seeds(a_values: list[float] | np.ndarray, b_values: list[float] | np.ndarray) -> Interval | None:
-    """A minus B's mean over runs, with the 95% interval and p-value of Welch's t-test (unequal
-    variances, ``scipy.stats.ttest_ind``); None with fewer than two runs a side or no spread at all."""
-    a, b = np.asarray(a_values, dtype=float), np.asarray(b_values, dtype=float)
-    if len(a) < 2 or len(b) < 2 or (np.all(a == a[0]) and np.all(b == b[0])):
+def examples_part(a: Group, b: Group, metric: str, spreads: tuple[SeedSpread, SeedSpread]) -> float:
+    """The examples' share of the difference's variance: the variance of the per-example
+    differences of the groups' mean shares, less the seed noise inside it (each group's, over its
+    runs), over the number of examples. It does not shrink with more seeds."""
+    d = per_example(a.predicted, a.labels, metric).mean(0) - per_example(b.predicted, b.labels, metric).mean(0)
+    seed_noise = sum(s.per_example / n for s, n in zip(spreads, (len(a.runs), len(b.runs))))
+    return max(float(d.var(ddof=1)) - seed_noise, 0.0) / len(d)
+
+
+def _components(spreads: tuple[SeedSpread, SeedSpread], runs: tuple[int, int], examples: float, n: int) -> list:
+    """The variance components of A minus B's mean, ``(variance, degrees of freedom)``, for
+    ``runs`` seeds a side: each group's seed spread over its runs (one component where one
+    estimate serves both sides), and the examples' part (``examples_part``) from ``n`` examples."""
+    (sa, sb), (na, nb) = spreads, runs
+    if sa.borrowed or sb.borrowed:
+        seeds = [(sa.sd**2 * (1 / na + 1 / nb), sa.df)]
+    else:
+        seeds = [(sa.sd**2 / na, sa.df), (sb.sd**2 / nb, sb.df)]
+    return [*seeds, (examples, n - 1)]
+
+
+def _detectable(components: list[tuple[float, float]]) -> float:
+    """The smallest true difference found real 80% of the time (two-sided 5% test): about
+    (t at 97.5% + t at 80%) standard errors."""
+    interval = Interval.from_components(0.0, components)
+    return float((stats.t.ppf((1 + LEVEL) / 2, interval.df) + stats.t.ppf(POWER, interval.df)) * interval.std_error)
+
+
+def seeds_needed(spreads: tuple[SeedSpread, SeedSpread], examples: float, n: int, difference: float) -> int | None:
+    """About how many seeds a side would find ``difference`` real with 80% power, the spreads as
+    measured; None when no number up to ``MAX_SEEDS`` would (the examples limit it). The smallest
+    difference detectable falls as seeds are added, so a bisection finds the number."""
+
+    def detectable(seeds: int) -> float:
+        grown = tuple(replace(s, df=seeds - 1 if math.isfinite(s.df) else s.df) for s in spreads)
+        return _detectable(_components(grown, (seeds, seeds), examples, n))
+
+    low, high = 2, MAX_SEEDS
+    if detectable(high) > abs(difference):
         return None
-    test = stats.ttest_ind(a, b, equal_var=False)
-    ci = test.confidence_interval(LEVEL)
-    return Interval(float(a.mean() - b.mean()), float(ci.low), float(ci.high), float(test.pvalue))
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if detectable(middle) <= abs(difference) else (middle + 1, high)
+    return low
 
 
 def mcnemar(a: Group, b: Group) -> dict[str, Any]:
@@ -200,21 +282,38 @@ def mcnemar(a: Group, b: Group) -> dict[str, Any]:
     return {"only_a_right": only_a, "only_b_right": only_b, "p_value": float(p_value)}
 
 
+def between_seeds(a_values: list[float] | np.ndarray, b_values: list[float] | np.ndarray) -> Interval | None:
+    """A minus B's mean over runs from their metrics alone, for runs without predictions files:
+    Welch's t (``scipy.stats.ttest_ind``, unequal variances); None with fewer than two runs a side
+    or no spread at all. It sees the seeds, not the pairing over the examples."""
+    a, b = np.asarray(a_values, dtype=float), np.asarray(b_values, dtype=float)
+    if len(a) < 2 or len(b) < 2 or (np.all(a == a[0]) and np.all(b == b[0])):
+        return None
+    test = stats.ttest_ind(a, b, equal_var=False)
+    ci = test.confidence_interval(LEVEL)
+    se = float(math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    return Interval(float(a.mean() - b.mean()), float(ci.low), float(ci.high), se, float(test.df), float(test.pvalue))
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """``finetune compare``'s answer: the paired difference, the interval between seeds and the verdict."""
+    """``finetune compare``'s answer. ``settings`` is the interval the verdict uses (None when one
+    run a side leaves the seed spread unknown); ``these_runs`` holds the runs fixed."""
 
     metric: str
     a: Group
     b: Group
-    paired: Interval
-    seeds: Interval | None
+    settings: Interval | None
+    these_runs: Interval
+    spreads: tuple[SeedSpread | None, SeedSpread | None]
+    detectable: float | None  # the smallest difference these groups find real with 80% power
+    seeds_needed: int | None  # when within noise: about how many seeds a side the difference needs
     mcnemar: dict[str, Any] | None
-    resamples: int
 
     @property
-    def real(self) -> bool:
-        return self.paired.excludes_zero
+    def real(self) -> bool | None:
+        """The verdict on the settings: their interval excludes 0; None when it cannot be given."""
+        return None if self.settings is None else self.settings.excludes_zero
 
     @property
     def a_mean(self) -> float:
@@ -225,19 +324,20 @@ class Comparison:
         return float(self.b.values(self.metric).mean())
 
     def to_json(self) -> dict[str, Any]:
-        """One object: ``difference``, ``ci_low``, ``ci_high`` (fractions, A minus B) and ``real``
-        first, then what they were computed from."""
+        """One object: ``difference``, ``ci_low``, ``ci_high`` and ``real`` (the settings' interval
+        and verdict; null when one run a side leaves them unknown) first, then the rest."""
+        s, r = self.settings, self.these_runs
         side = {name: {"runs": list(g.runs), "mean": float(g.values(self.metric).mean()),
-                       "per_run": [float(v) for v in g.values(self.metric)]}
-                for name, g in (("a", self.a), ("b", self.b))}  # fmt: skip
-        seeds = self.seeds and {"difference": self.seeds.difference, "ci_low": self.seeds.low,
-                                "ci_high": self.seeds.high, "p_value": self.seeds.p_value}  # fmt: skip
+                       "per_run": [float(v) for v in g.values(self.metric)],
+                       "seed_sd": spread and spread.sd, "seed_sd_source": spread and spread.source}
+                for name, g, spread in (("a", self.a, self.spreads[0]), ("b", self.b, self.spreads[1]))}  # fmt: skip
         return {
-            "metric": self.metric, "difference": self.paired.difference, "ci_low": self.paired.low,
-            "ci_high": self.paired.high, "real": self.real, "task": self.a.task.name, "split": self.a.split,
-            "examples": len(self.a.labels), "confidence_level": LEVEL,
-            "interval": f"paired bootstrap over the examples, runs kept whole ({self.resamples} resamples, "
-            "percentile)", **side, "between_seeds": seeds, "mcnemar": self.mcnemar,
+            "metric": self.metric, "difference": r.difference, "ci_low": s and s.low, "ci_high": s and s.high,
+            "real": self.real, "task": self.a.task.name, "split": self.a.split, "examples": len(self.a.labels),
+            "confidence_level": LEVEL, "interval": SETTINGS_INTERVAL, "df": s and s.df, "p_value": s and s.p_value,
+            "detectable_difference": self.detectable, "seeds_needed": self.seeds_needed, **side,
+            "these_runs": {"ci_low": r.low, "ci_high": r.high, "real": r.excludes_zero, "interval": THESE_RUNS},
+            "mcnemar": self.mcnemar,
         }  # fmt: skip
 
     def describe(self) -> str:
@@ -248,28 +348,56 @@ class Comparison:
             values = ", ".join(f"{100 * v:.1f}" for v in g.values(self.metric))
             runs = f"mean of {len(g.runs)} runs: {values}" if len(g.runs) > 1 else "1 run"
             lines.append(f"  {name}: {100 * g.values(self.metric).mean():.1f}  ({runs})")
-        p = self.paired
-        lines.append(
-            f"  difference: {points(p.difference)} points, 95% interval [{points(p.low)}, {points(p.high)}]"
-            f"  (bootstrap over the examples, {self.resamples:,} resamples, runs kept whole)"
-        )
-        if self.seeds:
-            s = self.seeds
-            interval = f"[{points(s.low)}, {points(s.high)}], p = {s.p_value:.2g}"
+        s, r = self.settings, self.these_runs
+        lines.append(f"  difference: {points(r.difference)} points")
+        if s is None:
             lines.append(
-                f"  between seeds: {points(s.difference)} points, 95% interval {interval}  (Welch's t over the runs)"
+                "  the settings: unknown: one run a side says nothing of how far another seed moves a run; run "
+                "more seeds, or give --seed-sd POINTS (the reference grid's: docs/finetune/results-mrpc.md)"
             )
+        else:
+            lines.append(f"  the settings, 95% interval {_ends(s)}  (other seeds and other examples like these; "
+                         f"t with {s.df:.1f} df)")  # fmt: skip
+            for name, spread in zip("AB", self.spreads):
+                lines.append(f"    seed-to-seed spread of {name}: {100 * spread.sd:.1f} points, from {spread.source}")
+        lines.append(f"  these runs only, 95% interval {_ends(r)}  (other examples like these, the runs as they are)")
         if self.mcnemar:
             m = self.mcnemar
             lines.append(
                 f"  McNemar's exact test: {m['only_a_right']} examples only A gets right, "
                 f"{m['only_b_right']} only B: p = {m['p_value']:.2g}"
             )
-        verdict = "real: the paired interval excludes 0" if self.real else "within noise: the paired interval holds 0"
-        if self.mcnemar and self.real and self.mcnemar["p_value"] >= 1 - LEVEL:
-            verdict += " (weak: McNemar's test does not reject at 5%, too few examples differ)"
-        lines.append(f"  verdict: {verdict}")
+        if self.detectable is not None:
+            lines.append(f"  detectable: {100 * self.detectable:.1f} points or more is found real 80% of the time "
+                         "with these groups")  # fmt: skip
+        lines.append(f"  verdict: {self.verdict()}")
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """The verdict in words: about the settings where it can be given, else about these runs."""
+        if self.settings is None:
+            about = "differ" if self.these_runs.excludes_zero else "do not differ beyond noise"
+            return f"not known for the settings (one run a side); these two runs {about} on these examples"
+        if self.real:
+            return "real: the settings' interval excludes 0"
+        need = (
+            f"about {self.seeds_needed} seeds a side would find {points(self.these_runs.difference)} points real"
+            if self.seeds_needed
+            else f"no number of seeds up to {MAX_SEEDS} finds {points(self.these_runs.difference)} points real "
+            "on these examples"
+        )
+        return f"within noise: the settings' interval holds 0; {need}"
+
+
+SETTINGS_INTERVAL = (
+    "the settings: t interval over seeds and examples, paired over the examples (variance components: each group's "
+    "seed spread over its runs, plus the examples' part of the paired per-example differences)"
+)
+THESE_RUNS = "these runs only: t interval over the examples, paired, the runs as they are"
+
+
+def _ends(i: Interval) -> str:
+    return f"[{points(i.low)}, {points(i.high)}]"
 
 
 def points(fraction: float) -> str:
@@ -277,17 +405,32 @@ def points(fraction: float) -> str:
     return f"{100 * fraction:+.1f}"
 
 
-def compare(a: Group, b: Group, metric: str = "accuracy", resamples: int = RESAMPLES) -> Comparison:
-    """Group A against group B on ``metric``: see the module's docstring."""
+def compare(a: Group, b: Group, metric: str = "accuracy", seed_sd: float | None = None) -> Comparison:
+    """Group A against group B on ``metric``: see the module's docstring. ``seed_sd`` (points) is
+    the seed-to-seed spread of one run for a side of a single run."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
     if metric == "f1" and a.task.metric != "accuracy_f1":
         raise ConfigError(f"f1 is not a metric of {a.task.name}: use --metric accuracy")
     if a.task != b.task:
         raise ConfigError(f"runs of different tasks: {a.task.name} (A) and {b.task.name} (B)")
+    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd >= 0):
+        raise ConfigError(f"seed_sd={seed_sd}: give the spread in points, a number 0 or more (1.4, say)")
     a_columns = {"index": a.index, "label": a.labels}
     _check_same_examples(a.runs[0], a_columns, b.runs[0], {"index": b.index, "label": b.labels}, a.split)
     single = len(a.runs) == 1 and len(b.runs) == 1 and metric == "accuracy"
-    return Comparison(metric, a, b, paired_bootstrap(a, b, metric, resamples),
-                      between_seeds(a.values(metric), b.values(metric)), mcnemar(a, b) if single else None,
-                      resamples)  # fmt: skip
+    spreads = seed_spread(a, metric, seed_sd), seed_spread(b, metric, seed_sd)
+    if spreads[0] is None and len(b.runs) > 1:
+        spreads = replace(spreads[1], source=f"B's {len(b.runs)} runs, assumed equal", borrowed=True), spreads[1]
+    if spreads[1] is None and len(a.runs) > 1:
+        spreads = spreads[0], replace(spreads[0], source=f"A's {len(a.runs)} runs, assumed equal", borrowed=True)
+    runs = these_runs(a, b, metric)
+    settings = detectable = needed = None
+    if spreads[0] is not None and spreads[1] is not None:
+        examples, n = examples_part(a, b, metric, spreads), len(a.labels)
+        components = _components(spreads, (len(a.runs), len(b.runs)), examples, n)
+        settings = Interval.from_components(runs.difference, components)
+        detectable = _detectable(components)
+        if not settings.excludes_zero and runs.difference != 0:
+            needed = seeds_needed(spreads, examples, n, runs.difference)
+    return Comparison(metric, a, b, settings, runs, spreads, detectable, needed, mcnemar(a, b) if single else None)

@@ -30,7 +30,6 @@ from finetune.metrics import compute_metrics
 from finetune.tasks import GlueTask, test_split, validation_split
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PREDICTIONS_FILE = "{split}_predictions.tsv"  # in a run directory, one per labelled split
 
 
 @dataclass(frozen=True)

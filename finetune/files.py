@@ -12,6 +12,8 @@ from typing import Any
 
 from finetune.errors import ConfigError
 
+PREDICTIONS_FILE = "{split}_predictions.tsv"  # in a run directory, one per labelled split
+
 FORMATS = {".tsv": "\t", ".csv": ","}  # tables; and .jsonl: one JSON object per line
 
 

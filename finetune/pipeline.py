@@ -22,8 +22,8 @@ from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, t
 from finetune.devices import pick_device
 from finetune.distributed import check_single_process_loop, is_launch_main_process, train_accelerate
 from finetune.dropout import use_fast_dropout
-from finetune.evaluation import PREDICTIONS_FILE, EvalSettings, evaluate_saved, prediction_table, read_split
-from finetune.files import give_usual_permissions, write_json, write_rows
+from finetune.evaluation import EvalSettings, evaluate_saved, prediction_table, read_split
+from finetune.files import PREDICTIONS_FILE, give_usual_permissions, write_json, write_rows
 from finetune.hub import check_hub_access, push_run
 from finetune.interrupt import StopRequest
 from finetune.loop import train_native

@@ -189,7 +189,7 @@ class Predictions:
 
     def __call__(self, group: list[dict[str, Any]], split: str) -> Any:
         from finetune.compare import load_group
-        from finetune.evaluation import PREDICTIONS_FILE
+        from finetune.files import PREDICTIONS_FILE
 
         key = (tuple(run["_dir"] for run in group), split)
         if key not in self.loaded:
@@ -225,13 +225,14 @@ def _interval(i: Any) -> str:
 
 def comparison_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[str]:
     """A Markdown table: for each pair of ``comparable_pairs``, split and metric, the means, A
-    minus B with its 95% interval paired over the examples, its verdict, and the interval between
-    seeds (Welch's t). Without predictions files, the interval between seeds alone."""
+    minus B with the 95% interval of the settings (seeds and examples, paired) and its verdict,
+    the smallest difference the groups detect, and the interval of these runs only. Without
+    predictions files, the interval between seeds alone (Welch's t over the runs' metrics)."""
     from finetune.compare import between_seeds, compare
 
     varying = _naming(group_runs(runs))
-    header = ["A vs B", "split", "metric", "A", "B", "A minus B [95% interval, paired over examples]", "verdict",
-              "A minus B between seeds [95%, Welch]"]  # fmt: skip
+    header = ["A vs B", "split", "metric", "A", "B", "A minus B [95%, the settings]", "verdict",
+              "detectable (80% power)", "these runs only [95%]"]  # fmt: skip
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for a, runs_a, b, runs_b in comparable_pairs(runs):
         for split, metric in itertools.product(("validation", "test"), _metrics_of(a["task"])):
@@ -241,15 +242,23 @@ def comparison_rows(runs: list[dict[str, Any]], predictions: Predictions) -> lis
             pa, pb = predictions(runs_a, split), predictions(runs_b, split)
             if pa is not None and pb is not None:
                 result = compare(pa, pb, metric)
-                paired, seeds, verdict = _interval(result.paired), result.seeds, "**real**" if result.real else "noise"
+                cells = [_interval(result.settings), _verdict(result.real), _points(result.detectable),
+                         _interval(result.these_runs)]  # fmt: skip
             else:
-                paired, seeds, verdict = "-", between_seeds(*values), "- (no predictions files)"
+                seeds = between_seeds(*values)
+                cells = [_interval(seeds), _verdict(seeds and seeds.excludes_zero) + " (between seeds only)", "-", "-"]
             means = [f"{mean_std([100 * x for x in v])[0]:.1f} (n={len(v)})" for v in values]
-            rows.append(
-                f"| {_label(a, varying)} vs {_label(b, varying)} | {split} | {metric} | {means[0]} | "
-                f"{means[1]} | {paired} | {verdict} | {_interval(seeds)} |"
-            )
+            rows.append(f"| {_label(a, varying)} vs {_label(b, varying)} | {split} | {metric} | {means[0]} | "
+                        f"{means[1]} | {' | '.join(cells)} |")  # fmt: skip
     return rows
+
+
+def _verdict(real: bool | None) -> str:
+    return {True: "**real**", False: "noise", None: "unknown (one run a side)"}[real]
+
+
+def _points(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
 def ensemble_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[str]:
@@ -270,8 +279,9 @@ def ensemble_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[
         setting, cells = dict(zip(GROUP_KEYS, key)), []
         for metric in ("accuracy", "f1"):
             result = compare(ensemble(members), members, metric) if metric in _metrics_of(setting["task"]) else None
-            cells.append(f"{100 * result.b_mean:.1f} → {100 * result.a_mean:.1f} ({_interval(result.paired)}, "
-                         f"{'real' if result.real else 'noise'})" if result else "-")  # fmt: skip
+            gain = result and result.these_runs  # the ensemble is made of these runs: they are what it is about
+            cells.append(f"{100 * result.b_mean:.1f} → {100 * result.a_mean:.1f} ({_interval(gain)}, "
+                         f"{'real' if gain.excludes_zero else 'noise'})" if result else "-")  # fmt: skip
         rows.append(f"| {_label(setting, varying)} | {len(group)} | {split} | {' | '.join(cells)} |")
     return rows
 
@@ -282,9 +292,11 @@ def what_is_real(runs: list[dict[str, Any]], predictions: Predictions | None = N
     predictions = predictions or Predictions()
     rows, ensembles = comparison_rows(runs, predictions), ensemble_rows(runs, predictions)
     text = "## What is real\n\n" + (
-        "A minus B in points of %. The verdict is the paired interval's (a bootstrap over the examples, each run "
-        "kept whole): real when it excludes 0, else noise. The interval between seeds sees another draw of seeds, "
-        "not the pairing. See docs/finetune/reading-the-numbers.md.\n\n" + "\n".join(rows)
+        "A minus B in points of %. The verdict is about the settings: real when their 95% interval excludes 0, "
+        "else noise. That interval sees both what other seeds and what other examples like these would give, "
+        "paired over the examples; the interval of these runs only holds the runs as they are. Detectable: the "
+        "smallest true difference these groups find real 80% of the time. See "
+        "docs/finetune/reading-the-numbers.md.\n\n" + "\n".join(rows)
         if len(rows) > 2
         else "No two settings here differ in the loop, or in the strategy and its recipe, alone."
     )
@@ -292,7 +304,8 @@ def what_is_real(runs: list[dict[str, Any]], predictions: Predictions | None = N
         text += (
             "\n\n**Seed ensembles**, an extra apart from the single-model rows: what keeping all the runs of a "
             "setting buys. Each example's positive-class probability is averaged over the runs and thresholded "
-            "at 0.5; the gain is over the mean of the single runs, paired over the examples.\n\n" + "\n".join(ensembles)
+            "at 0.5; the gain is over the mean of the single runs, paired over the examples, for these runs "
+            "(an ensemble is made of them).\n\n" + "\n".join(ensembles)
         )
     return text + (f"\n\n{predictions.note()}" if predictions.note() else "")
 

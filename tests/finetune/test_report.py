@@ -54,9 +54,11 @@ def test_runs_without_predictions_files_are_compared_between_seeds(tmp_path):
         run["_dir"] = str(tmp_path / f"run{i}")  # no predictions files there
     text = what_is_real(close + far[3:])
     native_trainer = next(line for line in text.splitlines() if line.startswith("| native/full vs trainer/full"))
-    assert "| validation | accuracy | 81.0 (n=3) | 81.0 (n=3) | - | - (no predictions files) | +0.0 [" in native_trainer
+    assert "| validation | accuracy | 81.0 (n=3) | 81.0 (n=3) | +0.0 [" in native_trainer
+    assert "| noise (between seeds only) | - | - |" in native_trainer
     full_head = next(line for line in text.splitlines() if line.startswith("| native/full vs native/head"))
-    assert "| +10.7 [+8.6, +12.7] |" in full_head  # Welch: 0.107 ± t(0.975, 3.2 df) * 0.0067 = 0.107 ± 0.020
+    # Welch: 0.107 ± t(0.975, 3.2 df) * 0.0067 = 0.107 ± 0.020
+    assert "| +10.7 [+8.6, +12.7] | **real** (between seeds only) |" in full_head
     assert "9 runs (such as " in text and "have no predictions files" in text
     assert "Seed ensembles" not in text  # an ensemble needs the per-example probabilities
 
