@@ -13,6 +13,7 @@ import pytest
 from scipy import special
 
 from finetune.calibration import Recipe, rate_real, split
+from finetune.cli import main
 from finetune.compare import Group, compare, load_group
 from finetune.report import find_runs
 
@@ -94,3 +95,23 @@ def test_seed_splits_of_the_committed_runs_are_noise_and_other_strategies_real()
     full = joined(list(reference("native-full").values()))
     for other in ("native-partial", "native-head"):
         assert compare(full, joined(list(reference(other).values()))).real
+
+
+def test_the_docs_quote_what_compare_prints_for_a_seed_split(capsys):
+    """docs/finetune/reading-the-numbers.md shows compare's answer for seeds 1, 2 against 3, 4 of
+    native full: the block after the command is what the command prints."""
+    page = (RESULTS.parent / "docs" / "finetune" / "reading-the-numbers.md").read_text()
+    quoted = page.split("--against results/mrpc-native-full-seed3 results/mrpc-native-full-seed4\n```\n\n```\n")[1]
+    runs = [str(RESULTS / f"mrpc-native-full-seed{s}") for s in (1, 2, 3, 4)]
+    assert main(["compare", *runs[:2], "--against", *runs[2:]]) == 0
+    assert capsys.readouterr().out == quoted.split("```")[0]
+
+
+def test_the_committed_report_says_what_the_code_says():
+    """docs/report/report.md's section on what is real is what ``finetune report`` now writes
+    for the committed runs (so no number in it is from an older verdict)."""
+    from finetune.report import what_is_real
+
+    committed = (RESULTS.parent / "docs" / "report" / "report.md").read_text()
+    section = committed[committed.index("## What is real") : committed.index("![training loss]")].strip()
+    assert what_is_real(find_runs(sorted(RESULTS.glob("mrpc-*")))).strip() == section
