@@ -155,9 +155,9 @@ def test_f1_is_computed_from_the_confusion_counts_of_each_draw():
 
 def test_the_settings_interval_adds_the_seed_spread_to_the_examples(tmp_path, capsys):
     """Five runs against three, by hand: the variance of A minus B is each group's seed variance
-    over its runs (at least the seed noise of its examples), plus the variance of the per-example differences of the groups' mean
-    correctness less the seed noise inside it, over the examples; Welch and Satterthwaite's degrees
-    of freedom; a t interval."""
+    over its runs (at least the seed noise of its examples), plus the variance of the per-example
+    differences of the groups' mean correctness less the seed noise inside it, over the examples;
+    Welch and Satterthwaite's degrees of freedom; a t interval."""
     rng = np.random.default_rng(2)
     a = seeds_of(tmp_path, "a", [rng.choice(N, rng.integers(50, 70), replace=False) for _ in range(5)])
     b = seeds_of(tmp_path, "b", [rng.choice(N, rng.integers(100, 140), replace=False) for _ in range(3)],
