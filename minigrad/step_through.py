@@ -139,9 +139,9 @@ def _page_data(root: Tensor, names: dict[str, Tensor], record: BackwardRecord) -
 
     def key(t: Tensor) -> str:
         k = f"n{id(t if t.grad_fn is None else t.grad_fn)}"
-        if k not in tensors:
+        if k not in tensors:  # a result is first met as its forward step's output: "Mm #1" is step 1's
             kind = "result" if t.grad_fn is not None else "leaf" if t.requires_grad else "constant"
-            label = label_of.get(id(t)) or (f"{type(t.grad_fn).__name__} result" if t.grad_fn else kind)
+            label = label_of.get(id(t)) or (f"{type(t.grad_fn).__name__} #{len(forward) + 1}" if t.grad_fn else kind)
             tensors[k], tensor_of[k] = {"label": label, "kind": kind, "value": _array(t.data)}, t
         return k
 
@@ -149,13 +149,13 @@ def _page_data(root: Tensor, names: dict[str, Tensor], record: BackwardRecord) -
     for _, t in _walk(root.grad_fn):
         if t.grad_fn is not None:
             output_of[id(t.grad_fn)] = t
-    node_key = {id(t.grad_fn): key(t) for t in output_of.values()}
-
-    forward = []
+    forward: list[dict[str, Any]] = []
+    node_key = {}
     for t in sorted(output_of.values(), key=lambda t: t.grad_fn.order):  # the order the ops ran in
         node = t.grad_fn
+        node_key[id(node)] = key(t)
         inputs = [key(a) if isinstance(a, Tensor) else {"literal": repr(a)[:60]} for a in node.inputs]
-        forward.append({"node": key(t), "op": type(node).__name__, "rule": node.rule, "inputs": inputs})
+        forward.append({"node": node_key[id(node)], "op": type(node).__name__, "rule": node.rule, "inputs": inputs})
 
     visits = [v for v in record.visits if id(v[0]) in node_key]
     if not visits or visits[0][0] is not root.grad_fn or len({id(v[0]) for v in visits}) < len(visits):
