@@ -82,7 +82,7 @@ def step_through(
     page = resources.files("minigrad").joinpath("step_through.html").read_text()
     page = page.replace("{{title}}", html.escape(_title(root, names or {})))
     page = page.replace("{{svg}}", _svg(root, names))
-    page = page.replace("{{data}}", json.dumps(data, separators=(",", ":")).replace("</", "<\\/"))
+    page = page.replace("{{data}}", json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"))  # no "</script>"
     path = os.fspath(path)
     with open(path, "w") as f:
         f.write(page)

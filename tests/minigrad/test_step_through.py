@@ -110,6 +110,15 @@ def test_large_tensors_are_summarized_and_the_seed_page_is_small(tmp_path):
     assert os.path.getsize(tmp_path / "rnn.html") < 100_000  # docs/minigrad/step-through.md states the size
 
 
+def test_the_picture_leaves_the_final_gradients_to_the_last_step(tmp_path):
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    loss = (x * x).sum()
+    mg.viz.step_through(loss, tmp_path / "p.html", names={"x<y>": x})  # a name that needs escaping
+    assert "grad: mean" in mg.viz.to_dot(loss) and "grad: mean" not in mg.viz.to_dot(loss, grads=False)
+    assert embedded(tmp_path / "p.html")["tensors"][f"n{id(x)}"]["label"] == "x<y>"
+    assert "x<y>" not in open(tmp_path / "p.html").read().split('id="data">')[1]  # written as \u003c
+
+
 def test_without_graphviz_the_page_says_so_and_still_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     x = mg.tensor([1.0, 2.0], requires_grad=True)
