@@ -113,7 +113,7 @@ def _number(x: Any) -> float | int | bool | str:
     shortest form, not float64's); JSON has no nan/inf, so those become strings."""
     if isinstance(x, np.floating):
         if not np.isfinite(x):
-            return str(float(x))  # 'nan', 'inf', '-inf': the page reads them back with Number()
+            return "NaN" if np.isnan(x) else "Infinity" if x > 0 else "-Infinity"  # the page's Number() reads these
         return float(str(x))
     return x.item()
 

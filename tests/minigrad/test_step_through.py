@@ -106,6 +106,10 @@ def test_large_tensors_are_summarized_and_the_seed_page_is_small(tmp_path):
     (value,) = [t["value"] for t in embedded(tmp_path / "big.html")["tensors"].values() if t["kind"] == "leaf"]
     assert "values" not in value and value["shape"] == [30, 30]
     assert value["summary"]["std"] == pytest.approx(float(w.data.std()), rel=1e-5)
+    v = mg.tensor([1.0, float("inf"), float("nan")], requires_grad=True)
+    mg.viz.step_through((v * 2).sum(), tmp_path / "inf.html")
+    (value,) = [t["value"] for t in embedded(tmp_path / "inf.html")["tensors"].values() if t["kind"] == "leaf"]
+    assert value["values"] == [1.0, "Infinity", "NaN"]  # JSON has no inf or nan; the page's Number() reads these
     seed_page(tmp_path / "rnn.html")
     assert os.path.getsize(tmp_path / "rnn.html") < 100_000  # docs/minigrad/step-through.md states the size
 
