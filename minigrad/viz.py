@@ -6,6 +6,7 @@ plain-text tree, and ``trace()``, which narrates backward node by node.
     print(minigrad.viz.to_text(loss))
     with minigrad.trace():
         loss.backward()
+    minigrad.viz.step_through(loss, "rnn.html", names=...)  # a page to step through (step_through.py)
 """
 
 from __future__ import annotations
@@ -36,19 +37,19 @@ def _summary(array: np.ndarray) -> str:
     return f"mean {array.mean():.3g}, std {array.std():.3g}"
 
 
-def _tensor_label(t: Tensor, name: str | None) -> str:
+def _tensor_label(t: Tensor, name: str | None, grads: bool = True) -> str:
     kind = "result" if t.grad_fn is not None else "leaf, requires grad" if t.requires_grad else "constant"
     lines = [name or kind, f"{kind} {t.shape} {t.dtype}", f"value: {_summary(t.data)}"]
-    if t.grad is not None:
+    if grads and t.grad is not None:
         lines.append(f"grad: {_summary(t.grad.data)}")
     return "\\n".join(lines)
 
 
-def _walk(root: Tensor) -> Iterator[tuple[Any, Any]]:
-    """(node, input) pairs of the graph under ``root``, each node once; inputs are the node's
-    Tensor arguments (a graph node, a leaf or a constant)."""
+def _walk(top: Any) -> Iterator[tuple[Any, Any]]:
+    """(node, input) pairs of the graph under the node ``top`` (None: no graph), each node once;
+    inputs are the node's Tensor arguments (a graph node, a leaf or a constant)."""
     seen: set[int] = set()
-    stack = [root.grad_fn] if root.grad_fn is not None else []
+    stack = [top] if top is not None else []
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -61,9 +62,10 @@ def _walk(root: Tensor) -> Iterator[tuple[Any, Any]]:
                     stack.append(t.grad_fn)
 
 
-def to_dot(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
+def to_dot(root: Tensor, names: dict[str, Tensor] | None = None, grads: bool = True) -> str:
     """The graph that produced ``root`` in Graphviz DOT: ops as boxes (name, output shape), leaves
-    that require grad as green ellipses, constants grey, the output highlighted."""
+    that require grad as green ellipses, constants grey, the output highlighted; ``grads=False``
+    leaves the leaves' gradients out of their labels."""
     label_of = {id(t): n for n, t in (names or {}).items()}
     lines = ["digraph minigrad {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];']
     declared: set[int] = set()
@@ -76,18 +78,18 @@ def to_dot(root: Tensor, names: dict[str, Tensor] | None = None) -> str:
         declared.add(id(obj))
         if isinstance(obj, Tensor):
             color = "palegreen" if obj.requires_grad else "lightgrey"
-            label = _tensor_label(obj, label_of.get(id(obj)))
+            label = _tensor_label(obj, label_of.get(id(obj)), grads)
             lines.append(f'  {key} [shape=ellipse, style=filled, fillcolor={color}, label="{label}"];')
         else:
             lines.append(f'  {key} [shape=box, style=rounded, label="{type(obj).__name__}\\n{shape}"];')
         return key
 
     out_key = f"out{id(root)}"
-    label = _tensor_label(root, label_of.get(id(root)) or "output")
+    label = _tensor_label(root, label_of.get(id(root)) or "output", grads)
     lines.append(f'  {out_key} [shape=doubleoctagon, style=filled, fillcolor=gold, label="{label}"];')
     if root.grad_fn is not None:
         lines.append(f"  {declare(root.grad_fn, root.shape)} -> {out_key};")
-    for node, t in _walk(root):
+    for node, t in _walk(root.grad_fn):
         source = declare(t.grad_fn, t.shape) if t.grad_fn is not None else declare(t)
         lines.append(f"  {source} -> {declare(node)};")
     lines.append("}")
@@ -201,3 +203,8 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
 
     with autograd.observe(tracer):
         yield
+
+
+# ----------------------------------------------------------------------------- step-through page
+
+from minigrad.step_through import record_backward, step_through  # noqa: E402, F401 - it draws with to_dot above

@@ -3,10 +3,11 @@
 The five lines in ``rnn_cell`` are the tutorial's, with ``torch`` renamed ``mg``. The same
 numbers then go through torch, and the largest gradient differences are printed.
 
-    python -m minigrad.examples.rnn_cell [--seed 0] [--graph rnn.svg] [--trace]
+    python -m minigrad.examples.rnn_cell [--seed 0] [--graph rnn.svg] [--trace] [--step-through rnn.html]
 
 ``--graph`` writes a picture of the graph (.svg/.png need Graphviz's ``dot``; .dot and .txt
-always work); ``--trace`` prints what backward does at every node.
+always work); ``--trace`` prints what backward does at every node; ``--step-through`` writes a
+page that walks forward and backward one node at a time (docs/minigrad/step-through.md).
 """
 
 from __future__ import annotations
@@ -48,17 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for minigrad.manual_seed")
     parser.add_argument("--graph", metavar="PATH", help="write the graph (.svg, .png, .dot or .txt)")
     parser.add_argument("--trace", action="store_true", help="narrate backward node by node")
+    parser.add_argument("--step-through", metavar="PATH", help="write a page to step through (.html)")
     args = parser.parse_args(argv)
 
-    with mg.trace() if args.trace else contextlib.nullcontext():  # trace narrates the backward() inside
+    # trace narrates, and record_backward records, the backward() inside rnn_cell
+    with (
+        mg.trace() if args.trace else contextlib.nullcontext(),
+        mg.viz.record_backward() if args.step_through else contextlib.nullcontext() as record,
+    ):
         values = rnn_cell(args.seed)
     reference = torch_gradients(values)
     print(f"loss = {values['loss'].item():.6f}")
     for name in ("W_h", "W_x"):
         diff = np.abs(values[name].grad.data - reference[name]).max()
         print(f"max |minigrad - torch| for {name}.grad {values[name].grad.shape}: {diff:.3e}")
+    names = {k: values[k] for k in ("W_h", "W_x", "x", "prev_h", "loss")}
+    if args.step_through:
+        page = mg.viz.step_through(values["loss"], args.step_through, names=names, record=record)
+        print(f"step-through page written to {page}")
     if args.graph:
-        names = {k: values[k] for k in ("W_h", "W_x", "x", "prev_h")}
         try:
             print(f"graph written to {mg.viz.render(values['loss'], args.graph, names=names)}")
         except mg.viz.GraphvizNotFoundError as e:
