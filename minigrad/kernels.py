@@ -4,8 +4,7 @@
 BERT spends its time they call one function of this module, named for the math:
 
     kernels.erf(x)                       erf, elementwise
-    kernels.gelu(x)                      x Phi(x), and what its gradient reuses
-    kernels.gelu_backward(grad, x, memo) grad * (Phi(x) + x phi(x))
+    kernels.gelu(x)                      x Phi(x), and its backward: grad -> grad * (Phi(x) + x phi(x))
     kernels.softmax(x, dims)             exp(x) / sum(exp(x)) over ``dims``
     kernels.matmul(x, y)                 np.matmul
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
@@ -20,6 +19,11 @@ agrees with its plain reference, and to what tolerance.
 Why one call per computation: an op reads the same in both modes (its rule, its backward, what
 it saves), and the call's name says what comes back; the reader who wants the arithmetic finds
 it here, the plain version first, then what the fast one does differently and why.
+
+A forward and its backward never mix: a kernel whose gradient reuses what its forward computed
+(GELU's Phi) returns that gradient as a function bound to its own memo, made by the same kernel
+(``plain_gelu`` binds ``plain_gelu_backward``, ``fast_gelu`` binds ``fast_gelu_backward``). Switching
+the mode between a forward and its backward changes nothing about that backward.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +39,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
+NAMES = ("erf", "gelu", "softmax", "matmul", "adam")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -127,12 +132,12 @@ def fast_erf(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- GELU
 
 
-def plain_gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def plain_gelu(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """gelu(x) = x Phi(x), with Phi the standard normal's CDF, exactly (scipy's ndtr:
-    (1 + erf(x / sqrt 2)) / 2); Phi(x) is returned too, for the gradient."""
+    (1 + erf(x / sqrt 2)) / 2); and its backward, grad -> grad * gelu'(x), bound to this Phi(x)."""
     cdf = special.ndtr(x)
     with np.errstate(invalid="ignore"):  # -inf * 0 is nan, quietly (torch's gelu(-inf): nan too)
-        return x * cdf, cdf
+        return x * cdf, functools.partial(plain_gelu_backward, x=x, cdf=cdf)
 
 
 def plain_gelu_backward(grad: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
@@ -141,13 +146,14 @@ def plain_gelu_backward(grad: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.
     return grad * (cdf + x * pdf)
 
 
-def fast_gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fast_gelu(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """gelu(x) = relu(x) - |x| h, with h = Phi(-|x|) the normal tail (Phi(x) = 1 - h for x >= 0):
-    no sign to fix, and half the fit's polynomial. h is returned too: erfc is the costly part,
-    and the gradient needs it again."""
+    no sign to fix, and half the fit's polynomial. Its backward is bound to h: erfc is the costly
+    part, and the gradient needs it again."""
     tail = _blockwise(_normal_tail, x)
     with np.errstate(invalid="ignore"):  # inf * 0 is nan, quietly (torch's float32 gelu: nan too)
-        return _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x, tail), tail
+        out = _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x, tail)
+    return out, functools.partial(fast_gelu_backward, x=x, tail=tail)
 
 
 def fast_gelu_backward(grad: np.ndarray, x: np.ndarray, tail: np.ndarray) -> np.ndarray:
@@ -261,15 +267,11 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, gelu_backward, softmax, matmul, adam
+    global mode, erf, gelu, softmax, matmul, adam
     if new_mode == "fast":
-        erf, gelu, gelu_backward, softmax, matmul, adam = (
-            fast_erf, fast_gelu, fast_gelu_backward, fast_softmax, fast_matmul, fast_adam
-        )  # fmt: skip
+        erf, gelu, softmax, matmul, adam = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_adam
     elif new_mode == "plain":
-        erf, gelu, gelu_backward, softmax, matmul, adam = (
-            plain_erf, plain_gelu, plain_gelu_backward, plain_softmax, plain_matmul, plain_adam
-        )  # fmt: skip
+        erf, gelu, softmax, matmul, adam = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_adam
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

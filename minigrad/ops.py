@@ -395,24 +395,25 @@ class Gelu(Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        out, ctx.memo = kernels.gelu(x.data)  # memo: what the gradient reuses (Phi(x), plainly)
+        out, ctx.kernel_backward = kernels.gelu(x.data)  # bound now: the same kernel's backward, its memo
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.memo)
+        return GeluBackward.apply(grad, x, ctx.kernel_backward)
 
 
 class GeluBackward(Function):
-    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), phi the normal density, with Gelu's memo given."""
+    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), phi the normal density, by the backward that
+    Gelu's forward kernel gave (plain or fast, whatever the mode is now)."""
 
     rule = "d/dgrad = Phi(x) + x phi(x), d/dx = grad phi(x) (2 - x^2)"
 
     @staticmethod
-    def forward(ctx, grad, x, memo):
+    def forward(ctx, grad, x, kernel_backward):
         ctx.save_for_backward(grad, x)
-        return kernels.gelu_backward(grad.data, x.data, memo)
+        return kernel_backward(grad.data)
 
     @staticmethod
     def backward(ctx, gg):

@@ -57,12 +57,12 @@ def test_fast_gelu_and_its_gradient_agree_with_the_exact_ones(x, g):
     within 1e-6 |grad| (the same fit's error in Phi(x), measured 3.3e-7)."""
     grad = np.full_like(x, g)
     with small_blocks():
-        fast, tail = kernels.fast_gelu(x)
-        fast_grad = kernels.fast_gelu_backward(grad, x, tail)
-    plain, cdf = kernels.plain_gelu(x)
+        fast, fast_backward = kernels.fast_gelu(x)
+        fast_grad = fast_backward(grad)
+    plain, plain_backward = kernels.plain_gelu(x)
     assert fast.dtype == plain.dtype == np.float32
     assert np.all(np.abs(fast - plain) <= 5e-7 * (1 + np.abs(x)))
-    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(grad, x, cdf), atol=1e-6 * abs(g), rtol=0)
+    np.testing.assert_allclose(fast_grad, plain_backward(grad), atol=1e-6 * abs(g), rtol=0)
 
 
 @given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=10), elements=st.floats(-12, 12)))
@@ -70,11 +70,11 @@ def test_fast_gelu_in_float64_is_exact_too(x):
     """Other dtypes than float32 take scipy's erfc in the fast kernel: the same function as the
     plain ndtr to a few float64 roundings."""
     with small_blocks():
-        fast, tail = kernels.fast_gelu(x)
-        fast_grad = kernels.fast_gelu_backward(np.ones_like(x), x, tail)
-    plain, cdf = kernels.plain_gelu(x)
+        fast, fast_backward = kernels.fast_gelu(x)
+        fast_grad = fast_backward(np.ones_like(x))
+    plain, plain_backward = kernels.plain_gelu(x)
     np.testing.assert_allclose(fast, plain, atol=1e-14, rtol=1e-14)
-    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(np.ones_like(x), x, cdf), atol=1e-14)
+    np.testing.assert_allclose(fast_grad, plain_backward(np.ones_like(x)), atol=1e-14)
 
 
 @given(float32_arrays(min_dims=0, max_dims=4, bound=30.0), st.data())
@@ -125,7 +125,8 @@ def test_fast_adam_agrees_with_the_textbook_step(dtype, data):
 def test_use_switches_every_kernel_and_gives_back_the_mode_before():
     before = kernels.use("plain")
     try:
-        assert kernels.mode == "plain" and kernels.gelu is kernels.plain_gelu and kernels.adam is kernels.plain_adam
+        assert kernels.mode == "plain"
+        assert all(getattr(kernels, name) is getattr(kernels, f"plain_{name}") for name in kernels.NAMES)
         assert kernels.use("fast") == "plain"
         assert kernels.gelu is kernels.fast_gelu and kernels.matmul is kernels.fast_matmul
         with pytest.raises(ValueError, match="one of"):
@@ -252,3 +253,76 @@ def test_only_the_kernels_module_uses_threads_and_nothing_imports_finetune():
         assert not re.search(r"^\s*(from|import) finetune", source, re.M), path
         if path.name != "kernels.py":
             assert not re.search(r"concurrent|threading|multiprocessing|register_at_fork", source), path
+
+
+# ----------------------------------------------------------------------------- switching mid-graph
+
+
+def _through(name: str, functional, x):
+    """A graph through the kernel ``name``: minigrad's with ``F`` and a minigrad tensor, torch's with
+    torch.nn.functional and a torch tensor."""
+    if name == "erf":
+        return x.erf()
+    if name == "gelu":
+        return functional.gelu(x)
+    if name == "softmax":
+        return x.reshape(3, 1, 4).softmax(-1)
+    if name == "matmul":  # a stack of matrices: the fast kernel's own case
+        return x.reshape(3, 1, 4) @ (x * x).reshape(3, 4, 1)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("kernel", [name for name in kernels.NAMES if name != "adam"])
+@pytest.mark.parametrize(("forward_mode", "backward_mode"), [("fast", "plain"), ("plain", "fast")])
+def test_switching_the_mode_between_a_forward_and_its_backward_changes_no_gradient(kernel, forward_mode, backward_mode):
+    """What a forward used (plain or fast), its backward uses too: the gradient, and the gradient of
+    the gradient, equal torch's when the mode changes after the forward (GELU's came out
+    [-0.083, 0.485, 0.261] at [-1, 0.5, 1.5] when its backward was looked up at backward time)."""
+    torch = pytest.importorskip("torch")
+    start = np.array([-1.0, 0.5, 1.5, -2.0, 0.0, 3.0, -0.3, 0.7, 2.2, -1.7, 1.1, -0.1], np.float32)
+    before = kernels.use(forward_mode)
+    try:
+        x = mg.tensor(start, requires_grad=True)
+        out = _through(kernel, F, x).reshape(-1)
+        weights = np.linspace(-1, 1, out.shape[0], dtype=np.float32)  # every output counts differently
+        kernels.use(backward_mode)
+        (g,) = mg.grad((out * mg.tensor(weights)).sum(), x, create_graph=True)
+        (gg,) = mg.grad((g * g).sum(), x)
+    finally:
+        kernels.use(before)
+    tx = torch.tensor(start, requires_grad=True)
+    tout = _through(kernel, torch.nn.functional, tx).reshape(-1)
+    (tg,) = torch.autograd.grad((tout * torch.tensor(weights)).sum(), tx, create_graph=True)
+    (tgg,) = torch.autograd.grad((tg * tg).sum(), tx)
+    np.testing.assert_allclose(g.data, tg.detach().numpy(), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(gg.data, tgg.numpy(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("first", "then"), [("fast", "plain"), ("plain", "fast")])
+def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, then):
+    """Adam's kernel, the one without a gradient: its state (the moments) is plain arrays that both
+    modes read the same way, so steps taken in either mode continue each other as torch's do."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((40, 30)).astype(np.float32)
+    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(4)]
+    p, tp = mg.tensor(start, requires_grad=True), torch.tensor(start, requires_grad=True)
+    opt, topt = optim.AdamW([p], lr=1e-2, weight_decay=0.1), torch.optim.AdamW([tp], lr=1e-2, weight_decay=0.1)
+    before = kernels.use(first)
+    try:
+        for step, g in enumerate(grads):
+            if step == 2:
+                kernels.use(then)
+            p.grad, tp.grad = mg.tensor(g), torch.tensor(g)
+            opt.step()
+            topt.step()
+    finally:
+        kernels.use(before)
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
+
+
+def test_the_switch_tests_cover_every_kernel():
+    """A kernel added to kernels.py without a mid-graph switch case above fails here."""
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "adam"}
+    for name in kernels.NAMES:
+        assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))
