@@ -8,6 +8,7 @@ BERT spends its time they call one function of this module, named for the math:
     kernels.softmax(x, dims)             exp(x) / sum(exp(x)) over ``dims``
     kernels.matmul(x, y)                 np.matmul
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
+    kernels.first_grads(grads, ...)      the arrays leaves keep as their first .grad (the engine's)
 
 Each name is bound to ``plain_<name>``, the math in plain NumPy (exact functions by exact
 means: GELU through scipy's erf), or to ``fast_<name>``, the same result by faster means: a
@@ -39,7 +40,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
-NAMES = ("erf", "gelu", "softmax", "matmul", "adam")  # what ``use`` binds
+NAMES = ("erf", "gelu", "softmax", "matmul", "adam", "first_grads")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -259,6 +260,31 @@ def fast_adam(
     in_parallel(update, row_blocks(p.shape))
 
 
+# ----------------------------------------------------------------------------- a leaf's first .grad
+
+
+def plain_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
+    """The arrays that leaves keep as their first ``.grad`` (the engine's last step): a copy of each
+    gradient in its leaf's dtype, so no ``.grad`` shares memory with another, with the caller's
+    ``seeds`` or with what a hook saw, and accumulating into one changes nothing else."""
+    return [g.astype(dtype) for g, dtype in zip(grads, dtypes)]
+
+
+def fast_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
+    """Each gradient itself where this backward made it for that leaf alone, else a copy: no copy
+    of every parameter's gradient on every step (22.6M floats for BERT; torch's AccumulateGrad
+    "steals" such a gradient the same way). Copied: a seed the caller holds, an array an earlier
+    leaf kept (``taken``), a view into another array, a read-only one, another dtype."""
+    taken = {id(s) for s in seeds}
+    kept = []
+    for g, dtype in zip(grads, dtypes):
+        if g.base is not None or not g.flags.writeable or g.dtype != dtype or id(g) in taken:
+            g = g.astype(dtype)
+        taken.add(id(g))
+        kept.append(g)
+    return kept
+
+
 # ----------------------------------------------------------------------------- the switch
 
 mode = "fast"  # which kernels the names below are bound to
@@ -267,11 +293,13 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, softmax, matmul, adam
+    global mode, erf, gelu, softmax, matmul, adam, first_grads
     if new_mode == "fast":
         erf, gelu, softmax, matmul, adam = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_adam
+        first_grads = fast_first_grads
     elif new_mode == "plain":
         erf, gelu, softmax, matmul, adam = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_adam
+        first_grads = plain_first_grads
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

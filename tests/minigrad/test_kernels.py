@@ -3,6 +3,7 @@
 at all in plain mode."""
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -120,6 +121,27 @@ def test_fast_adam_agrees_with_the_textbook_step(dtype, data):
                 adam(p, g, m, v, step, lr, (0.9, 0.999), 1e-8, weight_decay, decoupled)
         ends.append(p)
     np.testing.assert_allclose(ends[0], ends[1], atol=tol * lr, rtol=4 * np.finfo(dtype).eps)
+
+
+@given(st.data())
+def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
+    """A leaf's first .grad: the plain kernel copies every gradient; the fast one keeps the array
+    itself where nothing else holds it. Equal values, and no kept array shares memory with a seed or
+    with another kept array (one gradient array sent to two leaves, as Add does, is copied once)."""
+    arrays = data.draw(st.lists(float32_arrays(min_dims=0, max_dims=2), min_size=1, max_size=4))
+    seeds = arrays[: data.draw(st.integers(0, len(arrays)))]
+    grads = arrays + [arrays[0], arrays[0].T, arrays[0].astype(np.float64)]  # repeated, a view, another dtype
+    dtypes = [np.dtype(np.float32)] * len(grads)
+    fast, plain = kernels.fast_first_grads(grads, dtypes, seeds), kernels.plain_first_grads(grads, dtypes, seeds)
+    for f, p, g in zip(fast, plain, grads):
+        np.testing.assert_array_equal(f, p)
+        assert f.dtype == p.dtype == np.float32 and not np.shares_memory(p, g)
+    for f, h in itertools.combinations(fast, 2):
+        assert not np.shares_memory(f, h)
+    for f, seed in itertools.product(fast, seeds):
+        assert not np.shares_memory(f, seed)
+    fresh = np.ones(3, np.float32)
+    assert kernels.fast_first_grads([fresh], dtypes[:1], seeds)[0] is fresh  # nothing else holds it: kept
 
 
 def test_use_switches_every_kernel_and_gives_back_the_mode_before():
@@ -269,31 +291,36 @@ def _through(name: str, functional, x):
         return x.reshape(3, 1, 4).softmax(-1)
     if name == "matmul":  # a stack of matrices: the fast kernel's own case
         return x.reshape(3, 1, 4) @ (x * x).reshape(3, 4, 1)
+    if name == "first_grads":  # the engine's last step: any graph (x + x sends one array twice)
+        return (x + x) * x
     raise AssertionError(name)
 
 
 @pytest.mark.parametrize("kernel", [name for name in kernels.NAMES if name != "adam"])
 @pytest.mark.parametrize(("forward_mode", "backward_mode"), [("fast", "plain"), ("plain", "fast")])
 def test_switching_the_mode_between_a_forward_and_its_backward_changes_no_gradient(kernel, forward_mode, backward_mode):
-    """What a forward used (plain or fast), its backward uses too: the gradient, and the gradient of
-    the gradient, equal torch's when the mode changes after the forward (GELU's came out
-    [-0.083, 0.485, 0.261] at [-1, 0.5, 1.5] when its backward was looked up at backward time)."""
+    """What a forward used (plain or fast), its backward uses too: the gradient (by .backward() and
+    by minigrad.grad), and the gradient of the gradient, equal torch's when the mode changes after
+    the forward (GELU's came out [-0.083, 0.485, 0.261] at [-1, 0.5, 1.5] when its backward was
+    looked up at backward time)."""
     torch = pytest.importorskip("torch")
     start = np.array([-1.0, 0.5, 1.5, -2.0, 0.0, 3.0, -0.3, 0.7, 2.2, -1.7, 1.1, -0.1], np.float32)
     before = kernels.use(forward_mode)
     try:
-        x = mg.tensor(start, requires_grad=True)
-        out = _through(kernel, F, x).reshape(-1)
-        weights = np.linspace(-1, 1, out.shape[0], dtype=np.float32)  # every output counts differently
+        x, leaf = mg.tensor(start, requires_grad=True), mg.tensor(start, requires_grad=True)
+        out, out_of_leaf = _through(kernel, F, x).reshape(-1), _through(kernel, F, leaf).reshape(-1)
+        weights = mg.tensor(np.linspace(-1, 1, out.shape[0], dtype=np.float32))  # each output counts differently
         kernels.use(backward_mode)
-        (g,) = mg.grad((out * mg.tensor(weights)).sum(), x, create_graph=True)
+        (out_of_leaf * weights).sum().backward()
+        (g,) = mg.grad((out * weights).sum(), x, create_graph=True)
         (gg,) = mg.grad((g * g).sum(), x)
     finally:
         kernels.use(before)
     tx = torch.tensor(start, requires_grad=True)
     tout = _through(kernel, torch.nn.functional, tx).reshape(-1)
-    (tg,) = torch.autograd.grad((tout * torch.tensor(weights)).sum(), tx, create_graph=True)
+    (tg,) = torch.autograd.grad((tout * torch.tensor(weights.data)).sum(), tx, create_graph=True)
     (tgg,) = torch.autograd.grad((tg * tg).sum(), tx)
+    np.testing.assert_allclose(leaf.grad.data, tg.detach().numpy(), atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(g.data, tg.detach().numpy(), atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(gg.data, tgg.numpy(), atol=2e-5, rtol=1e-4)
 
@@ -323,6 +350,6 @@ def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, th
 
 def test_the_switch_tests_cover_every_kernel():
     """A kernel added to kernels.py without a mid-graph switch case above fails here."""
-    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "adam"}
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "adam", "first_grads"}
     for name in kernels.NAMES:
         assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))
