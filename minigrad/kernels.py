@@ -7,6 +7,7 @@ BERT spends its time they call one function of this module, named for the math:
     kernels.gelu(x)                      x Phi(x), and its backward: grad -> grad * (Phi(x) + x phi(x))
     kernels.softmax(x, dims)             exp(x) / sum(exp(x)) over ``dims``
     kernels.matmul(x, y)                 np.matmul
+    kernels.add_at(out, index, values)   np.add.at: out[index] += values, repeated places adding up
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
     kernels.first_grads(grads, ...)      the arrays leaves keep as their first .grad (the engine's)
 
@@ -40,7 +41,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
-NAMES = ("erf", "gelu", "softmax", "matmul", "adam", "first_grads")  # what ``use`` binds
+NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -209,6 +210,39 @@ def fast_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+# ----------------------------------------------------------------------------- adding at an index
+
+
+def plain_add_at(out: np.ndarray, index: Any, values: np.ndarray) -> None:
+    """``out[index] += values`` in place, where a place the index names twice gets both values
+    (the gradient of indexing, of an embedding lookup)."""
+    np.add.at(out, index, values)
+
+
+def _rows_of(out: np.ndarray) -> bool:
+    """Can ``out`` be written row by row through ``out.reshape(len(out), -1)`` (a view, not a copy)?"""
+    return out.ndim > 0 and out.flags.c_contiguous
+
+
+def fast_add_at(out: np.ndarray, index: Any, values: np.ndarray) -> None:
+    """The same sum by quicker means where the index allows: a basic index (ints, slices) never
+    names a place twice, so NumPy's ``+=`` does; rows picked by one integer array (an embedding
+    lookup) are sorted so that each run of one row is summed by one ``np.add.reduceat``
+    (``np.add.at`` adds the rows one by one)."""
+    if all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index):
+        out[index] += values
+    elif len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu" and _rows_of(out):
+        rows = index[0].reshape(-1) % max(out.shape[0], 1)  # negative indices count from the end
+        if rows.size == 0:
+            return
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values.reshape(rows.size, -1)[order]
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        out.reshape(out.shape[0], -1)[rows[starts]] += np.add.reduceat(values, starts, axis=0)
+    else:
+        np.add.at(out, index, values)
+
+
 # ----------------------------------------------------------------------------- Adam
 
 
@@ -293,13 +327,13 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, softmax, matmul, adam, first_grads
+    global mode, erf, gelu, softmax, matmul, add_at, adam, first_grads
     if new_mode == "fast":
-        erf, gelu, softmax, matmul, adam = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_adam
-        first_grads = fast_first_grads
+        erf, gelu, softmax, matmul, add_at = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_add_at
+        adam, first_grads = fast_adam, fast_first_grads
     elif new_mode == "plain":
-        erf, gelu, softmax, matmul, adam = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_adam
-        first_grads = plain_first_grads
+        erf, gelu, softmax, matmul, add_at = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_add_at
+        adam, first_grads = plain_adam, plain_first_grads
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

@@ -89,7 +89,7 @@ class Tensor(Variable):
     _requires_grad = False
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
-        self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
+        self.data = _as_array(data, dtype)
         if requires_grad:
             self.requires_grad = True
 
@@ -930,8 +930,6 @@ class Tensor(Variable):
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
     dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype is b.data.dtype:
-        return cls.apply(a, b)  # the common case (NumPy reuses one object per built-in dtype)
     if not isinstance(a, Tensor):
         a = _to_tensor(a, b.dtype)
     elif not isinstance(b, Tensor):

@@ -124,6 +124,29 @@ def test_fast_adam_agrees_with_the_textbook_step(dtype, data):
 
 
 @given(st.data())
+def test_fast_add_at_is_numpys_add_at(data):
+    """The sum at each place equals np.add.at's, for the three kinds of index the fast kernel tells
+    apart: basic (ints and slices), rows by one integer array (repeated, negative), anything else
+    (two integer arrays, as a boolean mask becomes; an ellipsis and an array). Equal up to the
+    order of the float32 additions."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=8))
+    start = data.draw(hnp.arrays(np.float32, shape, elements=st.floats(-4, 4, width=32)))
+    rows = data.draw(hnp.arrays(np.int64, data.draw(st.integers(0, 12)), elements=st.integers(-shape[0], shape[0] - 1)))
+    kind = data.draw(st.sampled_from(["basic", "rows", "other"]))
+    if kind == "basic":
+        index = (data.draw(st.integers(-shape[0], shape[0] - 1)), slice(None, None, 2))[: len(shape)]
+    elif kind == "rows":
+        index = (rows,)
+    else:
+        index = (rows, rows % shape[1]) if len(shape) >= 2 else (Ellipsis, rows)
+    values = data.draw(hnp.arrays(np.float32, start[index].shape, elements=st.floats(-4, 4, width=32)))
+    fast, plain = start.copy(), start.copy()
+    kernels.fast_add_at(fast, index, values)
+    kernels.plain_add_at(plain, index, values)
+    np.testing.assert_allclose(fast, plain, atol=1e-5, rtol=1e-6)
+
+
+@given(st.data())
 def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
     """A leaf's first .grad: the plain kernel copies every gradient; the fast one keeps the array
     itself where nothing else holds it. Equal values, and no kept array shares memory with a seed or
@@ -291,6 +314,8 @@ def _through(name: str, functional, x):
         return x.reshape(3, 1, 4).softmax(-1)
     if name == "matmul":  # a stack of matrices: the fast kernel's own case
         return x.reshape(3, 1, 4) @ (x * x).reshape(3, 4, 1)
+    if name == "add_at":  # an embedding lookup, rows repeated: its gradient adds them up
+        return (x * x).reshape(6, 2)[[0, 3, 0, 5, 3, 0]]
     if name == "first_grads":  # the engine's last step: any graph (x + x sends one array twice)
         return (x + x) * x
     raise AssertionError(name)
@@ -350,6 +375,6 @@ def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, th
 
 def test_the_switch_tests_cover_every_kernel():
     """A kernel added to kernels.py without a mid-graph switch case above fails here."""
-    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "adam", "first_grads"}
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads"}
     for name in kernels.NAMES:
         assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))
