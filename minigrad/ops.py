@@ -169,7 +169,8 @@ class Pow(Function):
                 ga = unbroadcast((grad * b * a ** (b - 1)).masked_fill(at_zero, 0), a.shape)
             if ctx.needs_input_grad[1]:
                 at_zero = np.broadcast_to((a.data == 0) & (b.data >= 0), grad.shape)
-                gb = unbroadcast((grad * ctx.result * a.log()).masked_fill(at_zero, 0), b.shape)
+                # grad outside the mask, as torch: a gradient of this gradient is NaN there (0 * log 0)
+                gb = unbroadcast(grad * (ctx.result * a.log()).masked_fill(at_zero, 0), b.shape)
         return ga, gb
 
 

@@ -357,6 +357,26 @@ def test_einsum_refuses_what_does_not_fit():
         minigrad.einsum("ij,jk->ik", minigrad.zeros(2, 2), minigrad.zeros(3, 2))
     with pytest.raises(minigrad.ShapeError, match="does not fit an operand of shape"):
         minigrad.einsum("ijk->i", minigrad.zeros(2, 2))
+    with pytest.raises(minigrad.ShapeError, match="the first argument is the equation .* got list"):
+        minigrad.einsum([minigrad.zeros(2, 2), minigrad.zeros(2, 2)])  # the operands without the equation
+    with pytest.raises(minigrad.ShapeError, match="is not a sublist"):
+        minigrad.einsum(minigrad.zeros(2, 2), ["i", "j"])
+
+
+@pytest.mark.parametrize(
+    "sublists",
+    [([0, 1], [1, 2], [0, 2]), ([0, 1], [1, 2]), ([Ellipsis, 1], [1, 2], [Ellipsis, 2]), ([0, 0], [0, 2], [2])],
+)
+def test_einsum_takes_torchs_sublist_form(sublists):
+    """``einsum(a, [0, 1], b, [1, 2], [0, 2])``: indices as numbers, the output sublist optional."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+
+    def run(lib, x, y):
+        args = [x, sublists[0], y, sublists[1], *sublists[2:]]
+        return lib.einsum(*args) * 2
+
+    check(run, a, b, second=False)
 
 
 def test_float32_erf_is_as_exact_as_torchs():
