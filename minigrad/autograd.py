@@ -227,7 +227,7 @@ def backward(
 
     def send(t: Variable, g: Variable) -> None:
         """Add ``g`` to the gradient of ``t``: its node's, or its own if ``t`` is a leaf."""
-        key = t if t.grad_fn is None else t.grad_fn
+        key = _key(t)
         if key in grads:
             grads[key] = grads[key] + g  # a second path: the multivariate chain rule sums them
         else:
