@@ -726,7 +726,7 @@ class Mm(Function):
             raise ShapeError(f"mm expects two 2-D tensors, got shapes {a.shape} and {b.shape}")
         ctx.save_for_backward(a, b)
         try:
-            return x @ y
+            return x.dot(y)  # the matrix product of two matrices
         except ValueError:
             raise ShapeError(
                 f"mat1 and mat2 shapes cannot be multiplied ({x.shape[0]}x{x.shape[1]} and {y.shape[0]}x{y.shape[1]})"
