@@ -5,6 +5,10 @@ takes beyond the loaded model and batch (peak RSS, each in a fresh process), and
 step spends its time.
 
     GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py
+    GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py --plain first_grads   # one kernel plain
+
+``MINIGRAD_KERNELS=plain`` runs every kernel plain; ``--plain NAME`` (repeatable) only the ones
+named, so that what one fast kernel buys is the difference between two runs' ratios.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from mrpc_batches import mrpc_train_batches
 
 import minigrad as mg
-from minigrad import optim
+from minigrad import kernels, optim
 from minigrad.autograd import Function
 from minigrad.models.bert import from_pretrained
 from minigrad.nn import functional as F  # noqa: N812 - torch's spelling
@@ -36,8 +40,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.environ.get("GLUE_DIR"))
+    parser.add_argument("--plain", action="append", default=[], choices=kernels.NAMES, help="run this kernel plain")
     parser.add_argument("--memory-of", choices=("torch", "minigrad"), help=argparse.SUPPRESS)  # the child's part
     args = parser.parse_args()
+    for name in args.plain:
+        setattr(kernels, name, getattr(kernels, f"plain_{name}"))
     batch = batch_of(args.batch_size, args.data_dir)
     torch_step, minigrad_step, torch_infer, minigrad_infer = contenders(batch)
     if args.memory_of:
@@ -56,7 +63,7 @@ def main() -> None:
     shape = tuple(batch["input_ids"].shape)
     print(
         f"default model, MRPC batch {shape[0]} x {shape[1]} tokens, float32, {torch.get_num_threads()} threads, "
-        f"best of {args.rounds}"
+        f"best of {args.rounds}, kernels {kernels.mode}" + (f" but {', '.join(args.plain)} plain" if args.plain else "")
     )
     print(f"{'':<12}{'torch':>10}{'minigrad':>10}{'minigrad / torch':>18}")
     for case in cases:
@@ -65,6 +72,7 @@ def main() -> None:
     memory = {}
     for lib in ("torch", "minigrad"):
         child = [sys.executable, __file__, "--memory-of", lib, "--batch-size", str(args.batch_size)]
+        child += [arg for name in args.plain for arg in ("--plain", name)]
         done = subprocess.run(
             child + (["--data-dir", args.data_dir] if args.data_dir else []), capture_output=True, text=True, check=True
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -335,7 +336,23 @@ def build_parser() -> Parser:
     return parser
 
 
+STACK = ("torch", "transformers", "datasets", "accelerate", "sklearn", "yaml")  # imported as; pyproject's [finetune]
+
+
+def missing_stack() -> list[str]:
+    """The libraries of finetune's stack that are not installed (``pip install .`` gives minigrad only)."""
+    return [name for name in STACK if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_stack()
+    if missing:
+        print(
+            f"finetune: its libraries are not installed (missing: {', '.join(missing)}); install them: "
+            "pip install 'minigrad-finetune[finetune]' (in a checkout: pip install -e '.[finetune]')",
+            file=sys.stderr,
+        )
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "compare":  # compare reads prediction files only: no torch or transformers to load

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from minigrad import kernels
 from minigrad.errors import BackwardError, InplaceError, ShapeError
 
 # ----------------------------------------------------------------------------- grad mode
@@ -206,19 +207,6 @@ def _changed_error(what: str, t: Variable) -> InplaceError:
 
 # ----------------------------------------------------------------------------- the engine
 
-_observers: list[Callable] = []
-
-
-@contextlib.contextmanager
-def observe(callback: Callable[[Function, Variable, tuple], None]) -> Iterator[None]:
-    """Inside the block, backward calls ``callback(node, grad, input_grads)`` at every node it
-    visits (``minigrad.trace`` narrates backward with it)."""
-    _observers.append(callback)
-    try:
-        yield
-    finally:
-        _observers.remove(callback)
-
 
 def backward(
     outputs: Sequence[Variable],
@@ -227,7 +215,8 @@ def backward(
     create_graph: bool = False,
     inputs: Sequence[Variable] | None = None,
 ) -> list[Variable | None] | None:
-    """Backpropagate ``grad_outputs`` from ``outputs``.
+    """Backpropagate ``grad_outputs`` from ``outputs``: the idea in the loop below, each extension
+    (marked EXTENSION) a named function after it.
 
     With ``inputs=None`` gradients accumulate into the ``.grad`` of every leaf reached (what
     ``Tensor.backward`` does); otherwise the gradients of ``inputs`` are returned and no
@@ -235,77 +224,71 @@ def backward(
     """
     grads: dict[Any, Variable] = {}  # node or leaf -> its gradient, summed over the paths so far
     queue: list[tuple[int, Function]] = []  # nodes waiting for their visit, newest first
-    captured: dict[Variable, Variable] = {}  # the gradients ``inputs`` asked for
 
     def send(t: Variable, g: Variable) -> None:
         """Add ``g`` to the gradient of ``t``: its node's, or its own if ``t`` is a leaf."""
-        key = t if t.grad_fn is None else t.grad_fn
+        key = _key(t)
         if key in grads:
-            grads[key] = grads[key] + g
+            grads[key] = grads[key] + g  # a second path: the multivariate chain rule sums them
         else:
             grads[key] = g
             if key is not t:  # a node's first gradient: schedule its visit
                 heapq.heappush(queue, (-key.order, key))
 
     for out, g in zip(outputs, grad_outputs):
-        if not out.requires_grad:
-            raise BackwardError(
-                "element 0 of tensors does not require grad and does not have a grad_fn: "
-                "make a leaf with requires_grad=True before computing the output"
-            )
+        _check_differentiable(out)
         send(out, g)
-
+    wanted = {} if inputs is None else {_key(t): None for t in inputs}  # what minigrad.grad asks for
     with set_grad_enabled(create_graph):
         # Newest first: every consumer of a node's output was recorded after the node, so when
         # the node comes up, all the gradient it will ever receive has arrived.
         while queue:
             node = heapq.heappop(queue)[1]
-            grad = grads.pop(node)
-            if node.hooks:
-                grad = _run_hooks(node.hooks, grad)
-            owner = node.retained and node.retained()
-            if owner is not None:  # retain_grad()
-                owner.grad = grad if create_graph else type(grad)(grad.data.copy())
-            for t in inputs or ():
-                if t.grad_fn is node:
-                    captured[t] = grad
-            input_grads = node.backward(node, grad)
+            grad = _arrive(node, grads.pop(node), create_graph, wanted)  # EXTENSION: hooks, retain_grad
+            input_grads = node.backward(node, grad)  # the rule: dLoss/dInput for each input
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for observer in _observers:
-                observer(node, grad, input_grads)
+            _notify_observers(node, grad, input_grads)  # EXTENSION: minigrad.trace
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     send(t, g)
-            if not retain_graph:  # free what the node saved for its backward
-                node.saved = None
-
-        taken = {id(g.data) for g in grad_outputs}  # arrays a leaf may not keep as they are (_owned)
-        for leaf, grad in grads.items():  # every node has been visited: what is left are leaves
-            grad = _run_hooks(leaf._hooks, grad)
-            if inputs is not None:
-                captured[leaf] = grad
-            elif create_graph:
-                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-            elif leaf.grad is None:
-                leaf.grad = _owned(grad, leaf, taken)
-            else:
-                leaf.grad.data += grad.data  # accumulate in place, as torch does
-    if inputs is not None:
-        return [captured.get(t) for t in inputs]
+            if not retain_graph:
+                _free(node)  # EXTENSION: what the node saved is no longer needed
+        # Every node has been visited: what is left in ``grads`` are the leaves' gradients.
+        for leaf, g in grads.items():
+            grads[leaf] = _run_hooks(leaf._hooks, g)  # EXTENSION: hooks on leaves
+        if inputs is not None:
+            wanted.update((leaf, g) for leaf, g in grads.items() if leaf in wanted)
+            return [wanted[_key(t)] for t in inputs]
+        _accumulate_into_leaves(grads, grad_outputs, create_graph)
     return None
 
 
-def _owned(grad: Variable, leaf: Variable, taken: set[int]) -> Variable:
-    """The gradient a leaf keeps as its first ``.grad``: ``grad`` itself when its array was made by
-    this backward and nobody else holds it (not the caller's seed nor another leaf's ``.grad``,
-    noted in ``taken``; not a view of another array; writable; in the leaf's dtype), else a copy.
-    A memory saving, as torch's AccumulateGrad "steals" such a gradient: no copy of every
-    parameter's gradient on every training step."""
-    array = grad.data
-    if array.base is not None or not array.flags.writeable or array.dtype != leaf.data.dtype or id(array) in taken:
-        grad = type(grad)(array.astype(leaf.data.dtype))
-    taken.add(id(grad.data))
+# ----------------------------------------------------------------------------- the extensions
+
+
+def _key(t: Variable) -> Any:
+    """Where the engine keeps the gradient of ``t``: at its node, or at ``t`` itself for a leaf."""
+    return t if t.grad_fn is None else t.grad_fn
+
+
+def _check_differentiable(out: Variable) -> None:
+    if not out.requires_grad:
+        raise BackwardError(
+            "element 0 of tensors does not require grad and does not have a grad_fn: "
+            "make a leaf with requires_grad=True before computing the output"
+        )
+
+
+def _arrive(node: Function, grad: Variable, create_graph: bool, wanted: dict) -> Variable:
+    """A node's complete gradient, before its rule runs: its hooks see it (and may replace it),
+    ``retain_grad()`` keeps a copy in the tensor's ``.grad``, ``minigrad.grad`` takes it if asked."""
+    grad = _run_hooks(node.hooks, grad)
+    owner = node.retained and node.retained()
+    if owner is not None:
+        owner.grad = grad if create_graph else type(grad)(grad.data.copy())
+    if node in wanted:
+        wanted[node] = grad
     return grad
 
 
@@ -320,6 +303,50 @@ def _run_hooks(hooks: Sequence[Callable], grad: Variable) -> Variable:
         if new is not None:
             grad = new
     return grad.clone()
+
+
+_observers: list[Callable] = []
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[Function, Variable, tuple], None]) -> Iterator[None]:
+    """Inside the block, backward calls ``callback(node, grad, input_grads)`` at every node it
+    visits, in the order it visits them (``minigrad.trace`` narrates backward with it)."""
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
+
+
+def _notify_observers(node: Function, grad: Variable, input_grads: tuple) -> None:
+    for observer in _observers:
+        observer(node, grad, input_grads)
+
+
+def _free(node: Function) -> None:
+    """Drop what the node saved for backward (a second backward then raises, asking for
+    ``retain_graph=True``)."""
+    node.saved = None
+
+
+def _accumulate_into_leaves(grads: dict[Variable, Variable], seeds: Sequence[Variable], create_graph: bool) -> None:
+    """Each leaf's gradient into its ``.grad``: added in place to one it has (as torch does), else
+    kept as its first. Which array a first ``.grad`` is (a copy, or the gradient itself where
+    nothing else holds it) is ``kernels.first_grads``'s business."""
+    first = []
+    for leaf, grad in grads.items():
+        if create_graph:  # a differentiable gradient: added as a tensor, never in place
+            leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+        elif leaf.grad is None:
+            first.append((leaf, grad))
+        else:
+            leaf.grad.data += grad.data
+    kept = kernels.first_grads(
+        [g.data for _, g in first], [leaf.data.dtype for leaf, _ in first], [s.data for s in seeds]
+    )
+    for (leaf, grad), array in zip(first, kept):
+        leaf.grad = type(grad)(array)
 
 
 def grad(

@@ -4,6 +4,7 @@ Tensor method of the same name, or an op that takes several tensors at once."""
 from __future__ import annotations
 
 import builtins
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,14 +57,43 @@ def baddbmm(input: Tensor, batch1: Tensor, batch2: Tensor, *, beta: float = 1, a
     return beta * input + alpha * batch1.bmm(batch2)
 
 
-def einsum(equation: str, *operands: Tensor) -> Tensor:
+def einsum(equation: str | Tensor, *operands: Any) -> Tensor:
     """Sums of products over named indices, ``einsum("bij,bjk->bik", a, b)``, as torch.einsum:
     ``...`` for leading dims (broadcast between operands), an implicit output (the letters seen
-    once, in order), a letter repeated within one operand for its diagonal."""
+    once, in order), a letter repeated within one operand for its diagonal. The operands may come
+    as one list, ``einsum("ij,jk", [a, b])``, and the indices as torch's sublists,
+    ``einsum(a, [0, 1], b, [1, 2], [0, 2])``."""
+    if isinstance(equation, Tensor):
+        equation, operands = _sublist_equation((equation, *operands))
+    elif not isinstance(equation, str):
+        raise ShapeError(
+            f"einsum: the first argument is the equation (a str) or a tensor (torch's sublist form), got "
+            f"{type(equation).__name__}: call einsum('ij,jk->ik', a, b) or einsum('ij,jk->ik', [a, b])"
+        )
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     equation, operands = _explicit_einsum(equation, operands)
     return ops.Einsum.apply(equation, *operands)
+
+
+def _sublist_equation(args: tuple) -> tuple[str, tuple[Tensor, ...]]:
+    """torch's sublist form, ``(a, [0, 1], b, [1, 2], [0, 2])``, as ``("ab,bc->ac", (a, b))``: index
+    i is the i-th of a-z then A-Z, ``...`` is ``...``; a last sublist without a tensor is the output."""
+
+    def subscript(sublist: Any) -> str:
+        if not isinstance(sublist, (list, tuple)) or not builtins.all(
+            i is Ellipsis or (isinstance(i, int) and 0 <= i < 52) for i in sublist
+        ):
+            raise ShapeError(f"einsum: {sublist!r} is not a sublist (a list of indices in [0, 52), or ...)")
+        return "".join("..." if i is Ellipsis else string.ascii_letters[i] for i in sublist)
+
+    pairs, output = (args[:-1], args[-1]) if len(args) % 2 else (args, None)
+    operands = pairs[0::2]
+    for t in operands:
+        if not isinstance(t, Tensor):
+            raise ShapeError(f"einsum: in the sublist form each sublist follows a tensor, got {type(t).__name__}")
+    equation = ",".join(subscript(s) for s in pairs[1::2])
+    return (equation if output is None else f"{equation}->{subscript(output)}"), operands
 
 
 def _explicit_einsum(equation: str, operands: Sequence[Tensor]) -> tuple[str, list[Tensor]]:

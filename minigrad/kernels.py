@@ -4,11 +4,12 @@
 BERT spends its time they call one function of this module, named for the math:
 
     kernels.erf(x)                       erf, elementwise
-    kernels.gelu(x)                      x Phi(x), and what its gradient reuses
-    kernels.gelu_backward(grad, x, memo) grad * (Phi(x) + x phi(x))
+    kernels.gelu(x)                      x Phi(x), and its backward: grad -> grad * (Phi(x) + x phi(x))
     kernels.softmax(x, dims)             exp(x) / sum(exp(x)) over ``dims``
     kernels.matmul(x, y)                 np.matmul
+    kernels.add_at(out, index, values)   np.add.at: out[index] += values, repeated places adding up
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
+    kernels.first_grads(grads, ...)      the arrays leaves keep as their first .grad (the engine's)
 
 Each name is bound to ``plain_<name>``, the math in plain NumPy (exact functions by exact
 means: GELU through scipy's erf), or to ``fast_<name>``, the same result by faster means: a
@@ -20,6 +21,11 @@ agrees with its plain reference, and to what tolerance.
 Why one call per computation: an op reads the same in both modes (its rule, its backward, what
 it saves), and the call's name says what comes back; the reader who wants the arithmetic finds
 it here, the plain version first, then what the fast one does differently and why.
+
+A forward and its backward never mix: a kernel whose gradient reuses what its forward computed
+(GELU's Phi) returns that gradient as a function bound to its own memo, made by the same kernel
+(``plain_gelu`` binds ``plain_gelu_backward``, ``fast_gelu`` binds ``fast_gelu_backward``). Switching
+the mode between a forward and its backward changes nothing about that backward.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +41,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
+NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -127,12 +134,12 @@ def fast_erf(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- GELU
 
 
-def plain_gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def plain_gelu(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """gelu(x) = x Phi(x), with Phi the standard normal's CDF, exactly (scipy's ndtr:
-    (1 + erf(x / sqrt 2)) / 2); Phi(x) is returned too, for the gradient."""
+    (1 + erf(x / sqrt 2)) / 2); and its backward, grad -> grad * gelu'(x), bound to this Phi(x)."""
     cdf = special.ndtr(x)
     with np.errstate(invalid="ignore"):  # -inf * 0 is nan, quietly (torch's gelu(-inf): nan too)
-        return x * cdf, cdf
+        return x * cdf, functools.partial(plain_gelu_backward, x=x, cdf=cdf)
 
 
 def plain_gelu_backward(grad: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
@@ -141,13 +148,14 @@ def plain_gelu_backward(grad: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.
     return grad * (cdf + x * pdf)
 
 
-def fast_gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fast_gelu(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """gelu(x) = relu(x) - |x| h, with h = Phi(-|x|) the normal tail (Phi(x) = 1 - h for x >= 0):
-    no sign to fix, and half the fit's polynomial. h is returned too: erfc is the costly part,
-    and the gradient needs it again."""
+    no sign to fix, and half the fit's polynomial. Its backward is bound to h: erfc is the costly
+    part, and the gradient needs it again."""
     tail = _blockwise(_normal_tail, x)
     with np.errstate(invalid="ignore"):  # inf * 0 is nan, quietly (torch's float32 gelu: nan too)
-        return _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x, tail), tail
+        out = _blockwise(lambda v, h: np.maximum(v, 0) - np.abs(v) * h, x, tail)
+    return out, functools.partial(fast_gelu_backward, x=x, tail=tail)
 
 
 def fast_gelu_backward(grad: np.ndarray, x: np.ndarray, tail: np.ndarray) -> np.ndarray:
@@ -202,6 +210,39 @@ def fast_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+# ----------------------------------------------------------------------------- adding at an index
+
+
+def plain_add_at(out: np.ndarray, index: Any, values: np.ndarray) -> None:
+    """``out[index] += values`` in place, where a place the index names twice gets both values
+    (the gradient of indexing, of an embedding lookup)."""
+    np.add.at(out, index, values)
+
+
+def _rows_of(out: np.ndarray) -> bool:
+    """Can ``out`` be written row by row through ``out.reshape(len(out), -1)`` (a view, not a copy)?"""
+    return out.ndim > 0 and out.flags.c_contiguous
+
+
+def fast_add_at(out: np.ndarray, index: Any, values: np.ndarray) -> None:
+    """The same sum by quicker means where the index allows: a basic index (ints, slices) never
+    names a place twice, so NumPy's ``+=`` does; rows picked by one integer array (an embedding
+    lookup) are sorted so that each run of one row is summed by one ``np.add.reduceat``
+    (``np.add.at`` adds the rows one by one)."""
+    if all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index):
+        out[index] += values
+    elif len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu" and _rows_of(out):
+        rows = index[0].reshape(-1) % max(out.shape[0], 1)  # negative indices count from the end
+        if rows.size == 0:
+            return
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values.reshape(rows.size, -1)[order]
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        out.reshape(out.shape[0], -1)[rows[starts]] += np.add.reduceat(values, starts, axis=0)
+    else:
+        np.add.at(out, index, values)
+
+
 # ----------------------------------------------------------------------------- Adam
 
 
@@ -253,6 +294,31 @@ def fast_adam(
     in_parallel(update, row_blocks(p.shape))
 
 
+# ----------------------------------------------------------------------------- a leaf's first .grad
+
+
+def plain_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
+    """The arrays that leaves keep as their first ``.grad`` (the engine's last step): a copy of each
+    gradient in its leaf's dtype, so no ``.grad`` shares memory with another, with the caller's
+    ``seeds`` or with what a hook saw, and accumulating into one changes nothing else."""
+    return [g.astype(dtype) for g, dtype in zip(grads, dtypes)]
+
+
+def fast_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
+    """Each gradient itself where this backward made it for that leaf alone, else a copy: no copy
+    of every parameter's gradient on every step (22.6M floats for BERT; torch's AccumulateGrad
+    "steals" such a gradient the same way). Copied: a seed the caller holds, an array an earlier
+    leaf kept (``taken``), a view into another array, a read-only one, another dtype."""
+    taken = {id(s) for s in seeds}
+    kept = []
+    for g, dtype in zip(grads, dtypes):
+        if g.base is not None or not g.flags.writeable or g.dtype != dtype or id(g) in taken:
+            g = g.astype(dtype)
+        taken.add(id(g))
+        kept.append(g)
+    return kept
+
+
 # ----------------------------------------------------------------------------- the switch
 
 mode = "fast"  # which kernels the names below are bound to
@@ -261,15 +327,13 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, gelu_backward, softmax, matmul, adam
+    global mode, erf, gelu, softmax, matmul, add_at, adam, first_grads
     if new_mode == "fast":
-        erf, gelu, gelu_backward, softmax, matmul, adam = (
-            fast_erf, fast_gelu, fast_gelu_backward, fast_softmax, fast_matmul, fast_adam
-        )  # fmt: skip
+        erf, gelu, softmax, matmul, add_at = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_add_at
+        adam, first_grads = fast_adam, fast_first_grads
     elif new_mode == "plain":
-        erf, gelu, gelu_backward, softmax, matmul, adam = (
-            plain_erf, plain_gelu, plain_gelu_backward, plain_softmax, plain_matmul, plain_adam
-        )  # fmt: skip
+        erf, gelu, softmax, matmul, add_at = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_add_at
+        adam, first_grads = plain_adam, plain_first_grads
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

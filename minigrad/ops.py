@@ -59,25 +59,8 @@ def broadcast_axes(grad_shape: tuple[int, ...], input_shape: tuple[int, ...]) ->
 def scatter_add(grad: np.ndarray, shape: tuple[int, ...], index: tuple) -> np.ndarray:
     """Zeros of ``shape`` with ``grad`` added at ``index`` (repeated indices add up)."""
     out = np.zeros(shape, dtype=grad.dtype)
-    if all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in index):
-        out[index] = grad  # basic indexing never repeats a place
-    elif len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu" and out.ndim:
-        _add_rows(out, index[0], grad)  # rows picked by one integer array: an embedding lookup
-    else:
-        np.add.at(out, index, grad)
+    kernels.add_at(out, index, grad)  # np.add.at(out, index, grad)
     return out
-
-
-def _add_rows(out: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
-    """out[rows[i]] += grad[i] for every i, repeated rows summed: sorted, so that each run of one
-    row is summed by one ``np.add.reduceat`` (``np.add.at`` would add the rows one by one)."""
-    rows = rows.reshape(-1) % max(out.shape[0], 1)  # negative indices count from the end
-    if rows.size == 0:
-        return
-    order = np.argsort(rows, kind="stable")
-    rows, values = rows[order], grad.reshape(rows.size, -1)[order]
-    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-    out.reshape(out.shape[0], -1)[rows[starts]] = np.add.reduceat(values, starts, axis=0)
 
 
 def _broadcast_error(name: str, a: Variable, b: Variable) -> ShapeError:
@@ -186,7 +169,8 @@ class Pow(Function):
                 ga = unbroadcast((grad * b * a ** (b - 1)).masked_fill(at_zero, 0), a.shape)
             if ctx.needs_input_grad[1]:
                 at_zero = np.broadcast_to((a.data == 0) & (b.data >= 0), grad.shape)
-                gb = unbroadcast((grad * ctx.result * a.log()).masked_fill(at_zero, 0), b.shape)
+                # grad outside the mask, as torch: a gradient of this gradient is NaN there (0 * log 0)
+                gb = unbroadcast(grad * (ctx.result * a.log()).masked_fill(at_zero, 0), b.shape)
         return ga, gb
 
 
@@ -395,24 +379,25 @@ class Gelu(Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        out, ctx.memo = kernels.gelu(x.data)  # memo: what the gradient reuses (Phi(x), plainly)
+        out, ctx.kernel_backward = kernels.gelu(x.data)  # bound now: the same kernel's backward, its memo
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.memo)
+        return GeluBackward.apply(grad, x, ctx.kernel_backward)
 
 
 class GeluBackward(Function):
-    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), phi the normal density, with Gelu's memo given."""
+    """grad * gelu'(x) = grad * (Phi(x) + x phi(x)), phi the normal density, by the backward that
+    Gelu's forward kernel gave (plain or fast, whatever the mode is now)."""
 
     rule = "d/dgrad = Phi(x) + x phi(x), d/dx = grad phi(x) (2 - x^2)"
 
     @staticmethod
-    def forward(ctx, grad, x, memo):
+    def forward(ctx, grad, x, kernel_backward):
         ctx.save_for_backward(grad, x)
-        return kernels.gelu_backward(grad.data, x.data, memo)
+        return kernel_backward(grad.data)
 
     @staticmethod
     def backward(ctx, gg):
@@ -608,8 +593,6 @@ class Sum(Function):
     def forward(ctx, x, dims=None, keepdim=False):
         """``dims=None``: every axis, giving a 0-d result."""
         ctx.shape, ctx.dims = x.data.shape, dims
-        if dims is None:
-            return np.add.reduce(x.data, None)  # x.data.sum() without its Python wrapper
         return x.data.sum(axis=dims, keepdims=keepdim)
 
     @staticmethod
@@ -692,7 +675,7 @@ class LogSoftmax(Function):
 
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) over the trailing ``dims`` (biased variance), times weight,
-    plus bias. Forward is a few NumPy passes in place; backward is torch's formula, with
+    plus bias. Backward is torch's formula, with
     g = grad * weight and xhat the normalized input, rebuilt from x with tensor ops so that the
     gradient is differentiable again."""
 
@@ -702,12 +685,12 @@ class LayerNorm(Function):
     def forward(ctx, x, weight, bias, dims, eps):
         ctx.dims, ctx.eps = dims, eps
         ctx.save_for_backward(x, weight)
-        out = x.data - x.data.mean(axis=dims, keepdims=True)
-        out *= 1 / np.sqrt(np.mean(out * out, axis=dims, keepdims=True) + eps)  # xhat
+        centered = x.data - x.data.mean(axis=dims, keepdims=True)
+        out = centered / np.sqrt(np.mean(centered * centered, axis=dims, keepdims=True) + eps)  # xhat
         if weight is not None:
-            out *= weight.data
+            out = out * weight.data
         if bias is not None:
-            out += bias.data
+            out = out + bias.data
         return out
 
     @staticmethod
@@ -743,7 +726,7 @@ class Mm(Function):
             raise ShapeError(f"mm expects two 2-D tensors, got shapes {a.shape} and {b.shape}")
         ctx.save_for_backward(a, b)
         try:
-            return x.dot(y)  # ndarray.dot: NumPy's quickest route for matrices
+            return x.dot(y)  # the matrix product of two matrices
         except ValueError:
             raise ShapeError(
                 f"mat1 and mat2 shapes cannot be multiplied ({x.shape[0]}x{x.shape[1]} and {y.shape[0]}x{y.shape[1]})"
@@ -758,8 +741,8 @@ class Mm(Function):
 
 
 class Addmm(Function):
-    """beta * input + alpha * (mat1 @ mat2), ``torch.addmm``: the sum lands in the product's own
-    array, no second one (``nn.Linear`` on a batch is ``addmm(bias, x, W^T)``, as in torch)."""
+    """beta * input + alpha * (mat1 @ mat2), ``torch.addmm`` (``nn.Linear`` on a batch is
+    ``addmm(bias, x, W^T)``, as in torch)."""
 
     rule = "d/dinput = beta G, d/dmat1 = alpha G @ mat2^T, d/dmat2 = alpha mat1^T @ G"
 
@@ -767,13 +750,16 @@ class Addmm(Function):
     def forward(ctx, input, mat1, mat2, beta, alpha):  # noqa: A002 - torch's names
         out = Mm.forward(ctx, mat1, mat2)  # checks the shapes and saves both
         ctx.shape, ctx.beta, ctx.alpha = input.shape, beta, alpha
+        try:
+            fits = beta == 0 or np.broadcast_shapes(input.shape, out.shape) == out.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"addmm: input of shape {input.shape} does not broadcast to {out.shape}")
         if alpha != 1:
-            out *= alpha
+            out = alpha * out
         if beta != 0:  # beta = 0 ignores input, nan and inf included (torch's rule)
-            try:
-                out += input.data if beta == 1 else beta * input.data
-            except ValueError:
-                raise ShapeError(f"addmm: input of shape {input.shape} does not broadcast to {out.shape}") from None
+            out = out + (input.data if beta == 1 else beta * input.data)
         return out
 
     @staticmethod
@@ -872,13 +858,9 @@ class Expand(Function):
 
     @staticmethod
     def forward(ctx, x, shape):
-        """A read-only copy: like torch's expanded view it refuses in-place writes (NumPy's own view,
-        ``np.broadcast_to``, takes longer to make than this copy of a small array)."""
+        """A read-only view, as torch's: every element of a stretched axis is one element of x."""
         ctx.shape = x.shape
-        out = np.empty(shape, dtype=x.dtype)
-        out[...] = x.data
-        out.flags.writeable = False
-        return out
+        return np.broadcast_to(x.data, shape)
 
     @staticmethod
     def backward(ctx, grad):

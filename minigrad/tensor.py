@@ -10,14 +10,14 @@ What is where, in order; each name is a heading in the file (``# -- arithmetic``
     class Tensor:
       what a tensor is          data, requires_grad, grad, grad_fn, _version; shape, dtype
       conversion                numpy(), item(), tolist(), to(), float(), double(), long()
-      arithmetic                -x, @, matmul, maximum, ... (+ - * / ** come from the operators)
+      arithmetic                + - * / ** and their reflected and in-place forms, -x, @, matmul, maximum
       elementwise math          exp, log, tanh, relu, clamp, where, tril, ...
       reductions                sum, mean, var, max, norm, prod, ...; along a dim: softmax, sort
       shapes, views, indexing   reshape, permute, expand, t, [], gather, split, ...
       comparisons               == < & ~ and the rest: bool tensors, never part of the graph
       in-place changes          add_, mul_, fill_, []=: each bumps the version counter
       autograd                  backward, retain_grad, register_hook, detach, clone
-    operators                   __add__, __radd__, __iadd__, ...: made from one table, OPERATORS
+    operand rules               binary: a scalar takes the tensor's dtype, int meets float in float
     creation                    tensor, from_numpy, zeros, ones, randn, rand, arange, *_like
     where, and helpers          the free function ``where``; what the methods above share
 """
@@ -89,7 +89,7 @@ class Tensor(Variable):
     _requires_grad = False
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
-        self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
+        self.data = _as_array(data, dtype)
         if requires_grad:
             self.requires_grad = True
 
@@ -197,7 +197,52 @@ class Tensor(Variable):
     def long(self) -> Tensor:
         return self.to(int64)
 
-    # -- arithmetic: + - * / ** are set from the table OPERATORS, after the class; the rest are here
+    # -- arithmetic. ``a + b`` calls ``a.__add__(b)``; ``2 + a`` calls ``a.__radd__(2)`` (the tensor on
+    # the right); ``a += b`` calls ``a.__iadd__(b)``, which is ``a.add_(b)``: ``a`` changes in place and
+    # its version counter goes up, so a backward that saved the old ``a`` raises instead of using the
+    # new one, as in torch. ``a **= b`` has no in-place method: it makes a new tensor ``a ** b``.
+
+    def __add__(self, other: Any) -> Tensor:
+        return binary(ops.Add, self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return binary(ops.Add, other, self)
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self.add_(other)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return binary(ops.Sub, self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return binary(ops.Sub, other, self)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self.sub_(other)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return binary(ops.Mul, self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return binary(ops.Mul, other, self)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self.mul_(other)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return binary(ops.Div, _dividend(self, other), other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return binary(ops.Div, other, _dividend(self, other))
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self.div_(other)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return binary(ops.Pow, self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return binary(ops.Pow, other, self)
 
     def __neg__(self) -> Tensor:
         return ops.Neg.apply(self)
@@ -749,7 +794,7 @@ class Tensor(Variable):
     def __or__(self, other: Any) -> Tensor:
         return self._compare(other, np.logical_or)
 
-    # -- in-place changes: each bumps the version counter; ``x += y`` is ``x.add_(y)`` (see OPERATORS)
+    # -- in-place changes: each bumps the version counter; ``x += y`` is ``x.add_(y)`` (``__iadd__``)
 
     def _records(self, other: Any = None) -> bool:
         """Must an in-place change of this tensor (by ``other``) join the graph? Yes when grad
@@ -879,63 +924,12 @@ class Tensor(Variable):
         return ops.Clone.apply(self)
 
 
-# ----------------------------------------------------------------------------- operators
-
-# ``a + b`` calls ``a.__add__(b)``; ``2 + a`` calls ``a.__radd__(2)`` (the tensor on the right);
-# ``a += b`` calls ``a.__iadd__(b)``, which is ``a.add_(b)``: ``a`` changes in place and its
-# version counter goes up, so a backward that saved the old ``a`` raises instead of using the new
-# one, as in torch. Each operator is one op Function behind those methods, so rather than written
-# out one by one they are set on Tensor from this table: operator -> (symbol, op Function, in-place
-# method). None: no in-place method, ``a **= b`` makes a new tensor ``a ** b``.
-OPERATORS: dict[str, tuple[str, type[Function], str | None]] = {
-    "add": ("+", ops.Add, "add_"),
-    "sub": ("-", ops.Sub, "sub_"),
-    "mul": ("*", ops.Mul, "mul_"),
-    "truediv": ("/", ops.Div, "div_"),
-    "pow": ("**", ops.Pow, None),
-}
-
-
-def _operator_methods(name: str, symbol: str, op: type[Function], in_place: str | None) -> list[Callable]:
-    """``__add__``, ``__radd__`` and ``__iadd__`` for the row ``"add"`` of OPERATORS, and so on."""
-
-    def own_operand(self: Tensor, other: Any) -> Tensor:
-        """True division of two integer operands is computed in float, as torch: 7 / 2 is 3.5."""
-        if op is ops.Div and not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
-            return _floating(self)
-        return self
-
-    def forward(self: Tensor, other: Any) -> Tensor:
-        return binary(op, own_operand(self, other), other)
-
-    def reflected(self: Tensor, other: Any) -> Tensor:
-        return binary(op, other, own_operand(self, other))
-
-    def augmented(self: Tensor, other: Any) -> Tensor:
-        return getattr(self, in_place)(other)
-
-    forward.__name__, forward.__doc__ = f"__{name}__", f"``self {symbol} other``"
-    reflected.__name__, reflected.__doc__ = f"__r{name}__", f"``other {symbol} self``: the tensor on the right"
-    augmented.__name__, augmented.__doc__ = f"__i{name}__", f"``self {symbol}= other``: ``self.{in_place}(other)``"
-    return [forward, reflected, augmented] if in_place else [forward, reflected]
-
-
-def _set_operators() -> None:
-    """Set the methods of every row of OPERATORS on Tensor (``Tensor.__add__`` and the rest)."""
-    for name, (symbol, op, in_place) in OPERATORS.items():
-        for method in _operator_methods(name, symbol, op, in_place):
-            method.__qualname__ = f"Tensor.{method.__name__}"
-            setattr(Tensor, method.__name__, method)
-
-
-_set_operators()
+# ----------------------------------------------------------------------------- operand rules
 
 
 def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
     """Apply a two-operand op after torch's operand rules: a Python scalar takes the tensor's
     dtype, and an integer tensor meeting a float tensor is promoted to the float dtype."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype is b.data.dtype:
-        return cls.apply(a, b)  # the common case (NumPy reuses one object per built-in dtype)
     if not isinstance(a, Tensor):
         a = _to_tensor(a, b.dtype)
     elif not isinstance(b, Tensor):
@@ -947,6 +941,14 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
         elif fb and not fa:
             a = Tensor(a.data.astype(b.dtype))
     return cls.apply(a, b)
+
+
+def _dividend(t: Tensor, other: Any) -> Tensor:
+    """The tensor operand of a true division, in float when the other operand is an integer: two
+    integer operands divide in float, as in torch (7 / 2 is 3.5)."""
+    if not _is_floating(getattr(other, "dtype", np.dtype(type(other)))):
+        return _floating(t)
+    return t
 
 
 def _floating(t: Tensor) -> Tensor:

@@ -220,8 +220,13 @@ def from_pretrained(path: str | Path, num_labels: int = 2, pooling: str = "mean"
     read with NumPy. A bare encoder (``BertModel``) gets a new classifier; a folder that holds a
     trained head (``BertForSequenceClassification``, or finetune's mean-pooling classifier) loads
     with it, and its pooling."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+    except ImportError:  # not one of minigrad's own dependencies (NumPy and SciPy)
+        raise ImportError(
+            "from_pretrained reads model.safetensors with the safetensors package: pip install safetensors"
+        ) from None
 
     folder = Path(path)
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"

@@ -1,6 +1,7 @@
 """The autograd semantics, one test each: accumulation, retain_graph, no_grad, higher order,
 hooks, in-place rules, dtypes and error messages."""
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -9,7 +10,16 @@ import torch
 from hypothesis import given
 
 import minigrad as mg
-from minigrad import testing
+from minigrad import kernels, testing
+
+
+@contextlib.contextmanager
+def kernels_in(mode: str):
+    before = kernels.use(mode)
+    try:
+        yield
+    finally:
+        kernels.use(before)
 
 
 def test_rnn_cell_example_matches_torch():
@@ -44,11 +54,17 @@ def test_gradients_accumulate_across_backward_calls():
     np.testing.assert_allclose(x.grad.data, [3, 3])
 
 
-@given(testing.compositions())
-def test_leaf_grads_own_their_memory(comp):
-    """The engine keeps a new gradient array as a leaf's .grad without copying it; no .grad may
-    share memory with another one or with the seed, else accumulating into one would change
-    the other."""
+@pytest.mark.parametrize("mode", kernels.MODES)
+@given(comp=testing.compositions())
+def test_leaf_grads_own_their_memory(mode, comp):
+    """Whether a leaf's first .grad is a copy (plain) or the new gradient array itself (fast,
+    kernels.first_grads), no .grad may share memory with another one or with the seed, else
+    accumulating into one would change the other."""
+    with kernels_in(mode):
+        _check_leaf_grads_own_their_memory(comp)
+
+
+def _check_leaf_grads_own_their_memory(comp):
     core = testing.Composition(comp.input_arrays, comp.steps[:-1])  # without the final v + v
     xs = [mg.tensor(a, requires_grad=True) for a in comp.input_arrays]
     out = core(mg, *xs)
@@ -90,7 +106,13 @@ def test_hooks_and_retain_grad_change_no_gradient(comp):
             np.testing.assert_array_equal(plain, full)
 
 
-def test_a_leaf_never_keeps_an_array_someone_else_holds():
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_a_leaf_never_keeps_an_array_someone_else_holds(mode):
+    with kernels_in(mode):
+        _check_a_leaf_never_keeps_an_array_someone_else_holds()
+
+
+def _check_a_leaf_never_keeps_an_array_someone_else_holds():
     w = mg.randn(3, requires_grad=True)
     seed = mg.ones(3)
     w.backward(seed)  # the leaf is the output: its gradient is the caller's seed
@@ -270,6 +292,38 @@ def test_retain_grad_and_hooks():
     x.grad = None
     (x * 1).sum().backward()
     np.testing.assert_allclose(x.grad.data, [1, 1])
+
+
+def test_observers_see_every_visit_in_order_with_the_gradients_sent():
+    """autograd.observe: called once per visited node, in the engine's order (newest first), with
+    the gradient that arrived and the gradients sent to each input; nothing outside the block."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3
+    loss = (h * h + h).sum()
+    seen = []
+    with mg.autograd.observe(lambda node, grad, sent: seen.append((node, grad.data.copy(), sent))):
+        loss.backward(retain_graph=True)
+    assert [type(node).__name__ for node, _, _ in seen] == ["Sum", "Add", "Mul", "Mul"]
+    assert [node for node, _, _ in seen] == sorted((node for node, _, _ in seen), key=lambda n: -n.order)
+    (_, arrived, _), (_, _, sent_by_square), (mul_x, arrived_at_h, sent_to_x) = seen[0], seen[2], seen[3]
+    np.testing.assert_allclose(arrived, 1.0)
+    np.testing.assert_allclose(arrived_at_h, 2 * h.data + 1)  # both paths to h, summed before the visit
+    np.testing.assert_allclose(sent_to_x[0].data, 3 * (2 * h.data + 1))
+    assert mul_x is h.grad_fn and sent_to_x[1] is None  # the constant 3 needs no gradient
+    assert len(sent_by_square) == 2
+    count = len(seen)
+    loss.backward()
+    assert len(seen) == count
+
+
+def test_freeing_drops_what_each_node_saved_unless_the_graph_is_retained():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * x
+    y = h.exp().sum()
+    y.backward(retain_graph=True)
+    assert h.grad_fn.saved is not None
+    y.backward()
+    assert h.grad_fn.saved is None and y.grad_fn.saved is None
 
 
 def test_inplace_on_leaf_requiring_grad_is_refused_outside_no_grad():

@@ -3,6 +3,7 @@
 at all in plain mode."""
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -57,12 +58,12 @@ def test_fast_gelu_and_its_gradient_agree_with_the_exact_ones(x, g):
     within 1e-6 |grad| (the same fit's error in Phi(x), measured 3.3e-7)."""
     grad = np.full_like(x, g)
     with small_blocks():
-        fast, tail = kernels.fast_gelu(x)
-        fast_grad = kernels.fast_gelu_backward(grad, x, tail)
-    plain, cdf = kernels.plain_gelu(x)
+        fast, fast_backward = kernels.fast_gelu(x)
+        fast_grad = fast_backward(grad)
+    plain, plain_backward = kernels.plain_gelu(x)
     assert fast.dtype == plain.dtype == np.float32
     assert np.all(np.abs(fast - plain) <= 5e-7 * (1 + np.abs(x)))
-    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(grad, x, cdf), atol=1e-6 * abs(g), rtol=0)
+    np.testing.assert_allclose(fast_grad, plain_backward(grad), atol=1e-6 * abs(g), rtol=0)
 
 
 @given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=10), elements=st.floats(-12, 12)))
@@ -70,11 +71,11 @@ def test_fast_gelu_in_float64_is_exact_too(x):
     """Other dtypes than float32 take scipy's erfc in the fast kernel: the same function as the
     plain ndtr to a few float64 roundings."""
     with small_blocks():
-        fast, tail = kernels.fast_gelu(x)
-        fast_grad = kernels.fast_gelu_backward(np.ones_like(x), x, tail)
-    plain, cdf = kernels.plain_gelu(x)
+        fast, fast_backward = kernels.fast_gelu(x)
+        fast_grad = fast_backward(np.ones_like(x))
+    plain, plain_backward = kernels.plain_gelu(x)
     np.testing.assert_allclose(fast, plain, atol=1e-14, rtol=1e-14)
-    np.testing.assert_allclose(fast_grad, kernels.plain_gelu_backward(np.ones_like(x), x, cdf), atol=1e-14)
+    np.testing.assert_allclose(fast_grad, plain_backward(np.ones_like(x)), atol=1e-14)
 
 
 @given(float32_arrays(min_dims=0, max_dims=4, bound=30.0), st.data())
@@ -122,10 +123,55 @@ def test_fast_adam_agrees_with_the_textbook_step(dtype, data):
     np.testing.assert_allclose(ends[0], ends[1], atol=tol * lr, rtol=4 * np.finfo(dtype).eps)
 
 
+@given(st.data())
+def test_fast_add_at_is_numpys_add_at(data):
+    """The sum at each place equals np.add.at's, for the three kinds of index the fast kernel tells
+    apart: basic (ints and slices), rows by one integer array (repeated, negative), anything else
+    (two integer arrays, as a boolean mask becomes; an ellipsis and an array). Equal up to the
+    order of the float32 additions."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=8))
+    start = data.draw(hnp.arrays(np.float32, shape, elements=st.floats(-4, 4, width=32)))
+    rows = data.draw(hnp.arrays(np.int64, data.draw(st.integers(0, 12)), elements=st.integers(-shape[0], shape[0] - 1)))
+    kind = data.draw(st.sampled_from(["basic", "rows", "other"]))
+    if kind == "basic":
+        index = (data.draw(st.integers(-shape[0], shape[0] - 1)), slice(None, None, 2))[: len(shape)]
+    elif kind == "rows":
+        index = (rows,)
+    else:
+        index = (rows, rows % shape[1]) if len(shape) >= 2 else (Ellipsis, rows)
+    values = data.draw(hnp.arrays(np.float32, start[index].shape, elements=st.floats(-4, 4, width=32)))
+    fast, plain = start.copy(), start.copy()
+    kernels.fast_add_at(fast, index, values)
+    kernels.plain_add_at(plain, index, values)
+    np.testing.assert_allclose(fast, plain, atol=1e-5, rtol=1e-6)
+
+
+@given(st.data())
+def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
+    """A leaf's first .grad: the plain kernel copies every gradient; the fast one keeps the array
+    itself where nothing else holds it. Equal values, and no kept array shares memory with a seed or
+    with another kept array (one gradient array sent to two leaves, as Add does, is copied once)."""
+    arrays = data.draw(st.lists(float32_arrays(min_dims=0, max_dims=2), min_size=1, max_size=4))
+    seeds = arrays[: data.draw(st.integers(0, len(arrays)))]
+    grads = arrays + [arrays[0], arrays[0].T, arrays[0].astype(np.float64)]  # repeated, a view, another dtype
+    dtypes = [np.dtype(np.float32)] * len(grads)
+    fast, plain = kernels.fast_first_grads(grads, dtypes, seeds), kernels.plain_first_grads(grads, dtypes, seeds)
+    for f, p, g in zip(fast, plain, grads):
+        np.testing.assert_array_equal(f, p)
+        assert f.dtype == p.dtype == np.float32 and not np.shares_memory(p, g)
+    for f, h in itertools.combinations(fast, 2):
+        assert not np.shares_memory(f, h)
+    for f, seed in itertools.product(fast, seeds):
+        assert not np.shares_memory(f, seed)
+    fresh = np.ones(3, np.float32)
+    assert kernels.fast_first_grads([fresh], dtypes[:1], seeds)[0] is fresh  # nothing else holds it: kept
+
+
 def test_use_switches_every_kernel_and_gives_back_the_mode_before():
     before = kernels.use("plain")
     try:
-        assert kernels.mode == "plain" and kernels.gelu is kernels.plain_gelu and kernels.adam is kernels.plain_adam
+        assert kernels.mode == "plain"
+        assert all(getattr(kernels, name) is getattr(kernels, f"plain_{name}") for name in kernels.NAMES)
         assert kernels.use("fast") == "plain"
         assert kernels.gelu is kernels.fast_gelu and kernels.matmul is kernels.fast_matmul
         with pytest.raises(ValueError, match="one of"):
@@ -252,3 +298,83 @@ def test_only_the_kernels_module_uses_threads_and_nothing_imports_finetune():
         assert not re.search(r"^\s*(from|import) finetune", source, re.M), path
         if path.name != "kernels.py":
             assert not re.search(r"concurrent|threading|multiprocessing|register_at_fork", source), path
+
+
+# ----------------------------------------------------------------------------- switching mid-graph
+
+
+def _through(name: str, functional, x):
+    """A graph through the kernel ``name``: minigrad's with ``F`` and a minigrad tensor, torch's with
+    torch.nn.functional and a torch tensor."""
+    if name == "erf":
+        return x.erf()
+    if name == "gelu":
+        return functional.gelu(x)
+    if name == "softmax":
+        return x.reshape(3, 1, 4).softmax(-1)
+    if name == "matmul":  # a stack of matrices: the fast kernel's own case
+        return x.reshape(3, 1, 4) @ (x * x).reshape(3, 4, 1)
+    if name == "add_at":  # an embedding lookup, rows repeated: its gradient adds them up
+        return (x * x).reshape(6, 2)[[0, 3, 0, 5, 3, 0]]
+    if name == "first_grads":  # the engine's last step: any graph (x + x sends one array twice)
+        return (x + x) * x
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("kernel", [name for name in kernels.NAMES if name != "adam"])
+@pytest.mark.parametrize(("forward_mode", "backward_mode"), [("fast", "plain"), ("plain", "fast")])
+def test_switching_the_mode_between_a_forward_and_its_backward_changes_no_gradient(kernel, forward_mode, backward_mode):
+    """What a forward used (plain or fast), its backward uses too: the gradient (by .backward() and
+    by minigrad.grad), and the gradient of the gradient, equal torch's when the mode changes after
+    the forward (GELU's came out [-0.083, 0.485, 0.261] at [-1, 0.5, 1.5] when its backward was
+    looked up at backward time)."""
+    torch = pytest.importorskip("torch")
+    start = np.array([-1.0, 0.5, 1.5, -2.0, 0.0, 3.0, -0.3, 0.7, 2.2, -1.7, 1.1, -0.1], np.float32)
+    before = kernels.use(forward_mode)
+    try:
+        x, leaf = mg.tensor(start, requires_grad=True), mg.tensor(start, requires_grad=True)
+        out, out_of_leaf = _through(kernel, F, x).reshape(-1), _through(kernel, F, leaf).reshape(-1)
+        weights = mg.tensor(np.linspace(-1, 1, out.shape[0], dtype=np.float32))  # each output counts differently
+        kernels.use(backward_mode)
+        (out_of_leaf * weights).sum().backward()
+        (g,) = mg.grad((out * weights).sum(), x, create_graph=True)
+        (gg,) = mg.grad((g * g).sum(), x)
+    finally:
+        kernels.use(before)
+    tx = torch.tensor(start, requires_grad=True)
+    tout = _through(kernel, torch.nn.functional, tx).reshape(-1)
+    (tg,) = torch.autograd.grad((tout * torch.tensor(weights.data)).sum(), tx, create_graph=True)
+    (tgg,) = torch.autograd.grad((tg * tg).sum(), tx)
+    np.testing.assert_allclose(leaf.grad.data, tg.detach().numpy(), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(g.data, tg.detach().numpy(), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(gg.data, tgg.numpy(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("first", "then"), [("fast", "plain"), ("plain", "fast")])
+def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, then):
+    """Adam's kernel, the one without a gradient: its state (the moments) is plain arrays that both
+    modes read the same way, so steps taken in either mode continue each other as torch's do."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((40, 30)).astype(np.float32)
+    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(4)]
+    p, tp = mg.tensor(start, requires_grad=True), torch.tensor(start, requires_grad=True)
+    opt, topt = optim.AdamW([p], lr=1e-2, weight_decay=0.1), torch.optim.AdamW([tp], lr=1e-2, weight_decay=0.1)
+    before = kernels.use(first)
+    try:
+        for step, g in enumerate(grads):
+            if step == 2:
+                kernels.use(then)
+            p.grad, tp.grad = mg.tensor(g), torch.tensor(g)
+            opt.step()
+            topt.step()
+    finally:
+        kernels.use(before)
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), atol=1e-6, rtol=0)
+
+
+def test_the_switch_tests_cover_every_kernel():
+    """A kernel added to kernels.py without a mid-graph switch case above fails here."""
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads"}
+    for name in kernels.NAMES:
+        assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))

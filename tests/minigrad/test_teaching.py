@@ -156,3 +156,32 @@ def test_failing_composition_shrinks_to_a_runnable_snippet():
     exec(snippet, namespace)  # runs as printed
     testing.assert_composition_matches_torch(minimal)
     assert torch.is_tensor(namespace["v1"])
+
+
+def test_every_operator_is_written_out_where_grep_finds_it():
+    """``grep "def __add__" minigrad/tensor.py`` finds the operator, a one-line call of its op (they
+    were once set on Tensor from a table, out of grep's reach)."""
+    import inspect
+    import re
+
+    source = inspect.getsource(mg.Tensor)
+    for name in ("add", "sub", "mul", "truediv", "pow"):
+        for method in (f"__{name}__", f"__r{name}__") + ((f"__i{name}__",) if name != "pow" else ()):
+            body = re.search(rf"    def {method}\(self, other: Any\) -> Tensor:\n        return (.*)\n", source)
+            assert body, method
+            assert getattr(mg.Tensor, method).__qualname__ == f"Tensor.{method}"
+    x = mg.tensor([7, 2])
+    assert (x / 2).tolist() == [3.5, 1.0] and (7 / x).tolist() == [1.0, 3.5]  # integers divide in float
+
+
+def test_the_start_here_table_states_each_files_real_length():
+    """docs/minigrad/engine.md's reading order gives each file's line count: the real one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "minigrad" / "engine.md").read_text()
+    rows = re.findall(r"^\| \d \| `(minigrad/\w+\.py)` \| (\d+) \|", page, re.M)
+    assert len(rows) >= 5
+    for path, lines in rows:
+        assert len((root / path).read_text().splitlines()) == int(lines), path
