@@ -7,6 +7,7 @@ J[:, j] ~ (f(x + eps e_j) - f(x - eps e_j)) / (2 eps). The two must agree elemen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -38,6 +39,21 @@ def perturbed(
         minus = f()
         array.flat[j] = orig
         yield j, plus, minus
+
+
+def rounding_noise(values: Sequence[float]) -> float:
+    """The standard deviation of the noise in f, from f at equally spaced points close together
+    (Moré and Wild's ECnoise, 2011). At a small spacing the k-th differences of a smooth f are near 0,
+    while noise of deviation sigma, independent from point to point, gives k-th differences of mean
+    square sigma^2 (2k)!/(k!)^2. The largest estimate over k = 3..6 (orders at which the smooth part
+    has vanished) is returned: over- rather than under-estimated."""
+    differences = np.asarray(values, dtype=np.float64)
+    estimates = []
+    for k in range(1, 7):
+        differences = np.diff(differences)
+        if k >= 3:
+            estimates.append(math.sqrt(np.mean(differences**2) * math.factorial(k) ** 2 / math.factorial(2 * k)))
+    return max(estimates)
 
 
 def gradcheck(

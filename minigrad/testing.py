@@ -21,8 +21,11 @@ It needs hypothesis: ``pip install "minigrad-finetune[testing]"``.
 
 from __future__ import annotations
 
+import ast
 import functools
+import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +42,7 @@ except ImportError as error:
 
 import minigrad
 from minigrad import pytest_plugin
-from minigrad.gradcheck import perturbed
+from minigrad.gradcheck import perturbed, rounding_noise
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -265,6 +268,10 @@ class CheckGradientsError(ValueError):
     """check_gradients was called in a way it cannot check; the message says what to change."""
 
 
+class ForwardModeNotChecked(UserWarning):
+    """A torch Function without a ``jvp``: check_gradients checked its backward only."""
+
+
 class _Misuse(BaseException):
     """Carries a CheckGradientsError out through hypothesis, which would shrink an Exception like a bug."""
 
@@ -275,12 +282,25 @@ def _library(name: str) -> Any:
     return torch if name == "torch" else minigrad
 
 
+def _function_class(fn: Callable) -> type | None:
+    """The Function class whose ``.apply`` fn is (a method bound to the class), or None."""
+    owner = getattr(fn, "__self__", None)
+    functions = (minigrad.Function, torch.autograd.Function)
+    return owner if isinstance(owner, type) and issubclass(owner, functions) else None
+
+
 def _check_library_of(fn: Callable, library: str) -> None:
     """A Function's ``.apply`` belongs to one library: say so before running it on the other's tensors."""
-    owner = getattr(fn, "__self__", None)
+    if not callable(fn):
+        raise CheckGradientsError(f"fn must be callable (a Function's .apply, or a function), not {fn!r}")
+    owner = _function_class(fn)
     for name, base in (("minigrad", minigrad.Function), ("torch", torch.autograd.Function)):
-        if isinstance(owner, type) and issubclass(owner, base) and name != library:
+        if owner is not None and issubclass(owner, base) and name != library:
             raise CheckGradientsError(f"{owner.__name__} is a {name} Function: pass library={name!r}")
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v)
 
 
 def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
@@ -292,9 +312,17 @@ def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
             if not v.requires_grad:
                 raise CheckGradientsError(f"input {i} is a float tensor that does not require grad")
             v = v.detach().numpy()
+        if isinstance(v, list) and v and all(isinstance(e, (float, list)) for e in v):
+            raise CheckGradientsError(
+                f"input {i} is a list, {v!r}: give a NumPy array (draw it with testing.arrays, or .map(np.array))"
+            )
         values.append(np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
     if not any(_is_input(v) for v in values):
-        raise CheckGradientsError("no input to differentiate: give a shape or a strategy of float arrays")
+        shape = next((f"input {i} is {v!r}, a shape: " for i, v in enumerate(values) if _is_shape(v) and v), "")
+        raise CheckGradientsError(
+            f"no input to differentiate: {shape}give a shape, or a strategy of float arrays"
+            + (" such as testing.arrays(testing.shapes())" if shape else "")
+        )
     return values
 
 
@@ -325,25 +353,96 @@ def _weights(lib: Any, shape: tuple[int, ...], offset: float) -> Any:
     return lib.tensor(_grad_seed(shape) + offset)
 
 
-def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, list | None]:
+def _weighted(lib: Any, tensors: Sequence[Any], offset: float) -> tuple[Any, Any]:
+    """sum_k <w_k, t_k> for the fixed weights w_k, and sum_k <|w_k|, |t_k|>: the magnitude of its terms."""
+    terms = [t * _weights(lib, tuple(t.shape), offset if offset else k) for k, t in enumerate(tensors)]
+    return sum((t.sum() for t in terms), lib.tensor(0.0)), sum(t.abs().sum().item() for t in terms)
+
+
+def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, float, list | None]:
     """The scalar S = sum_k <u_k, fn(x)_k> with fixed random u_k (order 1), or T = sum_i <v_i, dS/dx_i>
-    (order 2), and, with ``grads``, its analytic gradient with respect to each float input: one
-    backward pass, a vector-Jacobian product that involves every output element."""
+    (order 2), the magnitude of the terms it sums and, with ``grads``, its analytic gradient with
+    respect to each float input: one backward pass, a vector-Jacobian product that involves every
+    output element."""
     with lib.enable_grad() if grads or order == 2 else lib.no_grad():
         args = _args(lib, values)
         inputs = [a for a, v in zip(args, values) if _is_input(v)]
-        outs = _float_outputs(lib, fn(*args))
-        s = sum((o * _weights(lib, tuple(o.shape), k)).sum() for k, o in enumerate(outs))
+        s, magnitude = _weighted(lib, _float_outputs(lib, fn(*args)), 0.0)
         if grads and order == 1 and not s.requires_grad:
             raise CheckGradientsError("fn's output does not require grad: is it detached from the inputs?")
         if order == 2:
             first = lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True)
-            terms = [(g * _weights(lib, tuple(g.shape), 0.5)).sum() for g in first if g is not None]
-            s = sum(terms, lib.tensor(0.0))
+            s, magnitude = _weighted(lib, [g for g in first if g is not None], 0.5)
         if not grads:
-            return s.item(), None
+            return s.item(), magnitude, None
         found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
-        return s.item(), _grad_arrays(found, [tuple(t.shape) for t in inputs])
+        return s.item(), magnitude, _grad_arrays(found, [tuple(t.shape) for t in inputs])
+
+
+# Rounding noise relative to the magnitude of S's terms, by the precision fn computes in: float64
+# rounds at 1.1e-16, float32 at 6.0e-8, float16 at 4.9e-4 and bfloat16 at 3.9e-3 (unit roundoff);
+# measured noise sits somewhat below (the terms' errors partly cancel) or above (inputs rounded too).
+FLOAT64_NOISE, FLOAT32_NOISE = 1e-12, 1e-5
+PROBE_SPACING, PROBE_POINTS = 1e-4, 13
+NOISE_FACTOR = 20  # atol covers this many standard deviations of the noise in a difference quotient
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision fn was measured to compute in at one point, and the step and tolerance chosen for it."""
+
+    noise: float  # standard deviation of S's rounding noise over the magnitude of its terms
+    eps: float
+    atol: float
+    rtol: float
+
+    @property
+    def name(self) -> str:
+        if not np.isfinite(self.noise):
+            return "not measured (fn is not finite near these inputs)"
+        return "float64" if self.noise <= FLOAT64_NOISE else "float32" if self.noise <= FLOAT32_NOISE else "float16"
+
+    def __str__(self) -> str:
+        return (
+            f"precision {self.name}, relative rounding noise {self.noise:.1e}; "
+            f"eps={self.eps:.3g}, atol={self.atol:.3g}, rtol={self.rtol:.3g}"
+        )
+
+
+def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dict[str, float | None]) -> Precision:
+    """Measure the rounding noise of S (or T) at ``PROBE_POINTS`` points spaced ``PROBE_SPACING``
+    apart along a fixed +-1 direction through the inputs, and choose from it the step and the
+    tolerance: in float64 a central difference at eps = 1e-6 (torch.autograd.gradcheck's), at lower
+    precision eps = (relative noise)^(1/3), which balances the noise in a difference quotient (noise
+    / eps) against its truncation error (eps^2 f''' / 6), and an atol that covers the noise. Below
+    float32 no step leaves a useful tolerance: refused unless eps, atol and rtol are all given."""
+    inputs = [v for v in values if _is_input(v)]
+    originals = [v.copy() for v in inputs]
+    directions = [np.where(_grad_seed(v.shape) < 0, -1.0, 1.0) for v in inputs]
+    probe = []
+    try:
+        for step in range(-(PROBE_POINTS // 2), PROBE_POINTS // 2 + 1):
+            for v, x, d in zip(inputs, originals, directions):
+                v[...] = x + step * PROBE_SPACING * d
+            probe.append(_evaluate(lib, fn, values, order, grads=False)[:2])
+    finally:
+        for v, x in zip(inputs, originals):
+            v[...] = x
+    found, magnitudes = np.array(probe).T
+    noise = rounding_noise(found) if np.all(np.isfinite(found)) else np.nan
+    relative = noise / magnitudes.max() if noise > 0 else 0.0 if noise == 0 else np.nan
+    measured = Precision(relative, 1e-6, 1e-5, 1e-3)
+    if measured.name == "float32":
+        eps = given["eps"] or float(np.clip(np.cbrt(relative), 1e-6, 1e-2))
+        measured = Precision(relative, eps, max(1e-5, NOISE_FACTOR * noise / eps), 1e-3)
+    elif measured.name == "float16" and None in given.values():
+        raise CheckGradientsError(
+            f"fn's values carry rounding noise of {relative:.1e} relative, float16 or bfloat16 precision (or fn is "
+            "random): finite differences cannot check it to a useful tolerance; check it computing in float32, "
+            "or pass eps, atol and rtol yourself"
+        )
+    chosen = {k: given[k] if given[k] is not None else getattr(measured, k) for k in ("eps", "atol", "rtol")}
+    return Precision(relative, **chosen)
 
 
 def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rtol: float) -> tuple | None:
@@ -359,27 +458,115 @@ def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rt
 
 
 def _numeric(lib: Any, fn: Callable, values: list[Any], order: int, value: float, analytic: list[np.ndarray],
-             eps: float, atol: float, rtol: float) -> list[np.ndarray]:  # fmt: skip
+             precision: Precision) -> list[np.ndarray]:  # fmt: skip
     """Central differences of S (or T) for every float input element. Where one disagrees with
-    the analytic derivative, the slopes over the four half-steps from x - eps to x + eps are
-    compared too: if they disagree by more than the tolerance, a kink (relu at 0, a tie in max)
-    or a jump (relu's derivative at 0) lies within eps, the derivative there is not known well
-    enough to judge, and the element is set aside (NaN). Elsewhere the central difference is
-    within half that disagreement of the true slope: a correct function raises no false alarm."""
-    numeric = []
+    the analytic derivative, S is also taken at the half-steps: Richardson extrapolation of the
+    central differences over eps and eps / 2, (4 D(eps/2) - D(eps)) / 3, cancels their eps^2 error
+    term. If the slopes over the four half-steps from x - eps to x + eps do not lie on a line (a
+    second difference above a third of the tolerance), a kink (relu at 0, a tie in max) or a jump
+    (relu's derivative at 0) lies within eps, the derivative there is not known well enough to
+    judge, and the element is set aside (NaN). Elsewhere a kink changes the slope by less than the
+    tolerance, and the differences stay within half of it of the true slope: no false alarm."""
+    eps, numeric = precision.eps, []
     f = lambda: _evaluate(lib, fn, values, order, grads=False)[0]  # noqa: E731
     for v, a in zip(filter(_is_input, values), analytic):
         found = np.empty(v.shape)
         for j, plus, minus in perturbed(f, v, eps):
             found.flat[j] = central = (plus - minus) / (2 * eps)
-            tolerance = atol + rtol * abs(central)
+            tolerance = precision.atol + precision.rtol * abs(central)
             if not abs(a.flat[j] - central) <= tolerance:
                 ((_, half_plus, half_minus),) = perturbed(f, v, eps / 2, elements=[j])
+                found.flat[j] = (4 * (half_plus - half_minus) / eps - central) / 3
                 slopes = np.diff([minus, half_minus, value, half_plus, plus]) / (eps / 2)
-                if not np.ptp(slopes) <= tolerance:
+                if not np.abs(np.diff(slopes, 2)).max() <= tolerance / 3:
                     found.flat[j] = np.nan
         numeric.append(found)
     return numeric
+
+
+def _directional(fn: Callable, values: list[Any], position: int, tangent: np.ndarray, eps: float) -> float:
+    """The derivative of S along ``tangent`` in input ``position``: Richardson extrapolation of the
+    central differences over eps and eps / 2."""
+    x = values[position].copy()
+    central = []
+    try:
+        for h in (eps, eps / 2):
+            ends = []
+            for sign in (1, -1):
+                values[position][...] = x + sign * h * tangent
+                ends.append(_evaluate(torch, fn, values, 1, grads=False)[0])
+            central.append((ends[0] - ends[1]) / (2 * h))
+    finally:
+        values[position][...] = x
+    return (4 * central[1] - central[0]) / 3
+
+
+def _forward_mode(fn: Callable, values: list[Any], analytic: list[np.ndarray], precision: Precision) -> str | None:
+    """For a torch Function with a ``jvp``: per input, <u, J v> from forward-mode AD (the jvp)
+    against <J^T u, v> from the backward (already checked) and a difference of S along v, for
+    fixed random u and v. Returns what is wrong, or None."""
+    from torch.autograd import forward_ad
+
+    positions = [k for k, v in enumerate(values) if _is_input(v)]
+    for position, gradient in zip(positions, analytic):
+        tangent = _grad_seed(values[position].shape) + 0.25
+        with forward_ad.dual_level(), torch.no_grad():
+            args = _args(torch, values)
+            args[position] = forward_ad.make_dual(args[position].detach(), torch.tensor(tangent))
+            tangents = [forward_ad.unpack_dual(o).tangent for o in _float_outputs(torch, fn(*args))]
+            jvp = _weighted(torch, [t if t is not None else torch.zeros(()) for t in tangents], 0.0)[0].item()
+        backward = float(np.sum(gradient * tangent))
+        numeric = _directional(fn, values, position, tangent, precision.eps)
+        tolerance = float(np.sum(np.abs(tangent) * (precision.atol + precision.rtol * np.abs(gradient))))
+        if not (abs(jvp - backward) <= tolerance and abs(jvp - numeric) <= tolerance):
+            return (
+                f"forward-mode derivative (jvp) of input {position} is wrong: <u, J v> for fixed random u, v is "
+                f"{jvp:.10g} by the jvp, {backward:.10g} by the backward, {numeric:.10g} numeric ({precision}; "
+                f"the tolerance sums atol + rtol |gradient| over v's elements: {tolerance:.3g})"
+            )
+    return None
+
+
+def _batched(fn: Callable, values: list[Any], precision: Precision) -> str | None:
+    """Per-sample values and gradients of S under torch.func.vmap, for a batch of three samples
+    (the point and two others), against a Python loop over the samples. Returns what differs, or None."""
+    positions = [k for k, v in enumerate(values) if _is_input(v)]
+    samples = [values, *([v * a + b if _is_input(v) else v for v in values] for a, b in ((1.25, 0.1), (0.8, -0.05)))]
+    loop = []
+    for sample in samples:
+        s, _, gradients = _evaluate(torch, fn, sample, 1, grads=True)
+        loop.append([np.array(s), *gradients])
+
+    def scalar(*inputs: Any) -> Any:
+        args = _args(torch, values)
+        for position, t in zip(positions, inputs):
+            args[position] = t
+        return _weighted(torch, _float_outputs(torch, fn(*args)), 0.0)[0]
+
+    stacked = [torch.tensor(np.stack([s[k] for s in samples])) for k in positions]
+    try:
+        found = torch.func.vmap(torch.func.grad_and_value(scalar, argnums=tuple(range(len(positions)))))(*stacked)
+    except RuntimeError as error:
+        if "functorch transforms" not in str(error) and "vmap support" not in str(error):
+            raise
+        name = getattr(_function_class(fn), "__name__", "fn")
+        raise CheckGradientsError(
+            f"batched=True needs fn to run under torch.func.vmap: {name} must define forward without ctx, "
+            "setup_context, and generate_vmap_rule = True or a vmap staticmethod (torch's docs: 'Extending "
+            "torch.func with autograd.Function')"
+        ) from None
+    (gradients, value) = found
+    batched = [value.numpy(), *(g.numpy() for g in gradients)]
+    for b, expected in enumerate(loop):
+        worst = _worst([found_[b] for found_ in batched], expected, precision.atol, precision.rtol)
+        if worst:
+            k, element, mine, theirs = worst
+            what = "value <u, fn(x)>" if k == 0 else f"gradient of input {positions[k - 1]} at element {element}"
+            return (
+                f"under torch.func.vmap, sample {b}'s {what} is {mine:.10g}, a Python loop gives {theirs:.10g} "
+                f"(atol={precision.atol:.3g}, rtol={precision.rtol:.3g})"
+            )
+    return None
 
 
 def _importable(obj: Any) -> tuple[str, str] | None:
@@ -392,15 +579,55 @@ def _importable(obj: Any) -> tuple[str, str] | None:
     return (module, qualname) if found is obj and found is not None else None
 
 
+def _main_source(name: str) -> str | None:
+    """The statements of the ``__main__`` script that define ``name``: its class or function, and
+    the imports, definitions and assignments at the script's top level that it uses, in the
+    script's order. None where the script's source cannot be read (python -c, a notebook)."""
+    try:
+        tree = ast.parse(inspect.getsource(sys.modules["__main__"]))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    defining: dict[str, ast.stmt] = {}
+    for statement in tree.body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            for alias in statement.names:
+                defining[(alias.asname or alias.name).split(".")[0]] = statement
+        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defining[statement.name] = statement
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            defining.update((t.id, statement) for t in targets if isinstance(t, ast.Name))
+    if name not in defining:
+        return None
+    needed, pending = set(), [name]
+    while pending:
+        statement = defining.get(pending.pop())
+        if statement is not None and statement not in needed:
+            needed.add(statement)
+            pending.extend(n.id for n in ast.walk(statement) if isinstance(n, ast.Name))
+    return "\n".join(ast.get_source_segment(inspect.getsource(sys.modules["__main__"]), s) for s in tree.body
+                     if s in needed)  # fmt: skip
+
+
 def _name_in_repro(fn: Callable, placeholder: str, lines: list[str]) -> str:
-    """The expression for ``fn`` in a repro, adding its import to ``lines``."""
+    """The expression for ``fn`` in a repro, adding its import (or, for a script's own Function,
+    its source) to ``lines``."""
     owner = getattr(fn, "__self__", None)  # Function.apply is a method bound to the class
     target, attribute = (owner, f".{fn.__name__}") if isinstance(owner, type) else (fn, "")
     where = _importable(target)
     if where is None:
         lines.append(f"# {placeholder} = {fn!r}: it cannot be imported, so define {placeholder} before running this")
         return placeholder
-    lines.append(f"from {where[0]} import {where[1].split('.')[0]}")
+    name = where[1].split(".")[0]
+    if where[0] != "__main__":
+        lines.append(f"from {where[0]} import {name}")
+    elif (source := _main_source(name)) is not None:
+        lines[:0] = [f"# {name} is defined in your script {sys.modules['__main__'].__file__}: its source is copied"]
+        lines.extend(["", source, ""])
+    else:
+        lines[:0] = [f"# {name} is defined in __main__ (python -c or a notebook), whose source could not be read: "
+                     f"run this where {name} is defined"]  # fmt: skip
+        lines.append(f"from __main__ import {name}")
     return where[1] + attribute
 
 
@@ -418,70 +645,89 @@ def _repro(fn: Callable, values: list[Any], options: dict[str, Any]) -> str:
     return "\n".join([*lines, "", "check_gradients_at(", *(f"    {c}," for c in call), ")", ""])
 
 
+def _has_jvp(fn: Callable) -> bool | None:
+    """Whether fn is a torch Function's apply that defines jvp (None: fn is no torch Function)."""
+    owner = _function_class(fn)
+    if owner is None or not issubclass(owner, torch.autograd.Function):
+        return None
+    return owner.jvp is not torch.autograd.Function.jvp
+
+
 def check_gradients_at(
     fn: Callable[..., Any],
     *inputs: Any,
     library: str = "torch",
     second_order: bool = True,
+    forward_mode: bool = True,
+    batched: bool = False,
     reference: Callable[..., Any] | None = None,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> int:
     """Check ``fn``'s derivatives at one point: float NumPy arrays among ``inputs`` become float64
     tensors that require grad, the rest is passed as is. Raises ``GradientMismatch``; returns how
     many first-derivative elements were compared (the others lay at a kink and were set aside)."""
     lib = _library(library)
     _check_library_of(fn, library)
+    if batched and library != "torch":
+        raise CheckGradientsError("batched=True checks torch.func.vmap: pass library='torch' (minigrad has no vmap)")
     values = _values(lib, inputs)
     wrt = [k for k, v in enumerate(values) if _is_input(v)]
-    options = {"library": library, "second_order": second_order, "eps": eps, "atol": atol, "rtol": rtol}
+    given = {"eps": eps, "atol": atol, "rtol": rtol}
+    options = {"library": library, "second_order": second_order, "forward_mode": forward_mode, "batched": batched}
+    options.update({k: v for k, v in given.items() if v is not None})
     if reference is not None:
         options["reference"] = reference
 
     def mismatch(message: str) -> GradientMismatch:
         return GradientMismatch(message, values, _repro(fn, values, options))
 
-    tolerance = f"eps={eps}, atol={atol}, rtol={rtol}"
     if reference is not None:
+        ref_atol, ref_rtol = atol or 1e-5, rtol or 1e-3
         with lib.no_grad():
             outs = [[o.detach().numpy() for o in _float_outputs(lib, f(*_args(lib, values)))] for f in (fn, reference)]
         if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
             raise mismatch(
                 f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's {[o.shape for o in outs[1]]}"
             )
-        grads = [_evaluate(lib, f, values, 1, grads=True)[1] for f in (fn, reference)]
-        for what, found in (("output", _worst(*outs, atol, rtol)), ("gradient", _worst(*grads, atol, rtol))):
+        grads = [_evaluate(lib, f, values, 1, grads=True)[2] for f in (fn, reference)]
+        for what, found in (("output", _worst(*outs, ref_atol, ref_rtol)), ("gradient", _worst(*grads, ref_atol, ref_rtol))):  # noqa: E501 # fmt: skip
             if found:
                 k, element, mine, theirs = found
                 name = f"output {k}" if what == "output" else f"first derivative of input {wrt[k]}"
                 raise mismatch(
                     f"fn and reference differ: {name} at element {element}: fn {mine:.10g}, "
-                    f"reference {theirs:.10g} ({tolerance})"
+                    f"reference {theirs:.10g} (atol={ref_atol}, rtol={ref_rtol})"
                 )
     compared = 0
     for order in (1, 2) if second_order else (1,):
-        value, analytic = _evaluate(lib, fn, values, order, grads=True)
+        value, _, analytic = _evaluate(lib, fn, values, order, grads=True)
         if not np.isfinite(value):
             raise mismatch("fn is not finite at these inputs (keep them in its domain with low/high or a strategy)")
-        numeric = _numeric(lib, fn, values, order, value, analytic, eps, atol, rtol)
+        precision = _precision(lib, fn, values, order, given)
+        numeric = _numeric(lib, fn, values, order, value, analytic, precision)
         if order == 1:
             compared = sum(int(np.sum(~np.isnan(n))) for n in numeric)
-        found = _worst(analytic, numeric, atol, rtol)
+        found = _worst(analytic, numeric, precision.atol, precision.rtol)
         if found:
             i, element, a, n = found  # i counts the inputs that are differentiated
             of = "<u, fn(x)> for a fixed random u" if order == 1 else "<v, d<u, fn(x)>/dx> for fixed random u, v"
             raise mismatch(
                 f"{['first', 'second'][order - 1]} derivative of input {wrt[i]} (shape {values[wrt[i]].shape}) is "
-                f"wrong at element {element}: analytic {a:.10g}, numeric {n:.10g} (the gradient of {of}; {tolerance})"
+                f"wrong at element {element}: analytic {a:.10g}, numeric {n:.10g} (the gradient of {of}; {precision})"
             )
+        if order == 1 and forward_mode and _has_jvp(fn) and (wrong := _forward_mode(fn, values, analytic, precision)):
+            raise mismatch(wrong)
+        if order == 1 and batched and (wrong := _batched(fn, values, precision)):
+            raise mismatch(wrong)
     return compared
 
 
 def _strategy(i: int, shape: Any, low: float, high: float) -> st.SearchStrategy:
     if isinstance(shape, st.SearchStrategy):
         return shape
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+    if not _is_shape(shape):
         raise CheckGradientsError(
             f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
         )
@@ -494,19 +740,25 @@ def check_gradients(
     low: float = -3.0,
     high: float = 3.0,
     second_order: bool = True,
+    forward_mode: bool = True,
+    batched: bool = False,
     max_examples: int | None = None,
     seed: int | None = None,
     library: str = "torch",
     reference: Callable[..., Any] | None = None,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> None:
-    """Check ``fn``'s first (and second) derivatives against float64 central differences over
+    """Check ``fn``'s first (and second) derivatives against central differences over
     ``max_examples`` inputs drawn by hypothesis: one float64 array in [low, high] per shape, or
     whatever a strategy given in place of a shape draws. Returns None, or raises
     ``GradientMismatch`` for shrunk inputs, with ``.inputs`` and a runnable ``.repro``.
 
+    At each point the rounding noise of fn is measured, and the step ``eps`` and the tolerance
+    ``atol + rtol |numeric|`` are chosen for the precision it shows (float64 or float32; below
+    float32 it refuses unless all three are given). A torch Function's ``jvp`` is checked too
+    (``forward_mode``), and with ``batched=True`` its per-sample gradients under torch.func.vmap.
     Elements within eps of a kink (one-sided differences disagree) are set aside. ``max_examples``
     (100) and ``seed`` (0) default to pytest's --gradients-max-examples and --gradients-seed.
     Hypothesis keeps no example database (``database=None``): a run depends only on the seed.
@@ -517,14 +769,24 @@ def check_gradients(
         raise CheckGradientsError(
             "give one shape (or strategy) per input of fn, e.g. check_gradients(fn, (3, 4), (4,))"
         )
+    for name, number in (("low", low), ("high", high)):
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            raise CheckGradientsError(f"{name} must be a number, not {number!r}")
     if not low < high:
         raise CheckGradientsError(f"low must be below high, got low={low}, high={high}")
     max_examples = pytest_plugin.defaults["max_examples"] if max_examples is None else max_examples
     seed = pytest_plugin.defaults["seed"] if seed is None else seed
-    if not (isinstance(max_examples, int) and max_examples > 0):
+    if not (isinstance(max_examples, int) and not isinstance(max_examples, bool) and max_examples > 0):
         raise CheckGradientsError(f"max_examples must be a positive int, not {max_examples!r}")
     strategy = st.tuples(*(_strategy(i, s, low, high) for i, s in enumerate(shapes)))
-    options = dict(library=library, second_order=second_order, reference=reference, eps=eps, atol=atol, rtol=rtol)
+    if forward_mode and _has_jvp(fn) is False:
+        warnings.warn(
+            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False says nothing)",
+            ForwardModeNotChecked,
+            stacklevel=2,
+        )
+    options = dict(library=library, second_order=second_order, forward_mode=forward_mode, batched=batched,
+                   reference=reference, eps=eps, atol=atol, rtol=rtol)  # fmt: skip
     compared = []
 
     @hypothesis.seed(seed)
@@ -566,4 +828,5 @@ __all__: Sequence[str] = [
     "check_gradients_at",
     "GradientMismatch",
     "CheckGradientsError",
+    "ForwardModeNotChecked",
 ]
