@@ -47,6 +47,24 @@ from minigrad.gradcheck import perturbed, rounding_noise
 # ----------------------------------------------------------------------------- strategies
 
 
+class CheckGradientsError(ValueError):
+    """check_gradients (or a strategy) was called in a way it cannot check; the message says what to change."""
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v)
+
+
+def _shape_or_strategy(name: str, shape: Any) -> Any:
+    """``shape`` itself if it is a shape or a hypothesis strategy; else a one-line error naming ``name``."""
+    if isinstance(shape, st.SearchStrategy) or _is_shape(shape):
+        return shape
+    what = f"a NumPy array of shape {shape.shape}" if isinstance(shape, np.ndarray) else repr(shape)
+    raise CheckGradientsError(
+        f"{name} is {what}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
+    )
+
+
 def shapes(min_dims: int = 0, max_dims: int = 4, min_side: int = 1, max_side: int = 4) -> st.SearchStrategy:
     """Array shapes, e.g. (), (3,), (2, 1, 4)."""
     return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
@@ -80,7 +98,7 @@ def arrays(
     elements = st.floats(min_value, max_value, allow_nan=False, allow_infinity=False, width=64)
     if away_from_zero:
         elements = elements.filter(lambda v: abs(v) >= away_from_zero)
-    return hnp.arrays(np.dtype(dtype), shape, elements=elements)
+    return hnp.arrays(np.dtype(dtype), _shape_or_strategy("shape", shape), elements=elements)
 
 
 def broadcastable_arrays(num: int = 2, **kwargs: Any) -> st.SearchStrategy:
@@ -93,7 +111,7 @@ def broadcastable_arrays(num: int = 2, **kwargs: Any) -> st.SearchStrategy:
 
 def tensors(shape: Any = None, requires_grad: bool = True, **kwargs: Any) -> st.SearchStrategy:
     """minigrad Tensors (float64) with bounded elements; ``shape`` is a shape or a strategy of shapes."""
-    return arrays(shapes() if shape is None else shape, **kwargs).map(
+    return arrays(shapes() if shape is None else _shape_or_strategy("shape", shape), **kwargs).map(
         lambda a: minigrad.tensor(a, requires_grad=requires_grad)
     )
 
@@ -264,10 +282,6 @@ class GradientMismatch(AssertionError):  # noqa: N818 - a failed check, as Asser
         self.inputs, self.repro = inputs, repro
 
 
-class CheckGradientsError(ValueError):
-    """check_gradients was called in a way it cannot check; the message says what to change."""
-
-
 class ForwardModeNotChecked(UserWarning):
     """A torch Function without a ``jvp``: check_gradients checked its backward only."""
 
@@ -299,10 +313,6 @@ def _check_library_of(fn: Callable, library: str) -> None:
             raise CheckGradientsError(f"{owner.__name__} is a {name} Function: pass library={name!r}")
 
 
-def _is_shape(v: Any) -> bool:
-    return isinstance(v, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v)
-
-
 def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
     """The inputs as check_gradients holds them: float arrays (and float tensors that require
     grad) become float64 arrays to differentiate; anything else is passed to fn unchanged."""
@@ -318,7 +328,7 @@ def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
             )
         values.append(np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
     if not any(_is_input(v) for v in values):
-        shape = next((f"input {i} is {v!r}, a shape: " for i, v in enumerate(values) if _is_shape(v) and v), "")
+        shape = next((f"input {i} is {v!r}, a shape: " for i, v in enumerate(values) if _is_shape(v)), "")
         raise CheckGradientsError(
             f"no input to differentiate: {shape}give a shape, or a strategy of float arrays"
             + (" such as testing.arrays(testing.shapes())" if shape else "")
@@ -340,7 +350,11 @@ def _float_outputs(lib: Any, out: Any) -> list[Any]:
     other = "torch" if lib is minigrad else "minigrad"
     if any(isinstance(o, (torch.Tensor, minigrad.Tensor)) and not isinstance(o, lib.Tensor) for o in outs):
         raise CheckGradientsError(f"fn returned a {other} tensor: pass library={other!r}")
-    floats = [o for o in outs if isinstance(o, lib.Tensor) and o.detach().numpy().dtype.kind == "f"]
+    floats = [
+        o
+        for o in outs
+        if isinstance(o, lib.Tensor) and (o.dtype.is_floating_point if lib is torch else o.dtype.kind == "f")
+    ]
     if not floats:
         got = f"a tensor of {out.dtype}" if hasattr(out, "dtype") else type(out).__name__
         raise CheckGradientsError(f"fn must return a float {lib.__name__} tensor (or a tuple of them), not {got}")
@@ -353,10 +367,13 @@ def _weights(lib: Any, shape: tuple[int, ...], offset: float) -> Any:
     return lib.tensor(_grad_seed(shape) + offset)
 
 
-def _weighted(lib: Any, tensors: Sequence[Any], offset: float) -> tuple[Any, Any]:
-    """sum_k <w_k, t_k> for the fixed weights w_k, and sum_k <|w_k|, |t_k|>: the magnitude of its terms."""
-    terms = [t * _weights(lib, tuple(t.shape), offset if offset else k) for k, t in enumerate(tensors)]
-    return sum((t.sum() for t in terms), lib.tensor(0.0)), sum(t.abs().sum().item() for t in terms)
+def _weighted(lib: Any, tensors: Sequence[Any], offset: float) -> list[Any]:
+    """The terms w_k * t_k of sum_k <w_k, t_k>, for the fixed weights w_k (offset by k, or by ``offset``)."""
+    return [t * _weights(lib, tuple(t.shape), offset if offset else k) for k, t in enumerate(tensors)]
+
+
+def _total(lib: Any, terms: Sequence[Any]) -> Any:
+    return sum((t.sum() for t in terms), lib.tensor(0.0))
 
 
 def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, float, list | None]:
@@ -367,12 +384,15 @@ def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool
     with lib.enable_grad() if grads or order == 2 else lib.no_grad():
         args = _args(lib, values)
         inputs = [a for a, v in zip(args, values) if _is_input(v)]
-        s, magnitude = _weighted(lib, _float_outputs(lib, fn(*args)), 0.0)
+        terms = _weighted(lib, _float_outputs(lib, fn(*args)), 0.0)
+        s = _total(lib, terms)
         if grads and order == 1 and not s.requires_grad:
             raise CheckGradientsError("fn's output does not require grad: is it detached from the inputs?")
         if order == 2:
             first = lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True)
-            s, magnitude = _weighted(lib, [g for g in first if g is not None], 0.5)
+            terms = _weighted(lib, [g for g in first if g is not None], 0.5)
+            s = _total(lib, terms)
+        magnitude = sum(t.abs().sum().item() for t in terms)
         if not grads:
             return s.item(), magnitude, None
         found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
@@ -383,7 +403,7 @@ def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool
 # rounds at 1.1e-16, float32 at 6.0e-8, float16 at 4.9e-4 and bfloat16 at 3.9e-3 (unit roundoff);
 # measured noise sits somewhat below (the terms' errors partly cancel) or above (inputs rounded too).
 FLOAT64_NOISE, FLOAT32_NOISE = 1e-12, 1e-5
-PROBE_SPACING, PROBE_POINTS = 1e-4, 13
+PROBE_SPACING, PROBE_POINTS = 1e-4, 21
 NOISE_FACTOR = 20  # atol covers this many standard deviations of the noise in a difference quotient
 
 
@@ -514,7 +534,7 @@ def _forward_mode(fn: Callable, values: list[Any], analytic: list[np.ndarray], p
             args = _args(torch, values)
             args[position] = forward_ad.make_dual(args[position].detach(), torch.tensor(tangent))
             tangents = [forward_ad.unpack_dual(o).tangent for o in _float_outputs(torch, fn(*args))]
-            jvp = _weighted(torch, [t if t is not None else torch.zeros(()) for t in tangents], 0.0)[0].item()
+            jvp = _total(torch, _weighted(torch, [t if t is not None else torch.zeros(()) for t in tangents], 0)).item()
         backward = float(np.sum(gradient * tangent))
         numeric = _directional(fn, values, position, tangent, precision.eps)
         tolerance = float(np.sum(np.abs(tangent) * (precision.atol + precision.rtol * np.abs(gradient))))
@@ -541,7 +561,7 @@ def _batched(fn: Callable, values: list[Any], precision: Precision) -> str | Non
         args = _args(torch, values)
         for position, t in zip(positions, inputs):
             args[position] = t
-        return _weighted(torch, _float_outputs(torch, fn(*args)), 0.0)[0]
+        return _total(torch, _weighted(torch, _float_outputs(torch, fn(*args)), 0.0))
 
     stacked = [torch.tensor(np.stack([s[k] for s in samples])) for k in positions]
     try:
@@ -584,7 +604,8 @@ def _main_source(name: str) -> str | None:
     the imports, definitions and assignments at the script's top level that it uses, in the
     script's order. None where the script's source cannot be read (python -c, a notebook)."""
     try:
-        tree = ast.parse(inspect.getsource(sys.modules["__main__"]))
+        lines = inspect.getsource(sys.modules["__main__"]).splitlines()
+        tree = ast.parse("\n".join(lines))
     except (OSError, TypeError, SyntaxError):
         return None
     defining: dict[str, ast.stmt] = {}
@@ -605,8 +626,8 @@ def _main_source(name: str) -> str | None:
         if statement is not None and statement not in needed:
             needed.add(statement)
             pending.extend(n.id for n in ast.walk(statement) if isinstance(n, ast.Name))
-    return "\n".join(ast.get_source_segment(inspect.getsource(sys.modules["__main__"]), s) for s in tree.body
-                     if s in needed)  # fmt: skip
+    first_line = lambda s: min([s.lineno, *(d.lineno for d in getattr(s, "decorator_list", []))])  # noqa: E731
+    return "\n\n".join("\n".join(lines[first_line(s) - 1 : s.end_lineno]) for s in tree.body if s in needed)
 
 
 def _name_in_repro(fn: Callable, placeholder: str, lines: list[str]) -> str:
@@ -725,13 +746,8 @@ def check_gradients_at(
 
 
 def _strategy(i: int, shape: Any, low: float, high: float) -> st.SearchStrategy:
-    if isinstance(shape, st.SearchStrategy):
-        return shape
-    if not _is_shape(shape):
-        raise CheckGradientsError(
-            f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
-        )
-    return arrays(shape, min_value=low, max_value=high)
+    shape = _shape_or_strategy(f"shape {i}", shape)
+    return shape if isinstance(shape, st.SearchStrategy) else arrays(shape, min_value=low, max_value=high)
 
 
 def check_gradients(
