@@ -28,7 +28,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch  # imported with the module: inside the first example it would blow hypothesis's deadline
@@ -376,55 +376,73 @@ def _total(lib: Any, terms: Sequence[Any]) -> Any:
     return sum((t.sum() for t in terms), lib.tensor(0.0))
 
 
-def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, float, list | None]:
+class _Evaluation(NamedTuple):
+    value: float  # S (or T)
+    magnitude: float  # the sum of the sizes of the terms it sums
+    parts: list[np.ndarray]  # what it weights: fn's float outputs (or dS/dx)
+    grads: list[np.ndarray] | None  # its gradient with respect to each float input
+
+
+def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> _Evaluation:
     """The scalar S = sum_k <u_k, fn(x)_k> with fixed random u_k (order 1), or T = sum_i <v_i, dS/dx_i>
-    (order 2), the magnitude of the terms it sums and, with ``grads``, its analytic gradient with
-    respect to each float input: one backward pass, a vector-Jacobian product that involves every
-    output element."""
+    (order 2), and, with ``grads``, its analytic gradient with respect to each float input: one
+    backward pass, a vector-Jacobian product that involves every output element."""
     with lib.enable_grad() if grads or order == 2 else lib.no_grad():
         args = _args(lib, values)
         inputs = [a for a, v in zip(args, values) if _is_input(v)]
-        terms = _weighted(lib, _float_outputs(lib, fn(*args)), 0.0)
+        parts = _float_outputs(lib, fn(*args))
+        terms = _weighted(lib, parts, 0.0)
         s = _total(lib, terms)
         if grads and order == 1 and not s.requires_grad:
             raise CheckGradientsError("fn's output does not require grad: is it detached from the inputs?")
         if order == 2:
-            first = lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True)
-            terms = _weighted(lib, [g for g in first if g is not None], 0.5)
+            parts = [g for g in lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True) if g is not None]
+            terms = _weighted(lib, parts, 0.5)
             s = _total(lib, terms)
+        found = None
+        if grads:
+            found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
+            found = _grad_arrays(found, [tuple(t.shape) for t in inputs])
         magnitude = sum(t.abs().sum().item() for t in terms)
-        if not grads:
-            return s.item(), magnitude, None
-        found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
-        return s.item(), magnitude, _grad_arrays(found, [tuple(t.shape) for t in inputs])
+        return _Evaluation(s.item(), magnitude, [p.detach().numpy() for p in parts], found)
 
 
-# Rounding noise relative to the magnitude of S's terms, by the precision fn computes in: float64
-# rounds at 1.1e-16, float32 at 6.0e-8, float16 at 4.9e-4 and bfloat16 at 3.9e-3 (unit roundoff);
-# measured noise sits somewhat below (the terms' errors partly cancel) or above (inputs rounded too).
-FLOAT64_NOISE, FLOAT32_NOISE = 1e-12, 1e-5
-PROBE_SPACING, PROBE_POINTS = 1e-4, 21
+PROBE_SPACING, PROBE_POINTS = 1e-4, 31
+FLOAT64_NOISE = 1e-12  # rounding noise relative to the size of S's terms: float64 rounds at 1.1e-16
+NOISY = 1e-4  # above it a difference quotient cannot find a 1% error: float16 rounds at 4.9e-4, bfloat16 at 3.9e-3
 NOISE_FACTOR = 20  # atol covers this many standard deviations of the noise in a difference quotient
+STORAGE = {"float16": np.float16, "bfloat16": torch.bfloat16, "float32": np.float32}
+
+
+def _storage(parts: list[list[np.ndarray]]) -> str:
+    """The narrowest float format in which every output element that changes from one probe point
+    to the next is exactly representable: what a Function that computes in float32 (or float16,
+    bfloat16) and casts back to float64 shows. "float64" where none changes."""
+    stacked = [np.stack(p).reshape(len(p), -1) for p in zip(*parts)]
+    changing = np.concatenate([s[:, np.ptp(s, axis=0) > 0].ravel() for s in stacked])
+    for name, dtype in STORAGE.items():
+        if dtype is torch.bfloat16:
+            stored = torch.tensor(changing).to(dtype).double().numpy()
+        else:
+            stored = changing.astype(dtype).astype(np.float64)
+        if changing.size and np.array_equal(stored, changing):
+            return name
+    return "float64"
 
 
 @dataclass(frozen=True)
 class Precision:
-    """The precision fn was measured to compute in at one point, and the step and tolerance chosen for it."""
+    """What fn was measured to compute in near one point, and the step and tolerance chosen for it."""
 
-    noise: float  # standard deviation of S's rounding noise over the magnitude of its terms
+    storage: str  # the format its outputs (or, at order 2, gradients) are rounded to
+    noise: float  # the standard deviation of S's rounding noise over the size of the terms S sums
     eps: float
     atol: float
     rtol: float
 
-    @property
-    def name(self) -> str:
-        if not np.isfinite(self.noise):
-            return "not measured (fn is not finite near these inputs)"
-        return "float64" if self.noise <= FLOAT64_NOISE else "float32" if self.noise <= FLOAT32_NOISE else "float16"
-
     def __str__(self) -> str:
         return (
-            f"precision {self.name}, relative rounding noise {self.noise:.1e}; "
+            f"precision {self.storage}, relative rounding noise {self.noise:.1e}; "
             f"eps={self.eps:.3g}, atol={self.atol:.3g}, rtol={self.rtol:.3g}"
         )
 
@@ -432,10 +450,11 @@ class Precision:
 def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dict[str, float | None]) -> Precision:
     """Measure the rounding noise of S (or T) at ``PROBE_POINTS`` points spaced ``PROBE_SPACING``
     apart along a fixed +-1 direction through the inputs, and choose from it the step and the
-    tolerance: in float64 a central difference at eps = 1e-6 (torch.autograd.gradcheck's), at lower
-    precision eps = (relative noise)^(1/3), which balances the noise in a difference quotient (noise
-    / eps) against its truncation error (eps^2 f''' / 6), and an atol that covers the noise. Below
-    float32 no step leaves a useful tolerance: refused unless eps, atol and rtol are all given."""
+    tolerance: at float64 noise a central difference at eps = 1e-6 (torch.autograd.gradcheck's);
+    above it eps = (relative noise)^(1/3), which balances the noise in a difference quotient
+    (noise / eps) against its truncation error (eps^2 f'''/6), and an atol that covers the noise.
+    Outputs rounded to float16 or bfloat16, or noise above ``NOISY``, leave no useful tolerance:
+    refused unless eps, atol and rtol are all given."""
     inputs = [v for v in values if _is_input(v)]
     originals = [v.copy() for v in inputs]
     directions = [np.where(_grad_seed(v.shape) < 0, -1.0, 1.0) for v in inputs]
@@ -444,25 +463,25 @@ def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dic
         for step in range(-(PROBE_POINTS // 2), PROBE_POINTS // 2 + 1):
             for v, x, d in zip(inputs, originals, directions):
                 v[...] = x + step * PROBE_SPACING * d
-            probe.append(_evaluate(lib, fn, values, order, grads=False)[:2])
+            probe.append(_evaluate(lib, fn, values, order, grads=False))
     finally:
         for v, x in zip(inputs, originals):
             v[...] = x
-    found, magnitudes = np.array(probe).T
-    noise = rounding_noise(found) if np.all(np.isfinite(found)) else np.nan
-    relative = noise / magnitudes.max() if noise > 0 else 0.0 if noise == 0 else np.nan
-    measured = Precision(relative, 1e-6, 1e-5, 1e-3)
-    if measured.name == "float32":
-        eps = given["eps"] or float(np.clip(np.cbrt(relative), 1e-6, 1e-2))
-        measured = Precision(relative, eps, max(1e-5, NOISE_FACTOR * noise / eps), 1e-3)
-    elif measured.name == "float16" and None in given.values():
+    found = np.array([e.value for e in probe])
+    if not np.all(np.isfinite(found)):  # at the edge of fn's domain: gradcheck's step and tolerance
+        chosen = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3} | {k: v for k, v in given.items() if v is not None}
+        return Precision("not measured (fn is not finite nearby)", np.nan, **chosen)
+    storage, noise = _storage([e.parts for e in probe]), rounding_noise(found)
+    relative = noise / max(e.magnitude for e in probe) if noise else 0.0
+    if (storage in ("float16", "bfloat16") or relative > NOISY) and None in given.values():
         raise CheckGradientsError(
-            f"fn's values carry rounding noise of {relative:.1e} relative, float16 or bfloat16 precision (or fn is "
-            "random): finite differences cannot check it to a useful tolerance; check it computing in float32, "
-            "or pass eps, atol and rtol yourself"
+            f"fn's {'values' if order == 1 else 'gradients'} are rounded to {storage} with noise {relative:.1e} "
+            "relative (float16 or bfloat16 inside, cancellation, or randomness): finite differences cannot check "
+            "them to a useful tolerance; check fn computing in float32, or pass eps, atol and rtol yourself"
         )
-    chosen = {k: given[k] if given[k] is not None else getattr(measured, k) for k in ("eps", "atol", "rtol")}
-    return Precision(relative, **chosen)
+    eps = given["eps"] or (1e-6 if relative <= FLOAT64_NOISE else float(np.clip(np.cbrt(relative), 1e-6, 1e-2)))
+    atol = given["atol"] or max(1e-5, NOISE_FACTOR * noise / eps)
+    return Precision(storage, relative, eps, atol, given["rtol"] or 1e-3)
 
 
 def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rtol: float) -> tuple | None:
@@ -488,7 +507,7 @@ def _numeric(lib: Any, fn: Callable, values: list[Any], order: int, value: float
     judge, and the element is set aside (NaN). Elsewhere a kink changes the slope by less than the
     tolerance, and the differences stay within half of it of the true slope: no false alarm."""
     eps, numeric = precision.eps, []
-    f = lambda: _evaluate(lib, fn, values, order, grads=False)[0]  # noqa: E731
+    f = lambda: _evaluate(lib, fn, values, order, grads=False).value  # noqa: E731
     for v, a in zip(filter(_is_input, values), analytic):
         found = np.empty(v.shape)
         for j, plus, minus in perturbed(f, v, eps):
@@ -514,7 +533,7 @@ def _directional(fn: Callable, values: list[Any], position: int, tangent: np.nda
             ends = []
             for sign in (1, -1):
                 values[position][...] = x + sign * h * tangent
-                ends.append(_evaluate(torch, fn, values, 1, grads=False)[0])
+                ends.append(_evaluate(torch, fn, values, 1, grads=False).value)
             central.append((ends[0] - ends[1]) / (2 * h))
     finally:
         values[position][...] = x
@@ -554,8 +573,8 @@ def _batched(fn: Callable, values: list[Any], precision: Precision) -> str | Non
     samples = [values, *([v * a + b if _is_input(v) else v for v in values] for a, b in ((1.25, 0.1), (0.8, -0.05)))]
     loop = []
     for sample in samples:
-        s, _, gradients = _evaluate(torch, fn, sample, 1, grads=True)
-        loop.append([np.array(s), *gradients])
+        found = _evaluate(torch, fn, sample, 1, grads=True)
+        loop.append([np.array(found.value), *found.grads])
 
     def scalar(*inputs: Any) -> Any:
         args = _args(torch, values)
@@ -712,9 +731,9 @@ def check_gradients_at(
             raise mismatch(
                 f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's {[o.shape for o in outs[1]]}"
             )
-        grads = [_evaluate(lib, f, values, 1, grads=True)[2] for f in (fn, reference)]
-        for what, found in (("output", _worst(*outs, ref_atol, ref_rtol)), ("gradient", _worst(*grads, ref_atol, ref_rtol))):  # noqa: E501 # fmt: skip
-            if found:
+        grads = [_evaluate(lib, f, values, 1, grads=True).grads for f in (fn, reference)]
+        for what, pair in (("output", outs), ("gradient", grads)):
+            if found := _worst(*pair, ref_atol, ref_rtol):
                 k, element, mine, theirs = found
                 name = f"output {k}" if what == "output" else f"first derivative of input {wrt[k]}"
                 raise mismatch(
@@ -723,7 +742,7 @@ def check_gradients_at(
                 )
     compared = 0
     for order in (1, 2) if second_order else (1,):
-        value, _, analytic = _evaluate(lib, fn, values, order, grads=True)
+        value, _, _, analytic = _evaluate(lib, fn, values, order, grads=True)
         if not np.isfinite(value):
             raise mismatch("fn is not finite at these inputs (keep them in its domain with low/high or a strategy)")
         precision = _precision(lib, fn, values, order, given)

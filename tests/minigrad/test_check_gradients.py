@@ -552,7 +552,7 @@ def test_float64_functions_keep_gradchecks_step_and_tolerance():
 
 def test_bfloat16_is_refused_in_one_line_unless_the_tolerance_is_given():
     square = float32_kernels.SquareBfloat16.apply
-    with pytest.raises(CheckGradientsError, match="float16 or bfloat16 precision") as caught:
+    with pytest.raises(CheckGradientsError, match="values are rounded to bfloat16 with noise") as caught:
         check_gradients(square, (3, 4), forward_mode=False)
     assert "\n" not in str(caught.value) and "pass eps, atol and rtol yourself" in str(caught.value)
     check_gradients(square, (3, 4), forward_mode=False, second_order=False, eps=0.05, atol=0.3, rtol=0.05)
@@ -563,14 +563,14 @@ def test_bfloat16_is_refused_in_one_line_unless_the_tolerance_is_given():
 
 
 def test_a_random_function_is_refused_not_reported():
-    with pytest.raises(CheckGradientsError, match="or fn is random"):
+    with pytest.raises(CheckGradientsError, match=r"rounded to float64 with noise .* or randomness"):
         check_gradients(lambda x: x * (1 + 0.01 * torch.rand_like(x)), (3,))
 
 
 def test_rounding_noise_sees_noise_not_kinks_or_curvature():
-    t = np.linspace(-1e-3, 1e-3, 21)
+    t = np.linspace(-1.5e-3, 1.5e-3, 31)
     for seed in range(20):
-        noise = 1e-7 * np.random.default_rng(seed).standard_normal(21)
+        noise = 1e-7 * np.random.default_rng(seed).standard_normal(31)
         assert 0.25e-7 < rounding_noise(np.exp(t) + noise) < 4e-7  # within a factor 4 of the truth
         assert 0.25e-7 < rounding_noise(np.abs(t - 2e-4) + noise) < 4e-7
     assert rounding_noise(t**3) < 1e-20 and rounding_noise(np.exp(t)) < 1e-15
