@@ -816,7 +816,7 @@ def check_gradients(
     strategy = st.tuples(*(_strategy(i, s, low, high) for i, s in enumerate(shapes)))
     if forward_mode and _has_jvp(fn) is False:
         warnings.warn(
-            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False says nothing)",
+            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False silences this)",
             ForwardModeNotChecked,
             stacklevel=2,
         )
