@@ -15,7 +15,9 @@ one fails, hypothesis shrinks it and its repr is a runnable snippet for both lib
 
 ``check_gradients(MyFn.apply, (3, 4), (4,))`` turns the same machinery on your own code: it checks
 a custom ``torch.autograd.Function`` (or a minigrad one) against finite differences over
-hypothesis-drawn inputs and raises ``GradientMismatch`` with a shrunk, runnable counterexample.
+hypothesis-drawn inputs, at the precision it measures fn to compute in (float64 or float32), checks
+a torch Function's ``jvp`` (and, asked, its gradients under ``torch.func.vmap``), and raises
+``GradientMismatch`` with a shrunk, runnable counterexample.
 It needs hypothesis: ``pip install "minigrad-finetune[testing]"``.
 """
 
@@ -32,6 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch  # imported with the module: inside the first example it would blow hypothesis's deadline
+from torch.autograd import forward_ad
 
 try:
     import hypothesis
@@ -544,8 +547,6 @@ def _forward_mode(fn: Callable, values: list[Any], analytic: list[np.ndarray], p
     """For a torch Function with a ``jvp``: per input, <u, J v> from forward-mode AD (the jvp)
     against <J^T u, v> from the backward (already checked) and a difference of S along v, for
     fixed random u and v. Returns what is wrong, or None."""
-    from torch.autograd import forward_ad
-
     positions = [k for k, v in enumerate(values) if _is_input(v)]
     for position, gradient in zip(positions, analytic):
         tangent = _grad_seed(values[position].shape) + 0.25
@@ -594,10 +595,10 @@ def _batched(fn: Callable, values: list[Any], precision: Precision) -> str | Non
             "setup_context, and generate_vmap_rule = True or a vmap staticmethod (torch's docs: 'Extending "
             "torch.func with autograd.Function')"
         ) from None
-    (gradients, value) = found
+    gradients, value = found
     batched = [value.numpy(), *(g.numpy() for g in gradients)]
     for b, expected in enumerate(loop):
-        worst = _worst([found_[b] for found_ in batched], expected, precision.atol, precision.rtol)
+        worst = _worst([per_sample[b] for per_sample in batched], expected, precision.atol, precision.rtol)
         if worst:
             k, element, mine, theirs = worst
             what = "value <u, fn(x)>" if k == 0 else f"gradient of input {positions[k - 1]} at element {element}"
@@ -816,7 +817,7 @@ def check_gradients(
     strategy = st.tuples(*(_strategy(i, s, low, high) for i, s in enumerate(shapes)))
     if forward_mode and _has_jvp(fn) is False:
         warnings.warn(
-            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False silences this)",
+            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False: no warning)",
             ForwardModeNotChecked,
             stacklevel=2,
         )
