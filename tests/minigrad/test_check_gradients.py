@@ -552,7 +552,7 @@ def test_float64_functions_keep_gradchecks_step_and_tolerance():
 
 def test_bfloat16_is_refused_in_one_line_unless_the_tolerance_is_given():
     square = float32_kernels.SquareBfloat16.apply
-    with pytest.raises(CheckGradientsError, match="values are rounded to bfloat16 with noise") as caught:
+    with pytest.raises(CheckGradientsError, match="values are rounded to bfloat16 .rounding noise") as caught:
         check_gradients(square, (3, 4), forward_mode=False)
     assert "\n" not in str(caught.value) and "pass eps, atol and rtol yourself" in str(caught.value)
     check_gradients(square, (3, 4), forward_mode=False, second_order=False, eps=0.05, atol=0.3, rtol=0.05)
@@ -562,8 +562,8 @@ def test_bfloat16_is_refused_in_one_line_unless_the_tolerance_is_given():
                         eps=0.05, atol=0.3, rtol=0.05, reference=wrong)  # fmt: skip
 
 
-def test_a_random_function_is_refused_not_reported():
-    with pytest.raises(CheckGradientsError, match=r"rounded to float64 with noise .* or randomness"):
+def test_a_random_function_is_set_aside_not_reported():
+    with pytest.raises(CheckGradientsError, match=r"rounding noise was above 0.0001 of its values at every point"):
         check_gradients(lambda x: x * (1 + 0.01 * torch.rand_like(x)), (3,))
 
 
@@ -664,3 +664,27 @@ def test_batched_per_sample_gradients_match_a_loop():
     with pytest.raises(GradientMismatch, match="under torch.func.vmap, sample"):
         check_gradients(ScaleRowsWrongVmap.apply, (3, 4), (4,), batched=True, forward_mode=False)
     check_gradients(ScaleRowsWrongVmap.apply, (3, 4), (4,), forward_mode=False)  # not looked at unless asked
+
+
+class LayerNorm32(torch.autograd.Function):
+    """Layer norm over the last axis, in float32; its backward takes torch's own gradient of it, in float32."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.nn.functional.layer_norm(x.float(), x.shape[-1:]).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x32 = x.detach().float().requires_grad_()
+            (found,) = torch.autograd.grad(torch.nn.functional.layer_norm(x32, x.shape[-1:]), x32, grad.float())
+        return found.to(grad.dtype)
+
+
+def test_a_float32_layer_norm_passes_though_nearly_constant_rows_cancel():
+    """hypothesis draws rows of equal values, where float32's cancellation makes the values noisy:
+    those points are set aside, the others checked."""
+    for seed in range(3):
+        check_gradients(LayerNorm32.apply, (4, 8), second_order=False, forward_mode=False, seed=seed)
