@@ -712,6 +712,8 @@ def check_gradients_at(
     many first-derivative elements were compared (the others lay at a kink and were set aside)."""
     lib = _library(library)
     _check_library_of(fn, library)
+    if reference is not None and not callable(reference):
+        raise CheckGradientsError(f"reference must be callable (a second implementation of fn), not {reference!r}")
     if batched and library != "torch":
         raise CheckGradientsError("batched=True checks torch.func.vmap: pass library='torch' (minigrad has no vmap)")
     values = _values(lib, inputs)

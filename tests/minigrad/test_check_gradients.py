@@ -401,6 +401,10 @@ MISUSE = {
     "list in tensors": (lambda: testing.tensors([3]), "shape is [3]: give a tuple"),
     "shape in place of fn": (lambda: check_gradients((3, 4), torch.sin), "fn must be callable"),
     "low not a number": (lambda: check_gradients(torch.sin, (3,), low="0"), "low must be a number, not '0'"),
+    "reference not callable": (
+        lambda: check_gradients(torch.sin, (3,), reference="torch.sin"),
+        "reference must be callable",
+    ),
     "bool max_examples": (lambda: check_gradients(torch.sin, (3,), max_examples=True), "max_examples must be"),
     "batched minigrad": (
         lambda: check_gradients(MgSquare.apply, (3,), library="minigrad", batched=True),
