@@ -27,6 +27,8 @@ from minigrad.testing import (
 )
 
 pytest_plugins = ["pytester"]
+# most Functions here define no jvp: the warning saying so is tested once, in test_a_function_without_jvp_is_said_once
+pytestmark = pytest.mark.filterwarnings("ignore::minigrad.testing.ForwardModeNotChecked")
 ROOT = Path(__file__).resolve().parents[2]
 
 
