@@ -15,20 +15,26 @@ one fails, hypothesis shrinks it and its repr is a runnable snippet for both lib
 
 ``check_gradients(MyFn.apply, (3, 4), (4,))`` turns the same machinery on your own code: it checks
 a custom ``torch.autograd.Function`` (or a minigrad one) against finite differences over
-hypothesis-drawn inputs and raises ``GradientMismatch`` with a shrunk, runnable counterexample.
+hypothesis-drawn inputs, at the precision it measures fn to compute in (float64 or float32), checks
+a torch Function's ``jvp`` (and, asked, its gradients under ``torch.func.vmap``), and raises
+``GradientMismatch`` with a shrunk, runnable counterexample.
 It needs hypothesis: ``pip install "minigrad-finetune[testing]"``.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch  # imported with the module: inside the first example it would blow hypothesis's deadline
+from torch.autograd import forward_ad
 
 try:
     import hypothesis
@@ -39,9 +45,27 @@ except ImportError as error:
 
 import minigrad
 from minigrad import pytest_plugin
-from minigrad.gradcheck import perturbed
+from minigrad.gradcheck import perturbed, rounding_noise
 
 # ----------------------------------------------------------------------------- strategies
+
+
+class CheckGradientsError(ValueError):
+    """check_gradients (or a strategy) was called in a way it cannot check; the message says what to change."""
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v)
+
+
+def _shape_or_strategy(name: str, shape: Any) -> Any:
+    """``shape`` itself if it is a shape or a hypothesis strategy; else a one-line error naming ``name``."""
+    if isinstance(shape, st.SearchStrategy) or _is_shape(shape):
+        return shape
+    what = f"a NumPy array of shape {shape.shape}" if isinstance(shape, np.ndarray) else repr(shape)
+    raise CheckGradientsError(
+        f"{name} is {what}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
+    )
 
 
 def shapes(min_dims: int = 0, max_dims: int = 4, min_side: int = 1, max_side: int = 4) -> st.SearchStrategy:
@@ -77,7 +101,7 @@ def arrays(
     elements = st.floats(min_value, max_value, allow_nan=False, allow_infinity=False, width=64)
     if away_from_zero:
         elements = elements.filter(lambda v: abs(v) >= away_from_zero)
-    return hnp.arrays(np.dtype(dtype), shape, elements=elements)
+    return hnp.arrays(np.dtype(dtype), _shape_or_strategy("shape", shape), elements=elements)
 
 
 def broadcastable_arrays(num: int = 2, **kwargs: Any) -> st.SearchStrategy:
@@ -90,7 +114,7 @@ def broadcastable_arrays(num: int = 2, **kwargs: Any) -> st.SearchStrategy:
 
 def tensors(shape: Any = None, requires_grad: bool = True, **kwargs: Any) -> st.SearchStrategy:
     """minigrad Tensors (float64) with bounded elements; ``shape`` is a shape or a strategy of shapes."""
-    return arrays(shapes() if shape is None else shape, **kwargs).map(
+    return arrays(shapes() if shape is None else _shape_or_strategy("shape", shape), **kwargs).map(
         lambda a: minigrad.tensor(a, requires_grad=requires_grad)
     )
 
@@ -261,8 +285,8 @@ class GradientMismatch(AssertionError):  # noqa: N818 - a failed check, as Asser
         self.inputs, self.repro = inputs, repro
 
 
-class CheckGradientsError(ValueError):
-    """check_gradients was called in a way it cannot check; the message says what to change."""
+class ForwardModeNotChecked(UserWarning):
+    """A torch Function without a ``jvp``: check_gradients checked its backward only."""
 
 
 class _Misuse(BaseException):
@@ -275,11 +299,20 @@ def _library(name: str) -> Any:
     return torch if name == "torch" else minigrad
 
 
+def _function_class(fn: Callable) -> type | None:
+    """The Function class whose ``.apply`` fn is (a method bound to the class), or None."""
+    owner = getattr(fn, "__self__", None)
+    functions = (minigrad.Function, torch.autograd.Function)
+    return owner if isinstance(owner, type) and issubclass(owner, functions) else None
+
+
 def _check_library_of(fn: Callable, library: str) -> None:
     """A Function's ``.apply`` belongs to one library: say so before running it on the other's tensors."""
-    owner = getattr(fn, "__self__", None)
+    if not callable(fn):
+        raise CheckGradientsError(f"fn must be callable (a Function's .apply, or a function), not {fn!r}")
+    owner = _function_class(fn)
     for name, base in (("minigrad", minigrad.Function), ("torch", torch.autograd.Function)):
-        if isinstance(owner, type) and issubclass(owner, base) and name != library:
+        if owner is not None and issubclass(owner, base) and name != library:
             raise CheckGradientsError(f"{owner.__name__} is a {name} Function: pass library={name!r}")
 
 
@@ -292,9 +325,17 @@ def _values(lib: Any, drawn: Sequence[Any]) -> list[Any]:
             if not v.requires_grad:
                 raise CheckGradientsError(f"input {i} is a float tensor that does not require grad")
             v = v.detach().numpy()
+        if isinstance(v, list) and v and all(isinstance(e, (float, list)) for e in v):
+            raise CheckGradientsError(
+                f"input {i} is a list, {v!r}: give a NumPy array (draw it with testing.arrays, or .map(np.array))"
+            )
         values.append(np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
     if not any(_is_input(v) for v in values):
-        raise CheckGradientsError("no input to differentiate: give a shape or a strategy of float arrays")
+        shape = next((f"input {i} is {v!r}, a shape: " for i, v in enumerate(values) if _is_shape(v)), "")
+        raise CheckGradientsError(
+            f"no input to differentiate: {shape}give a shape, or a strategy of float arrays"
+            + (" such as testing.arrays(testing.shapes())" if shape else "")
+        )
     return values
 
 
@@ -312,7 +353,11 @@ def _float_outputs(lib: Any, out: Any) -> list[Any]:
     other = "torch" if lib is minigrad else "minigrad"
     if any(isinstance(o, (torch.Tensor, minigrad.Tensor)) and not isinstance(o, lib.Tensor) for o in outs):
         raise CheckGradientsError(f"fn returned a {other} tensor: pass library={other!r}")
-    floats = [o for o in outs if isinstance(o, lib.Tensor) and o.detach().numpy().dtype.kind == "f"]
+    floats = [
+        o
+        for o in outs
+        if isinstance(o, lib.Tensor) and (o.dtype.is_floating_point if lib is torch else o.dtype.kind == "f")
+    ]
     if not floats:
         got = f"a tensor of {out.dtype}" if hasattr(out, "dtype") else type(out).__name__
         raise CheckGradientsError(f"fn must return a float {lib.__name__} tensor (or a tuple of them), not {got}")
@@ -325,25 +370,122 @@ def _weights(lib: Any, shape: tuple[int, ...], offset: float) -> Any:
     return lib.tensor(_grad_seed(shape) + offset)
 
 
-def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> tuple[float, list | None]:
+def _weighted(lib: Any, tensors: Sequence[Any], offset: float) -> list[Any]:
+    """The terms w_k * t_k of sum_k <w_k, t_k>, for the fixed weights w_k (offset by k, or by ``offset``)."""
+    return [t * _weights(lib, tuple(t.shape), offset if offset else k) for k, t in enumerate(tensors)]
+
+
+def _total(lib: Any, terms: Sequence[Any]) -> Any:
+    return sum((t.sum() for t in terms), lib.tensor(0.0))
+
+
+class _Evaluation(NamedTuple):
+    value: float  # S (or T)
+    magnitude: float  # the sum of the sizes of the terms it sums
+    parts: list[np.ndarray]  # what it weights: fn's float outputs (or dS/dx)
+    grads: list[np.ndarray] | None  # its gradient with respect to each float input
+
+
+def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> _Evaluation:
     """The scalar S = sum_k <u_k, fn(x)_k> with fixed random u_k (order 1), or T = sum_i <v_i, dS/dx_i>
     (order 2), and, with ``grads``, its analytic gradient with respect to each float input: one
     backward pass, a vector-Jacobian product that involves every output element."""
     with lib.enable_grad() if grads or order == 2 else lib.no_grad():
         args = _args(lib, values)
         inputs = [a for a, v in zip(args, values) if _is_input(v)]
-        outs = _float_outputs(lib, fn(*args))
-        s = sum((o * _weights(lib, tuple(o.shape), k)).sum() for k, o in enumerate(outs))
+        parts = _float_outputs(lib, fn(*args))
+        terms = _weighted(lib, parts, 0.0)
+        s = _total(lib, terms)
         if grads and order == 1 and not s.requires_grad:
             raise CheckGradientsError("fn's output does not require grad: is it detached from the inputs?")
         if order == 2:
-            first = lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True)
-            terms = [(g * _weights(lib, tuple(g.shape), 0.5)).sum() for g in first if g is not None]
-            s = sum(terms, lib.tensor(0.0))
-        if not grads:
-            return s.item(), None
-        found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
-        return s.item(), _grad_arrays(found, [tuple(t.shape) for t in inputs])
+            parts = [g for g in lib.autograd.grad(s, inputs, create_graph=grads, allow_unused=True) if g is not None]
+            terms = _weighted(lib, parts, 0.5)
+            s = _total(lib, terms)
+        found = None
+        if grads:
+            found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
+            found = _grad_arrays(found, [tuple(t.shape) for t in inputs])
+        magnitude = sum(t.abs().sum().item() for t in terms)
+        return _Evaluation(s.item(), magnitude, [p.detach().numpy() for p in parts], found)
+
+
+PROBE_SPACING, PROBE_POINTS = 1e-4, 31
+FLOAT64_NOISE = 1e-12  # rounding noise relative to the size of S's terms: float64 rounds at 1.1e-16
+NOISY = 1e-4  # above it a difference quotient cannot find a 1% error: float16 rounds at 4.9e-4, bfloat16 at 3.9e-3
+NOISE_FACTOR = 20  # atol covers this many standard deviations of the noise in a difference quotient
+STORAGE = {"float16": np.float16, "bfloat16": torch.bfloat16, "float32": np.float32}
+
+
+def _storage(parts: list[list[np.ndarray]]) -> str:
+    """The narrowest float format in which every output element that changes from one probe point
+    to the next is exactly representable: what a Function that computes in float32 (or float16,
+    bfloat16) and casts back to float64 shows. "float64" where none changes."""
+    stacked = [np.stack(p).reshape(len(p), -1) for p in zip(*parts)]
+    changing = np.concatenate([s[:, np.ptp(s, axis=0) > 0].ravel() for s in stacked])
+    for name, dtype in STORAGE.items():
+        if dtype is torch.bfloat16:
+            stored = torch.tensor(changing).to(dtype).double().numpy()
+        else:
+            stored = changing.astype(dtype).astype(np.float64)
+        if changing.size and np.array_equal(stored, changing):
+            return name
+    return "float64"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What fn was measured to compute in near one point, and the step and tolerance chosen for it."""
+
+    storage: str  # the format its outputs (or, at order 2, gradients) are rounded to
+    noise: float  # the standard deviation of S's rounding noise over the size of the terms S sums
+    eps: float
+    atol: float
+    rtol: float
+
+    def __str__(self) -> str:
+        return (
+            f"precision {self.storage}, relative rounding noise {self.noise:.1e}; "
+            f"eps={self.eps:.3g}, atol={self.atol:.3g}, rtol={self.rtol:.3g}"
+        )
+
+
+def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dict[str, float | None]) -> Precision:
+    """Measure the rounding noise of S (or T) at ``PROBE_POINTS`` points spaced ``PROBE_SPACING``
+    apart along a fixed +-1 direction through the inputs, and choose from it the step and the
+    tolerance: at float64 noise a central difference at eps = 1e-6 (torch.autograd.gradcheck's);
+    above it eps = (relative noise)^(1/3), which balances the noise in a difference quotient
+    (noise / eps) against its truncation error (eps^2 f'''/6), and an atol that covers the noise.
+    Outputs rounded to float16 or bfloat16 leave no useful tolerance: refused unless eps, atol and
+    rtol are all given. (Noise above ``NOISY`` at a float32 or float64 point, from cancellation or
+    randomness, sets the point aside: see check_gradients_at.)"""
+    inputs = [v for v in values if _is_input(v)]
+    originals = [v.copy() for v in inputs]
+    directions = [np.where(_grad_seed(v.shape) < 0, -1.0, 1.0) for v in inputs]
+    probe = []
+    try:
+        for step in range(-(PROBE_POINTS // 2), PROBE_POINTS // 2 + 1):
+            for v, x, d in zip(inputs, originals, directions):
+                v[...] = x + step * PROBE_SPACING * d
+            probe.append(_evaluate(lib, fn, values, order, grads=False))
+    finally:
+        for v, x in zip(inputs, originals):
+            v[...] = x
+    found = np.array([e.value for e in probe])
+    if not np.all(np.isfinite(found)):  # at the edge of fn's domain: gradcheck's step and tolerance
+        chosen = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3} | {k: v for k, v in given.items() if v is not None}
+        return Precision("not measured (fn is not finite nearby)", np.nan, **chosen)
+    storage, noise = _storage([e.parts for e in probe]), rounding_noise(found)
+    relative = noise / max(e.magnitude for e in probe) if noise else 0.0
+    if storage in ("float16", "bfloat16") and None in given.values():
+        raise CheckGradientsError(
+            f"fn's {'values' if order == 1 else 'gradients'} are rounded to {storage} (rounding noise {relative:.1e} "
+            "relative): finite differences cannot check them to a useful tolerance; check fn computing in float32, "
+            "or pass eps, atol and rtol yourself"
+        )
+    eps = given["eps"] or (1e-6 if relative <= FLOAT64_NOISE else float(np.clip(np.cbrt(relative), 1e-6, 1e-2)))
+    atol = given["atol"] or max(1e-5, NOISE_FACTOR * noise / eps)
+    return Precision(storage, relative, eps, atol, given["rtol"] or 1e-3)
 
 
 def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rtol: float) -> tuple | None:
@@ -359,27 +501,113 @@ def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rt
 
 
 def _numeric(lib: Any, fn: Callable, values: list[Any], order: int, value: float, analytic: list[np.ndarray],
-             eps: float, atol: float, rtol: float) -> list[np.ndarray]:  # fmt: skip
+             precision: Precision) -> list[np.ndarray]:  # fmt: skip
     """Central differences of S (or T) for every float input element. Where one disagrees with
-    the analytic derivative, the slopes over the four half-steps from x - eps to x + eps are
-    compared too: if they disagree by more than the tolerance, a kink (relu at 0, a tie in max)
-    or a jump (relu's derivative at 0) lies within eps, the derivative there is not known well
-    enough to judge, and the element is set aside (NaN). Elsewhere the central difference is
-    within half that disagreement of the true slope: a correct function raises no false alarm."""
-    numeric = []
-    f = lambda: _evaluate(lib, fn, values, order, grads=False)[0]  # noqa: E731
+    the analytic derivative, S is also taken at the half-steps: Richardson extrapolation of the
+    central differences over eps and eps / 2, (4 D(eps/2) - D(eps)) / 3, cancels their eps^2 error
+    term. If the slopes over the four half-steps from x - eps to x + eps do not lie on a line (a
+    second difference above a third of the tolerance), a kink (relu at 0, a tie in max) or a jump
+    (relu's derivative at 0) lies within eps, the derivative there is not known well enough to
+    judge, and the element is set aside (NaN). Elsewhere a kink changes the slope by less than the
+    tolerance, and the differences stay within half of it of the true slope: no false alarm."""
+    eps, numeric = precision.eps, []
+    f = lambda: _evaluate(lib, fn, values, order, grads=False).value  # noqa: E731
     for v, a in zip(filter(_is_input, values), analytic):
         found = np.empty(v.shape)
         for j, plus, minus in perturbed(f, v, eps):
             found.flat[j] = central = (plus - minus) / (2 * eps)
-            tolerance = atol + rtol * abs(central)
+            tolerance = precision.atol + precision.rtol * abs(central)
             if not abs(a.flat[j] - central) <= tolerance:
                 ((_, half_plus, half_minus),) = perturbed(f, v, eps / 2, elements=[j])
+                found.flat[j] = (4 * (half_plus - half_minus) / eps - central) / 3
                 slopes = np.diff([minus, half_minus, value, half_plus, plus]) / (eps / 2)
-                if not np.ptp(slopes) <= tolerance:
+                if not np.abs(np.diff(slopes, 2)).max() <= tolerance / 3:
                     found.flat[j] = np.nan
         numeric.append(found)
     return numeric
+
+
+def _directional(fn: Callable, values: list[Any], position: int, tangent: np.ndarray, eps: float) -> float:
+    """The derivative of S along ``tangent`` in input ``position``: Richardson extrapolation of the
+    central differences over eps and eps / 2."""
+    x = values[position].copy()
+    central = []
+    try:
+        for h in (eps, eps / 2):
+            ends = []
+            for sign in (1, -1):
+                values[position][...] = x + sign * h * tangent
+                ends.append(_evaluate(torch, fn, values, 1, grads=False).value)
+            central.append((ends[0] - ends[1]) / (2 * h))
+    finally:
+        values[position][...] = x
+    return (4 * central[1] - central[0]) / 3
+
+
+def _forward_mode(fn: Callable, values: list[Any], analytic: list[np.ndarray], precision: Precision) -> str | None:
+    """For a torch Function with a ``jvp``: per input, <u, J v> from forward-mode AD (the jvp)
+    against <J^T u, v> from the backward (already checked) and a difference of S along v, for
+    fixed random u and v. Returns what is wrong, or None."""
+    positions = [k for k, v in enumerate(values) if _is_input(v)]
+    for position, gradient in zip(positions, analytic):
+        tangent = _grad_seed(values[position].shape) + 0.25
+        with forward_ad.dual_level(), torch.no_grad():
+            args = _args(torch, values)
+            args[position] = forward_ad.make_dual(args[position].detach(), torch.tensor(tangent))
+            tangents = [forward_ad.unpack_dual(o).tangent for o in _float_outputs(torch, fn(*args))]
+            jvp = _total(torch, _weighted(torch, [t if t is not None else torch.zeros(()) for t in tangents], 0)).item()
+        backward = float(np.sum(gradient * tangent))
+        numeric = _directional(fn, values, position, tangent, precision.eps)
+        tolerance = float(np.sum(np.abs(tangent) * (precision.atol + precision.rtol * np.abs(gradient))))
+        if not (abs(jvp - backward) <= tolerance and abs(jvp - numeric) <= tolerance):
+            return (
+                f"forward-mode derivative (jvp) of input {position} is wrong: <u, J v> for fixed random u, v is "
+                f"{jvp:.10g} by the jvp, {backward:.10g} by the backward, {numeric:.10g} numeric ({precision}; "
+                f"the tolerance sums atol + rtol |gradient| over v's elements: {tolerance:.3g})"
+            )
+    return None
+
+
+def _batched(fn: Callable, values: list[Any], precision: Precision) -> str | None:
+    """Per-sample values and gradients of S under torch.func.vmap, for a batch of three samples
+    (the point and two others), against a Python loop over the samples. Returns what differs, or None."""
+    positions = [k for k, v in enumerate(values) if _is_input(v)]
+    samples = [values, *([v * a + b if _is_input(v) else v for v in values] for a, b in ((1.25, 0.1), (0.8, -0.05)))]
+    loop = []
+    for sample in samples:
+        found = _evaluate(torch, fn, sample, 1, grads=True)
+        loop.append([np.array(found.value), *found.grads])
+
+    def scalar(*inputs: Any) -> Any:
+        args = _args(torch, values)
+        for position, t in zip(positions, inputs):
+            args[position] = t
+        return _total(torch, _weighted(torch, _float_outputs(torch, fn(*args)), 0.0))
+
+    stacked = [torch.tensor(np.stack([s[k] for s in samples])) for k in positions]
+    try:
+        found = torch.func.vmap(torch.func.grad_and_value(scalar, argnums=tuple(range(len(positions)))))(*stacked)
+    except RuntimeError as error:
+        if "functorch transforms" not in str(error) and "vmap support" not in str(error):
+            raise
+        name = getattr(_function_class(fn), "__name__", "fn")
+        raise CheckGradientsError(
+            f"batched=True needs fn to run under torch.func.vmap: {name} must define forward without ctx, "
+            "setup_context, and generate_vmap_rule = True or a vmap staticmethod (torch's docs: 'Extending "
+            "torch.func with autograd.Function')"
+        ) from None
+    gradients, value = found
+    batched = [value.numpy(), *(g.numpy() for g in gradients)]
+    for b, expected in enumerate(loop):
+        worst = _worst([per_sample[b] for per_sample in batched], expected, precision.atol, precision.rtol)
+        if worst:
+            k, element, mine, theirs = worst
+            what = "value <u, fn(x)>" if k == 0 else f"gradient of input {positions[k - 1]} at element {element}"
+            return (
+                f"under torch.func.vmap, sample {b}'s {what} is {mine:.10g}, a Python loop gives {theirs:.10g} "
+                f"(atol={precision.atol:.3g}, rtol={precision.rtol:.3g})"
+            )
+    return None
 
 
 def _importable(obj: Any) -> tuple[str, str] | None:
@@ -392,15 +620,56 @@ def _importable(obj: Any) -> tuple[str, str] | None:
     return (module, qualname) if found is obj and found is not None else None
 
 
+def _main_source(name: str) -> str | None:
+    """The statements of the ``__main__`` script that define ``name``: its class or function, and
+    the imports, definitions and assignments at the script's top level that it uses, in the
+    script's order. None where the script's source cannot be read (python -c, a notebook)."""
+    try:
+        lines = inspect.getsource(sys.modules["__main__"]).splitlines()
+        tree = ast.parse("\n".join(lines))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    defining: dict[str, ast.stmt] = {}
+    for statement in tree.body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            for alias in statement.names:
+                defining[(alias.asname or alias.name).split(".")[0]] = statement
+        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defining[statement.name] = statement
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            defining.update((t.id, statement) for t in targets if isinstance(t, ast.Name))
+    if name not in defining:
+        return None
+    needed, pending = set(), [name]
+    while pending:
+        statement = defining.get(pending.pop())
+        if statement is not None and statement not in needed:
+            needed.add(statement)
+            pending.extend(n.id for n in ast.walk(statement) if isinstance(n, ast.Name))
+    first_line = lambda s: min([s.lineno, *(d.lineno for d in getattr(s, "decorator_list", []))])  # noqa: E731
+    return "\n\n".join("\n".join(lines[first_line(s) - 1 : s.end_lineno]) for s in tree.body if s in needed)
+
+
 def _name_in_repro(fn: Callable, placeholder: str, lines: list[str]) -> str:
-    """The expression for ``fn`` in a repro, adding its import to ``lines``."""
+    """The expression for ``fn`` in a repro, adding its import (or, for a script's own Function,
+    its source) to ``lines``."""
     owner = getattr(fn, "__self__", None)  # Function.apply is a method bound to the class
     target, attribute = (owner, f".{fn.__name__}") if isinstance(owner, type) else (fn, "")
     where = _importable(target)
     if where is None:
         lines.append(f"# {placeholder} = {fn!r}: it cannot be imported, so define {placeholder} before running this")
         return placeholder
-    lines.append(f"from {where[0]} import {where[1].split('.')[0]}")
+    name = where[1].split(".")[0]
+    if where[0] != "__main__":
+        lines.append(f"from {where[0]} import {name}")
+    elif (source := _main_source(name)) is not None:
+        lines[:0] = [f"# {name} is defined in your script {sys.modules['__main__'].__file__}: its source is copied"]
+        lines.extend(["", source, ""])
+    else:
+        lines[:0] = [f"# {name} is defined in __main__ (python -c or a notebook), whose source could not be read: "
+                     f"run this where {name} is defined"]  # fmt: skip
+        lines.append(f"from __main__ import {name}")
     return where[1] + attribute
 
 
@@ -418,74 +687,92 @@ def _repro(fn: Callable, values: list[Any], options: dict[str, Any]) -> str:
     return "\n".join([*lines, "", "check_gradients_at(", *(f"    {c}," for c in call), ")", ""])
 
 
+def _has_jvp(fn: Callable) -> bool | None:
+    """Whether fn is a torch Function's apply that defines jvp (None: fn is no torch Function)."""
+    owner = _function_class(fn)
+    if owner is None or not issubclass(owner, torch.autograd.Function):
+        return None
+    return owner.jvp is not torch.autograd.Function.jvp
+
+
 def check_gradients_at(
     fn: Callable[..., Any],
     *inputs: Any,
     library: str = "torch",
     second_order: bool = True,
+    forward_mode: bool = True,
+    batched: bool = False,
     reference: Callable[..., Any] | None = None,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> int:
     """Check ``fn``'s derivatives at one point: float NumPy arrays among ``inputs`` become float64
     tensors that require grad, the rest is passed as is. Raises ``GradientMismatch``; returns how
     many first-derivative elements were compared (the others lay at a kink and were set aside)."""
     lib = _library(library)
     _check_library_of(fn, library)
+    if reference is not None and not callable(reference):
+        raise CheckGradientsError(f"reference must be callable (a second implementation of fn), not {reference!r}")
+    if batched and library != "torch":
+        raise CheckGradientsError("batched=True checks torch.func.vmap: pass library='torch' (minigrad has no vmap)")
     values = _values(lib, inputs)
     wrt = [k for k, v in enumerate(values) if _is_input(v)]
-    options = {"library": library, "second_order": second_order, "eps": eps, "atol": atol, "rtol": rtol}
+    given = {"eps": eps, "atol": atol, "rtol": rtol}
+    options = {"library": library, "second_order": second_order, "forward_mode": forward_mode, "batched": batched}
+    options.update({k: v for k, v in given.items() if v is not None})
     if reference is not None:
         options["reference"] = reference
 
     def mismatch(message: str) -> GradientMismatch:
         return GradientMismatch(message, values, _repro(fn, values, options))
 
-    tolerance = f"eps={eps}, atol={atol}, rtol={rtol}"
     if reference is not None:
+        ref_atol, ref_rtol = atol or 1e-5, rtol or 1e-3
         with lib.no_grad():
             outs = [[o.detach().numpy() for o in _float_outputs(lib, f(*_args(lib, values)))] for f in (fn, reference)]
         if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
             raise mismatch(
                 f"fn's output shapes {[o.shape for o in outs[0]]} are not the reference's {[o.shape for o in outs[1]]}"
             )
-        grads = [_evaluate(lib, f, values, 1, grads=True)[1] for f in (fn, reference)]
-        for what, found in (("output", _worst(*outs, atol, rtol)), ("gradient", _worst(*grads, atol, rtol))):
-            if found:
+        grads = [_evaluate(lib, f, values, 1, grads=True).grads for f in (fn, reference)]
+        for what, pair in (("output", outs), ("gradient", grads)):
+            if found := _worst(*pair, ref_atol, ref_rtol):
                 k, element, mine, theirs = found
                 name = f"output {k}" if what == "output" else f"first derivative of input {wrt[k]}"
                 raise mismatch(
                     f"fn and reference differ: {name} at element {element}: fn {mine:.10g}, "
-                    f"reference {theirs:.10g} ({tolerance})"
+                    f"reference {theirs:.10g} (atol={ref_atol}, rtol={ref_rtol})"
                 )
     compared = 0
     for order in (1, 2) if second_order else (1,):
-        value, analytic = _evaluate(lib, fn, values, order, grads=True)
+        value, _, _, analytic = _evaluate(lib, fn, values, order, grads=True)
         if not np.isfinite(value):
             raise mismatch("fn is not finite at these inputs (keep them in its domain with low/high or a strategy)")
-        numeric = _numeric(lib, fn, values, order, value, analytic, eps, atol, rtol)
+        precision = _precision(lib, fn, values, order, given)
+        if precision.noise > NOISY and None in given.values():
+            break  # cancellation or randomness: a difference quotient cannot judge this point, set it aside
+        numeric = _numeric(lib, fn, values, order, value, analytic, precision)
         if order == 1:
             compared = sum(int(np.sum(~np.isnan(n))) for n in numeric)
-        found = _worst(analytic, numeric, atol, rtol)
+        found = _worst(analytic, numeric, precision.atol, precision.rtol)
         if found:
             i, element, a, n = found  # i counts the inputs that are differentiated
             of = "<u, fn(x)> for a fixed random u" if order == 1 else "<v, d<u, fn(x)>/dx> for fixed random u, v"
             raise mismatch(
                 f"{['first', 'second'][order - 1]} derivative of input {wrt[i]} (shape {values[wrt[i]].shape}) is "
-                f"wrong at element {element}: analytic {a:.10g}, numeric {n:.10g} (the gradient of {of}; {tolerance})"
+                f"wrong at element {element}: analytic {a:.10g}, numeric {n:.10g} (the gradient of {of}; {precision})"
             )
+        if order == 1 and forward_mode and _has_jvp(fn) and (wrong := _forward_mode(fn, values, analytic, precision)):
+            raise mismatch(wrong)
+        if order == 1 and batched and (wrong := _batched(fn, values, precision)):
+            raise mismatch(wrong)
     return compared
 
 
 def _strategy(i: int, shape: Any, low: float, high: float) -> st.SearchStrategy:
-    if isinstance(shape, st.SearchStrategy):
-        return shape
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise CheckGradientsError(
-            f"shape {i} is {shape!r}: give a tuple of non-negative ints, such as (3, 4) or (), or a hypothesis strategy"
-        )
-    return arrays(shape, min_value=low, max_value=high)
+    shape = _shape_or_strategy(f"shape {i}", shape)
+    return shape if isinstance(shape, st.SearchStrategy) else arrays(shape, min_value=low, max_value=high)
 
 
 def check_gradients(
@@ -494,19 +781,25 @@ def check_gradients(
     low: float = -3.0,
     high: float = 3.0,
     second_order: bool = True,
+    forward_mode: bool = True,
+    batched: bool = False,
     max_examples: int | None = None,
     seed: int | None = None,
     library: str = "torch",
     reference: Callable[..., Any] | None = None,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> None:
-    """Check ``fn``'s first (and second) derivatives against float64 central differences over
+    """Check ``fn``'s first (and second) derivatives against central differences over
     ``max_examples`` inputs drawn by hypothesis: one float64 array in [low, high] per shape, or
     whatever a strategy given in place of a shape draws. Returns None, or raises
     ``GradientMismatch`` for shrunk inputs, with ``.inputs`` and a runnable ``.repro``.
 
+    At each point the rounding noise of fn is measured, and the step ``eps`` and the tolerance
+    ``atol + rtol |numeric|`` are chosen for the precision it shows (float64 or float32; below
+    float32 it refuses unless all three are given). A torch Function's ``jvp`` is checked too
+    (``forward_mode``), and with ``batched=True`` its per-sample gradients under torch.func.vmap.
     Elements within eps of a kink (one-sided differences disagree) are set aside. ``max_examples``
     (100) and ``seed`` (0) default to pytest's --gradients-max-examples and --gradients-seed.
     Hypothesis keeps no example database (``database=None``): a run depends only on the seed.
@@ -517,14 +810,24 @@ def check_gradients(
         raise CheckGradientsError(
             "give one shape (or strategy) per input of fn, e.g. check_gradients(fn, (3, 4), (4,))"
         )
+    for name, number in (("low", low), ("high", high)):
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            raise CheckGradientsError(f"{name} must be a number, not {number!r}")
     if not low < high:
         raise CheckGradientsError(f"low must be below high, got low={low}, high={high}")
     max_examples = pytest_plugin.defaults["max_examples"] if max_examples is None else max_examples
     seed = pytest_plugin.defaults["seed"] if seed is None else seed
-    if not (isinstance(max_examples, int) and max_examples > 0):
+    if not (isinstance(max_examples, int) and not isinstance(max_examples, bool) and max_examples > 0):
         raise CheckGradientsError(f"max_examples must be a positive int, not {max_examples!r}")
     strategy = st.tuples(*(_strategy(i, s, low, high) for i, s in enumerate(shapes)))
-    options = dict(library=library, second_order=second_order, reference=reference, eps=eps, atol=atol, rtol=rtol)
+    if forward_mode and _has_jvp(fn) is False:
+        warnings.warn(
+            f"{fn.__self__.__name__} defines no jvp: its forward mode is not checked (forward_mode=False: no warning)",
+            ForwardModeNotChecked,
+            stacklevel=2,
+        )
+    options = dict(library=library, second_order=second_order, forward_mode=forward_mode, batched=batched,
+                   reference=reference, eps=eps, atol=atol, rtol=rtol)  # fmt: skip
     compared = []
 
     @hypothesis.seed(seed)
@@ -549,7 +852,10 @@ def check_gradients(
     except _Misuse as misuse:
         raise misuse.args[0] from None
     if not sum(compared):
-        raise CheckGradientsError("no element was compared: every input was empty or every element lay at a kink")
+        raise CheckGradientsError(
+            "no element was compared: every input was empty, or every element lay at a kink, or fn's rounding noise "
+            f"was above {NOISY} of its values at every point (randomness, or cancellation)"
+        )
 
 
 __all__: Sequence[str] = [
@@ -566,4 +872,5 @@ __all__: Sequence[str] = [
     "check_gradients_at",
     "GradientMismatch",
     "CheckGradientsError",
+    "ForwardModeNotChecked",
 ]

@@ -16,9 +16,19 @@ from hypothesis import strategies as st
 
 import minigrad
 from minigrad import pytest_plugin, testing
-from minigrad.testing import CheckGradientsError, GradientMismatch, check_gradients, check_gradients_at
+from minigrad.examples import float32_kernels
+from minigrad.gradcheck import rounding_noise
+from minigrad.testing import (
+    CheckGradientsError,
+    ForwardModeNotChecked,
+    GradientMismatch,
+    check_gradients,
+    check_gradients_at,
+)
 
 pytest_plugins = ["pytester"]
+# most Functions here define no jvp: the warning saying so is tested once, in test_a_function_without_jvp_is_said_once
+pytestmark = pytest.mark.filterwarnings("ignore::minigrad.testing.ForwardModeNotChecked")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -258,6 +268,55 @@ def test_repro_fails_again_in_a_fresh_interpreter():
     assert done.returncode != 0 and "GradientMismatch: first derivative of input 0" in done.stderr, done.stderr
 
 
+SCRIPT = """
+import torch
+
+from minigrad.testing import GradientMismatch, check_gradients
+
+SCALE = 3.0
+
+
+def scaled(x):
+    return SCALE * x
+
+
+class Triple(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return scaled(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad  # wrong: 3
+
+
+if __name__ == "__main__":
+    try:
+        check_gradients(Triple.apply, (3,), forward_mode=False)
+    except GradientMismatch as error:
+        print(error.repro)
+"""
+
+
+def test_repro_of_a_scripts_function_carries_its_source_and_fails_again_in_another_folder(tmp_path):
+    """The common case: the Function is defined in the user's own script, which is __main__ there
+    and cannot be imported from elsewhere; the repro copies its source and what it uses."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "mine" / "script.py").write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda *args, cwd: subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,  # noqa: E731
+                                            text=True, timeout=300)  # fmt: skip
+    done = run("script.py", cwd=tmp_path / "mine")
+    repro = done.stdout
+    assert done.returncode == 0 and repro.startswith("# Triple is defined in your script "), done.stdout + done.stderr
+    assert "from __main__" not in repro and "SCALE = 3.0" in repro and "def scaled" in repro
+    assert "check_gradients(Triple.apply" not in repro  # the script's own run is left out
+    (tmp_path / "elsewhere" / "repro.py").write_text(repro)
+    again = run("repro.py", cwd=tmp_path / "elsewhere")
+    assert again.returncode == 1 and "GradientMismatch: first derivative of input 0" in again.stderr, again.stderr
+
+
 def test_repro_of_a_local_function_expects_fn_and_keeps_non_array_arguments():
     def buggy_power(x, n):
         return x**n if n < 2 else (x**n).detach() + x * 0  # no gradient from n = 2 on
@@ -329,6 +388,34 @@ MISUSE = {
     "shape not a tuple": (lambda: check_gradients(torch.sin, 3), "shape 0 is 3: give a tuple"),
     "negative side": (lambda: check_gradients(torch.sin, (3, -1)), "shape 0 is (3, -1)"),
     "list shape": (lambda: check_gradients(torch.sin, [3, 4]), "shape 0 is [3, 4]"),
+    "float side": (lambda: check_gradients(torch.sin, (3.0, 4)), "shape 0 is (3.0, 4)"),
+    "list of shapes": (lambda: check_gradients(torch.add, [(3,), (3,)]), "shape 0 is [(3,), (3,)]"),
+    "array as shape": (lambda: check_gradients(torch.sin, np.ones((2, 3))), "shape 0 is a NumPy array of shape (2, 3)"),
+    "strategy of shapes": (
+        lambda: check_gradients(torch.sin, testing.shapes()),
+        "input 0 is (), a shape: give a shape, or a strategy of float arrays such as testing.arrays(testing.shapes())",
+    ),
+    "strategy of lists": (
+        lambda: check_gradients(torch.sin, st.lists(st.floats(0, 1), min_size=1)),
+        "input 0 is a list, [0.0]: give a NumPy array",
+    ),
+    "negative side in arrays": (lambda: testing.arrays((3, -1)), "shape is (3, -1): give a tuple"),
+    "list in tensors": (lambda: testing.tensors([3]), "shape is [3]: give a tuple"),
+    "shape in place of fn": (lambda: check_gradients((3, 4), torch.sin), "fn must be callable"),
+    "low not a number": (lambda: check_gradients(torch.sin, (3,), low="0"), "low must be a number, not '0'"),
+    "reference not callable": (
+        lambda: check_gradients(torch.sin, (3,), reference="torch.sin"),
+        "reference must be callable",
+    ),
+    "bool max_examples": (lambda: check_gradients(torch.sin, (3,), max_examples=True), "max_examples must be"),
+    "batched minigrad": (
+        lambda: check_gradients(MgSquare.apply, (3,), library="minigrad", batched=True),
+        "batched=True checks torch.func.vmap: pass library='torch'",
+    ),
+    "batched old-style Function": (
+        lambda: check_gradients(LeakyRelu.apply, (3,), batched=True, forward_mode=False),
+        "batched=True needs fn to run under torch.func.vmap: LeakyRelu must define forward without ctx",
+    ),
     "no shapes": (lambda: check_gradients(torch.sin), "give one shape"),
     "low >= high": (lambda: check_gradients(torch.sin, (3,), low=1.0, high=1.0), "low must be below high"),
     "no examples": (lambda: check_gradients(torch.sin, (3,), max_examples=0), "max_examples must be"),
@@ -380,11 +467,11 @@ from minigrad import pytest_plugin, testing
 def test_options():
     seen = []
     def fn(x):
-        if not torch.is_grad_enabled():  # 4 no-grad calls per example: x +- eps for 2 elements
-            seen.append(x.numpy().copy())
+        if torch.is_grad_enabled():  # one call per example takes the gradient, the others differences
+            seen.append(x.detach().numpy().copy())
         return x * 2
     testing.check_gradients(fn, (2,), second_order=False)
-    print("defaults", pytest_plugin.defaults, "examples", len(seen) // 4, "inputs", float(np.sum(seen)))
+    print("defaults", pytest_plugin.defaults, "examples", len(seen), "inputs", float(np.sum(seen)))
 """
 
 
@@ -446,3 +533,163 @@ def test_plugin_is_silent_without_hypothesis(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout and "warning" not in done.stdout.lower()
+
+
+# ----------------------------------------------------------------------------- float32 kernels, precision
+
+F32_CASES = sorted(float32_kernels.CASES)
+
+
+@pytest.mark.parametrize("name", F32_CASES)
+def test_float32_kernels_pass_when_right_and_are_caught_when_wrong(name):
+    function, shapes, correct = float32_kernels.CASES[name]
+    if correct:
+        check_gradients(function.apply, *shapes, forward_mode=False)
+        return
+    with pytest.raises(GradientMismatch, match="precision float32") as caught:
+        check_gradients(function.apply, *shapes, forward_mode=False)
+    assert re.search(r"eps=\S+, atol=\S+, rtol=0.001\)$", str(caught.value).splitlines()[0])
+
+
+def test_float64_functions_keep_gradchecks_step_and_tolerance():
+    with pytest.raises(GradientMismatch, match=r"precision float64, .*eps=1e-06, atol=1e-05, rtol=0.001\)"):
+        check_gradients(LeakyReluWrongNegativeSlope.apply, (3, 4), forward_mode=False)
+
+
+def test_bfloat16_is_refused_in_one_line_unless_the_tolerance_is_given():
+    square = float32_kernels.SquareBfloat16.apply
+    with pytest.raises(CheckGradientsError, match="values are rounded to bfloat16 .rounding noise") as caught:
+        check_gradients(square, (3, 4), forward_mode=False)
+    assert "\n" not in str(caught.value) and "pass eps, atol and rtol yourself" in str(caught.value)
+    check_gradients(square, (3, 4), forward_mode=False, second_order=False, eps=0.05, atol=0.3, rtol=0.05)
+    wrong = lambda x: square(x) * 1.3  # noqa: E731 - forward and backward agree, but not with each other's scale
+    with pytest.raises(GradientMismatch):
+        check_gradients(float32_kernels.SquareBfloat16.apply, (3, 4), forward_mode=False, second_order=False,
+                        eps=0.05, atol=0.3, rtol=0.05, reference=wrong)  # fmt: skip
+
+
+def test_a_random_function_is_set_aside_not_reported():
+    with pytest.raises(CheckGradientsError, match=r"rounding noise was above 0.0001 of its values at every point"):
+        check_gradients(lambda x: x * (1 + 0.01 * torch.rand_like(x)), (3,))
+
+
+def test_rounding_noise_sees_noise_not_kinks_or_curvature():
+    t = np.linspace(-1.5e-3, 1.5e-3, 31)
+    for seed in range(20):
+        noise = 1e-7 * np.random.default_rng(seed).standard_normal(31)
+        assert 0.25e-7 < rounding_noise(np.exp(t) + noise) < 4e-7  # within a factor 4 of the truth
+        assert 0.25e-7 < rounding_noise(np.abs(t - 2e-4) + noise) < 4e-7
+    assert rounding_noise(t**3) < 1e-20 and rounding_noise(np.exp(t)) < 1e-15
+    assert rounding_noise(np.abs(t - 2e-4)) < 1e-15  # a kink among the points
+
+
+# ----------------------------------------------------------------------------- forward mode (jvp)
+
+
+class SquareWithJvp(torch.autograd.Function):
+    """x ** 2 with a forward-mode rule."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x**2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+    @staticmethod
+    def jvp(ctx, x_t):
+        (x,) = ctx.saved_tensors
+        return 2 * x * x_t
+
+
+class SquareWrongJvp(SquareWithJvp):
+    """Bug: the jvp has the wrong sign; the backward is right."""
+
+    @staticmethod
+    def jvp(ctx, x_t):
+        (x,) = ctx.saved_tensors
+        return -2 * x * x_t
+
+
+def test_a_right_jvp_passes_and_a_wrong_one_is_caught(recwarn):
+    check_gradients(SquareWithJvp.apply, (3, 4))
+    with pytest.raises(GradientMismatch, match=r"forward-mode derivative \(jvp\) of input 0 is wrong") as caught:
+        check_gradients(SquareWrongJvp.apply, (3, 4))
+    with pytest.raises(GradientMismatch, match="forward-mode"):
+        check_gradients_at(SquareWrongJvp.apply, *caught.value.inputs)
+    check_gradients(SquareWrongJvp.apply, (3, 4), forward_mode=False)  # the option turns it off
+    assert not [w for w in recwarn.list if w.category is ForwardModeNotChecked]
+
+
+def test_a_function_without_jvp_is_said_once():
+    with pytest.warns(ForwardModeNotChecked, match="LeakyRelu defines no jvp") as said:
+        check_gradients(LeakyRelu.apply, (3, 4))
+    assert len(said) == 1
+
+
+# ----------------------------------------------------------------------------- batched (torch.func.vmap)
+
+
+class ScaleRows(torch.autograd.Function):
+    """x * w for a weight row w broadcast over x's rows: in torch.func's style, with a vmap rule generated."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x * w
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        return grad * w, (grad * x).sum(0)
+
+
+class ScaleRowsWrongVmap(ScaleRows):
+    """Bug: a hand-written vmap rule that mixes the samples (w's batch reversed)."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def vmap(info, in_dims, x, w):
+        x = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(info.batch_size, *x.shape)
+        w = w.movedim(in_dims[1], 0) if in_dims[1] is not None else w.expand(info.batch_size, *w.shape)
+        return ScaleRows.apply(x, w.flip(0)[:, None, :]), 0
+
+
+def test_batched_per_sample_gradients_match_a_loop():
+    check_gradients(ScaleRows.apply, (3, 4), (4,), batched=True, forward_mode=False)
+    with pytest.raises(GradientMismatch, match="under torch.func.vmap, sample"):
+        check_gradients(ScaleRowsWrongVmap.apply, (3, 4), (4,), batched=True, forward_mode=False)
+    check_gradients(ScaleRowsWrongVmap.apply, (3, 4), (4,), forward_mode=False)  # not looked at unless asked
+
+
+class LayerNorm32(torch.autograd.Function):
+    """Layer norm over the last axis, in float32; its backward takes torch's own gradient of it, in float32."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.nn.functional.layer_norm(x.float(), x.shape[-1:]).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x32 = x.detach().float().requires_grad_()
+            (found,) = torch.autograd.grad(torch.nn.functional.layer_norm(x32, x.shape[-1:]), x32, grad.float())
+        return found.to(grad.dtype)
+
+
+def test_a_float32_layer_norm_passes_though_nearly_constant_rows_cancel():
+    """hypothesis draws rows of equal values, where float32's cancellation makes the values noisy:
+    those points are set aside, the others checked."""
+    check_gradients(LayerNorm32.apply, (2, 8), second_order=False, forward_mode=False)
