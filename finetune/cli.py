@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +35,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text if "(default" in text else super()._get_help_string(action)
 
 
+CHOICE_ERROR = re.compile(r"invalid choice: '?(?P<value>.*?)'? \(choose from (?P<choices>.*)\)")
+
+
+def did_you_mean(words: list[str], known: list[str]) -> str:
+    """`` (did you mean --strategy?)``: the closest known spelling of each word (difflib), or ""."""
+    close = [match for word in words for match in difflib.get_close_matches(word, known, n=1)]
+    return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (exit 2) and whose help shows the defaults. Given
-    ``dataclass_types``, it holds their fields as options, made by ``HfArgumentParser`` when first
-    needed (parsing, help, usage): importing transformers takes most of a second that
-    ``finetune --help`` and the other commands' parsing do without."""
+    """argparse whose errors are one line (exit 2), with the closest option or choice to a
+    mistyped one (argparse's own ``suggest_on_error`` needs Python 3.14), and whose help shows the
+    defaults. Given ``dataclass_types``, it holds their fields as options, made by
+    ``HfArgumentParser`` when first needed (parsing, help, usage): importing transformers takes
+    most of a second that ``finetune --help`` and the other commands' parsing do without."""
 
     def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -45,7 +57,29 @@ class Parser(argparse.ArgumentParser):
         self._pending_dataclass = dataclass_types
 
     def error(self, message: str) -> NoReturn:
+        wrong = CHOICE_ERROR.search(message)
+        if wrong:
+            message += did_you_mean([wrong["value"]], [c.strip(" '") for c in wrong["choices"].split(",")])
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """``ArgumentParser.parse_args``, naming the closest known option to each unrecognized one."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [word.split("=")[0] for word in extras if word.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(flags, self._options(namespace))}")
+        return namespace
+
+    def _options(self, namespace: argparse.Namespace) -> list[str]:
+        """The option strings of this parser and of the subcommand ``namespace`` chose."""
+        parsers = [self] + [
+            action.choices[getattr(namespace, action.dest)]
+            for action in self._actions
+            if isinstance(action.choices, dict) and getattr(namespace, action.dest, None) in action.choices
+        ]
+        return [option for parser in parsers for action in parser._actions for option in action.option_strings]
 
     def _add_dataclass_options(self) -> None:
         if self._pending_dataclass is not None:
@@ -127,11 +161,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_run(checkpoint: Path) -> dict:
-    """The run's results.json ({} for a model folder without one); a damaged one is refused."""
+    """The run's results.json ({} for a model folder without one); a damaged one is refused, and so
+    is a run that did not finish (named, with the command that resumes it) or a folder that is no run."""
     path = checkpoint / "results.json"
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"no checkpoint directory {checkpoint}")
     if not path.exists():
+        from finetune.rundir import check_finished
+
+        check_finished(checkpoint)
+        if not (checkpoint / "config.json").is_file():
+            raise ConfigError(
+                f"{checkpoint} is not a run directory (no results.json, model or checkpoint-<step>/ in it): "
+                "pass a folder finetune train wrote"
+            )
         return {}
     try:
         run = json.loads(path.read_text())
@@ -228,9 +271,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from finetune.compare import compare, load_group
-    from finetune.report import find_runs
+    from finetune.report import find_runs, unfinished_note
 
     groups = [load_group(find_runs([Path(d) for d in dirs]), args.split) for dirs in (args.run_dirs, args.against)]
+    left_out = unfinished_note([Path(d) for d in (*args.run_dirs, *args.against)])
+    if left_out:
+        print(left_out, file=sys.stderr)
     result = compare(*groups, metric=args.metric)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
     return 0

@@ -84,11 +84,21 @@ def check_model_path(name_or_path: str) -> None:
         raise ModelError(f"no model folder {name_or_path}: give an existing folder, or a Hub id (NAME or USER/NAME)")
 
 
+# What a saved tokenizer leaves in its folder (one of them at least): fast, its settings, or a vocabulary.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     check_model_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
+        folder = Path(name_or_path).expanduser()
+        if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelError(
+                f"{name_or_path} holds no tokenizer (no {', '.join(TOKENIZER_FILES[:3])} ...): give the folder of a "
+                "model saved with its tokenizer"
+            ) from None
         raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {_first_line(e)}") from None
 
 
@@ -170,7 +180,10 @@ def is_classifier(config: PretrainedConfig) -> bool:
 
 
 def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    """The library's message on one line: its first line, or all of it joined where the first
+    line ends in a colon (a list follows that the message needs)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+    return " ".join(lines) if lines[0].endswith(":") else lines[0]
 
 
 # ----------------------------------------------------------------------------- freezing
