@@ -74,3 +74,25 @@ def test_help_shows_every_option_with_its_default():
         if action.dest != "help":
             assert action.help and "(default" in formatter._get_help_string(action), action.dest
     assert "{native,trainer,accelerate}" in text and "{full,partial,head}" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--stratgy", "full"], "unrecognized arguments: --stratgy (did you mean --strategy?)"),
+        (["train", "--output-dri=runs/x", "--lrr"],
+         "unrecognized arguments: --output-dri=runs/x --lrr (did you mean --output-dir, --lr?)"),
+        (["train", "--strategy", "ful"],
+         "argument --strategy: invalid choice: 'ful' (choose from 'full', 'partial', 'head') (did you mean full?)"),
+        (["evaluate", "--checkpoint", "x", "--split", "tset"], "invalid choice: 'tset' (choose from 'validation', "
+         "'test') (did you mean test?)"),
+        (["trian"], "invalid choice: 'trian' (choose from 'train', 'evaluate', 'predict', 'push', 'report', "
+         "'compare', 'grid') (did you mean train?)"),
+        (["report", "runs", "--zzzz"], "unrecognized arguments: --zzzz"),  # nothing close: no guess
+    ],
+)  # fmt: skip
+def test_a_mistyped_option_or_choice_gets_the_closest_one_in_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].endswith(message), err
