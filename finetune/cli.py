@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from finetune.config import TrainConfig, file_value
-from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
+from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError, one_line
 from finetune.interrupt import TrainingInterruptedError
 from finetune.tasks import UnknownTaskError, get_task
 
@@ -378,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         return commands[args.command](args)
     except USER_ERRORS as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"finetune {args.command}: error: {message}", file=sys.stderr)
+        print(f"finetune {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except RUN_ERRORS as e:
         print(f"finetune {args.command}: error: {e}", file=sys.stderr)

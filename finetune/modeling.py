@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from finetune.errors import ConfigError, ModelError
+from finetune.errors import ConfigError, ModelError, one_line
 from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig, without_pooler
 from finetune.tasks import GlueTask
 
@@ -96,10 +96,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         folder = Path(name_or_path).expanduser()
         if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
             raise ModelError(
-                f"{name_or_path} holds no tokenizer (no {', '.join(TOKENIZER_FILES[:3])} ...): give the folder of a "
-                "model saved with its tokenizer"
+                f"cannot load a tokenizer from {name_or_path!r}: the folder holds no tokenizer files (tokenizer.json "
+                "or vocab.txt): give the folder of a model saved with its tokenizer"
             ) from None
-        raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {one_line(e)}") from None
 
 
 def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreTrainedModel:
@@ -129,7 +129,7 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
         if isinstance(e, ModelError):
             raise
         raise ModelError(
-            f"cannot load model {name_or_path!r}: {_first_line(e)} (pass --model a local directory, or a Hub id "
+            f"cannot load model {name_or_path!r}: {one_line(e)} (pass --model a local directory, or a Hub id "
             "where the Hub is reachable)"
         ) from None
     head_config = MeanPoolingConfig(
@@ -177,13 +177,6 @@ def is_classifier(config: PretrainedConfig) -> bool:
     """True for a checkpoint that already has a sequence-classification head."""
     architectures = config.architectures or []
     return isinstance(config, MeanPoolingConfig) or any(a.endswith("ForSequenceClassification") for a in architectures)
-
-
-def _first_line(e: Exception) -> str:
-    """The library's message on one line: its first line, or all of it joined where the first
-    line ends in a colon (a list follows that the message needs)."""
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
-    return " ".join(lines) if lines[0].endswith(":") else lines[0]
 
 
 # ----------------------------------------------------------------------------- freezing
