@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import shlex
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from finetune.errors import ConfigError
@@ -313,10 +316,6 @@ def train_command(config: dict[str, Any], output_dir: str) -> str:
     or results.json's) in ``output_dir``: each setting that differs from its default (the strategy's
     recipe for the hyperparameters it fills), then ``--output-dir`` and ``--resume-from-checkpoint
     latest``. The data folder is left out when it is ``$GLUE_DIR``'s."""
-    import os
-    import shlex
-    from pathlib import Path
-
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     defaults = {**fields, **STRATEGY_DEFAULTS.get(config.get("strategy", "full"), {})}
     glue_dir = os.environ.get("GLUE_DIR")

@@ -131,11 +131,16 @@ class UnfinishedRunError(ConfigError):
 
 def unfinished_run(path: Path) -> str | None:
     """One line naming ``path`` as a run that did not finish, with its last checkpoint's step and
-    the command that resumes it (rebuilt from the settings the checkpoint records); None unless
-    ``path`` holds ``checkpoint-<step>/`` folders and no results.json."""
+    the command that resumes it (rebuilt from the settings the checkpoint records), or that it is
+    still training while a finetune process holds its lock; None unless ``path`` holds
+    ``checkpoint-<step>/`` folders and no results.json."""
     checkpoints = list_checkpoints(path)
     if (path / RESULTS_FILE).exists() or not checkpoints:
         return None
+    try:
+        check_not_in_use(path.with_name(f".{path.name}.lock"), path)
+    except ConfigError:
+        return f"{path} is a run still training (a finetune process holds its lock): wait for it to finish"
     whole = [(step, p) for step, p in checkpoints if is_complete(p)]
     if not whole:
         return (

@@ -279,3 +279,26 @@ def test_the_named_command_resumes_the_run_and_report_lists_what_is_left_out(cap
     assert "Left out, 1 run that did not finish:" in report and f"- {unfinished_run(left)}" in report
     assert main(["compare", str(tmp_path / "runs"), "--against", str(resumed)]) == 0
     assert f"- {unfinished_run(left)}" in capsys.readouterr().err  # compare says what it left out, too
+
+
+def test_a_run_still_training_or_without_a_usable_checkpoint_is_named_so(tmp_path):
+    """Directories as a run leaves them, made by hand: one whose lock a live process holds, one
+    whose only checkpoint was cut off, one whose progress.json is unreadable."""
+    from finetune.rundir import take_lock, unfinished_run
+
+    run = tmp_path / "run"
+    (run / "checkpoint-3").mkdir(parents=True)
+    assert "train it again, with --overwrite-output-dir" in unfinished_run(run)  # no progress.json: cut off
+    (run / "checkpoint-3" / PROGRESS_FILE).write_text("{not json")
+    assert unfinished_run(run).endswith(
+        f"(its last checkpoint is step 3): resume it with finetune train (its settings) --output-dir {run} "
+        "--resume-from-checkpoint latest"
+    )
+    lock = take_lock(tmp_path / ".run.lock", run)
+    try:
+        still = f"{run} is a run still training (a finetune process holds its lock): wait for it to finish"
+        assert unfinished_run(run) == still
+    finally:
+        os.close(lock)
+    (run / "results.json").write_text("{}")
+    assert unfinished_run(run) is None  # finished
