@@ -157,10 +157,16 @@ def unfinished_run(path: Path) -> str | None:
 
 
 def check_finished(path: Path) -> None:
-    """UnfinishedRunError, naming the step and the resume command, if ``path`` is a run that did not finish."""
+    """UnfinishedRunError, naming the step and the resume command, if ``path`` is a run that did not
+    finish; ConfigError if it is a checkpoint folder inside a run, naming the run."""
     message = unfinished_run(path)
     if message is not None:
         raise UnfinishedRunError(message)
+    if is_complete(path) and path.name.startswith(PREFIX):
+        parent = unfinished_run(path.parent)
+        if parent is not None:
+            raise UnfinishedRunError(f"{path} is a checkpoint, not a run directory: {parent}")
+        raise ConfigError(f"{path} is a checkpoint inside the run {path.parent}, not a run directory: pass the run")
 
 
 def unfinished_runs_below(folder: Path) -> list[Path]:

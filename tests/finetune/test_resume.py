@@ -281,10 +281,12 @@ def test_the_named_command_resumes_the_run_and_report_lists_what_is_left_out(cap
     assert f"- {unfinished_run(left)}" in capsys.readouterr().err  # compare says what it left out, too
 
 
-def test_a_run_still_training_or_without_a_usable_checkpoint_is_named_so(tmp_path):
-    """Directories as a run leaves them, made by hand: one whose lock a live process holds, one
-    whose only checkpoint was cut off, one whose progress.json is unreadable."""
-    from finetune.rundir import take_lock, unfinished_run
+def test_a_cut_off_checkpoint_a_run_still_training_and_a_checkpoint_given_for_a_run_are_named(tmp_path):
+    """Directories as a run leaves them, made by hand: its only checkpoint cut off, or with an
+    unreadable progress.json (the resume command then says what it cannot know), a checkpoint
+    folder given where a run goes, a run whose lock a live process holds."""
+    from finetune.config import ConfigError
+    from finetune.rundir import UnfinishedRunError, check_finished, take_lock, unfinished_run
 
     run = tmp_path / "run"
     (run / "checkpoint-3").mkdir(parents=True)
@@ -294,6 +296,9 @@ def test_a_run_still_training_or_without_a_usable_checkpoint_is_named_so(tmp_pat
         f"(its last checkpoint is step 3): resume it with finetune train (its settings) --output-dir {run} "
         "--resume-from-checkpoint latest"
     )
+    given = re.escape(f"{run}/checkpoint-3 is a checkpoint, not a run directory: {run} is a run that did not finish")
+    with pytest.raises(UnfinishedRunError, match=f"^{given}"):
+        check_finished(run / "checkpoint-3")
     lock = take_lock(tmp_path / ".run.lock", run)
     try:
         still = f"{run} is a run still training (a finetune process holds its lock): wait for it to finish"
@@ -302,3 +307,5 @@ def test_a_run_still_training_or_without_a_usable_checkpoint_is_named_so(tmp_pat
         os.close(lock)
     (run / "results.json").write_text("{}")
     assert unfinished_run(run) is None  # finished
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoint-3 is a checkpoint inside the run {run}, not a run")):
+        check_finished(run / "checkpoint-3")
