@@ -158,11 +158,12 @@ def unfinished_run(path: Path) -> str | None:
 
 def check_finished(path: Path) -> None:
     """UnfinishedRunError, naming the step and the resume command, if ``path`` is a run that did not
-    finish; ConfigError if it is a checkpoint folder inside a run, naming the run."""
+    finish; ConfigError if it is a checkpoint folder inside a run that holds no model to load (the
+    native and Accelerate loops' hold their state only; the Trainer's a model, which may be used)."""
     message = unfinished_run(path)
     if message is not None:
         raise UnfinishedRunError(message)
-    if is_complete(path) and path.name.startswith(PREFIX):
+    if is_complete(path) and path.name.startswith(PREFIX) and not (path / "config.json").is_file():
         parent = unfinished_run(path.parent)
         if parent is not None:
             raise UnfinishedRunError(f"{path} is a checkpoint, not a run directory: {parent}")
