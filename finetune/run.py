@@ -68,8 +68,8 @@ class SegmentClock:
     starts with those (``earlier``) and adds its own. Time spent after the last checkpoint of a
     stopped segment is not counted: the resumed run does that work again, and its time counts there."""
 
-    def __init__(self, earlier: list[float] | None = None) -> None:
-        self.earlier = list(earlier or [])
+    def __init__(self) -> None:
+        self.earlier: list[float] = []
         self.started = time.perf_counter()
 
     def start(self) -> None:

@@ -187,10 +187,8 @@ def train_with_trainer(
     def evaluate_validation(model: PreTrainedModel) -> dict[str, float] | None:
         return evaluate(model, eval_loader, task, device, dtype, progress=not cfg.disable_tqdm)
 
-    selection, clock = (
-        ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience),
-        SegmentClock(),
-    )
+    selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
+    clock = SegmentClock()  # training time across resumes
     if resume_from is not None:
         saved = load_progress(resume_from)
         selection.load(resume_from, saved.get("selection"))
