@@ -7,7 +7,12 @@ backward, clipping, AdamW), and the peak memory (RSS) of each run, for
 - ``course``: the Hugging Face course's loop as a user first writes it: float32, random batches
   with dynamic padding, ``torch.optim.AdamW`` (its default for-each update);
 - ``native``, ``accelerate``, ``trainer``: ``finetune train`` with each loop and the reference
-  recipe (bf16 autocast where the CPU computes in it, fused AdamW, the recipe's batching).
+  recipe (bf16 autocast where the CPU computes in it, fused AdamW, the recipe's batching);
+- ``native-fp32``: the native loop in float32 (``--mixed-precision no``), as on a CPU without
+  bf16 arithmetic, and ``native-avx2``: the same with torch, oneDNN and MKL held to AVX2 kernels
+  (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``), as on a CPU with
+  AVX2 and no AVX-512. Each prints its time as a multiple of ``native``'s: a run's time on such a
+  CPU is about the bf16 run's time times that (``--only native native-fp32 native-avx2``).
 
 Each contender runs in its own process on the first ``--samples`` training pairs for one epoch
 (its evaluation is 8 pairs: noise), ``--repeats`` times in rounds over all contenders; the fastest
@@ -15,6 +20,7 @@ of each counts (a 30-step run varies by 10-15% from one run to the next). FLOPs 
 padded shape with the standard transformer formula, checked against torch's ``FlopCounterMode``.
 
     python benchmarks/bench_train.py --samples 480 --batch-size 16
+    python benchmarks/bench_train.py --samples 480 --batch-size 16 --only native native-fp32 native-avx2
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from finetune.data import load_glue, make_collator, make_dataloader, tokenize_gl
 from finetune.modeling import default_model_path, load_model, load_tokenizer
 from finetune.tasks import get_task
 
-CONTENDERS = ("course", "native", "accelerate", "trainer")
+CONTENDERS = ("course", "native", "accelerate", "trainer", "native-fp32", "native-avx2")
+DEFAULT_CONTENDERS = CONTENDERS[:4]
+# What a CPU with AVX2 and no AVX-512 runs: torch's own kernels, oneDNN's and MKL's held to AVX2.
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -99,12 +108,14 @@ def run_contender(name: str, args: argparse.Namespace, out: Path) -> tuple[float
         command = [sys.executable, __file__, "--course", "--samples", str(args.samples), "--batch-size",
                    str(args.batch_size), "--data-dir", args.data_dir]  # fmt: skip
     else:
-        command = [sys.executable, "-m", "finetune", "train", "--loop", name, "--data-dir", args.data_dir,
+        loop, _, precision = name.partition("-")  # native-fp32: the native loop in float32
+        command = [sys.executable, "-m", "finetune", "train", "--loop", loop, "--data-dir", args.data_dir,
                    "--output-dir", str(out / name), "--overwrite-output-dir", "--epochs", "1",
                    "--batch-size", str(args.batch_size), "--max-train-samples", str(args.samples),
                    "--max-eval-samples", "8", "--no-progress",
+                   *(["--mixed-precision", "no"] if precision else []),
                    *(["--group-by-length"] if args.group_by_length else [])]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(AVX2_ONLY if name == "native-avx2" else {})}
     with open(out / f"{name}.out", "w+") as stdout, open(out / f"{name}.err", "w+") as stderr:
         proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak RSS
@@ -125,7 +136,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=STRATEGY_DEFAULTS["full"]["batch_size"])
     parser.add_argument("--group-by-length", action="store_true", help="finetune's loops batch by length")
     parser.add_argument("--data-dir", default=os.environ.get("GLUE_DIR", "../shared/data/glue"))
-    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, in rounds; the fastest counts")
     parser.add_argument("--course", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,10 +162,10 @@ def main() -> None:
     print(f"FLOPs of one step: formula {formula / 1e9:.1f} G, FlopCounterMode {counter.get_total_flops() / 1e9:.1f} G")
     print(f"{args.samples} MRPC training pairs, batch {args.batch_size}, 1 epoch each, best of {args.repeats} rounds\n")
     print(
-        f"{'contender':<11}{'batching':<10}{'seconds':>9}{'samples/s':>11}{'vs course':>11}{'TFLOP/s':>9}"
+        f"{'contender':<12}{'batching':<10}{'seconds':>9}{'samples/s':>11}{'vs course':>11}{'TFLOP/s':>9}"
         f"{'MFU bf16':>10}{'MFU fp32':>10}{'peak RSS':>10}"
     )
-    course_speed = None
+    course_speed, best = None, {}
     with tempfile.TemporaryDirectory() as tmp:
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in args.only}
         for _ in range(args.repeats):  # rounds over all contenders: each sees the machine's slow moments too
@@ -165,14 +176,18 @@ def main() -> None:
             shapes = batch_shapes(train, collator, args.batch_size, grouped)
             flops = sum(step_flops(model.config.encoder_config(), b, n) for b, n in shapes)
             seconds, rss = min(s for s, _ in runs[name]), max(r for _, r in runs[name])
+            best[name] = seconds
             speed = args.samples / seconds
             course_speed = course_speed or (speed if name == "course" else None)
             ratio = f"{speed / course_speed:.2f}x" if course_speed else "-"
             achieved = flops / seconds / 1e12
             print(
-                f"{name:<11}{'grouped' if grouped else 'random':<10}{seconds:>9.1f}{speed:>11.1f}{ratio:>11}"
+                f"{name:<12}{'grouped' if grouped else 'random':<10}{seconds:>9.1f}{speed:>11.1f}{ratio:>11}"
                 f"{achieved:>9.2f}{achieved / bf16:>10.0%}{achieved / fp32:>10.0%}{rss:>8.2f} GiB"
             )
+    for name in ("native-fp32", "native-avx2"):
+        if name in best and "native" in best:
+            print(f"{name} takes {best[name] / best['native']:.2f}x the time of native (bf16 where this CPU has it)")
 
 
 if __name__ == "__main__":

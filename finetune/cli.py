@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib.util
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from finetune.config import TrainConfig, file_value
-from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
+from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError, one_line
 from finetune.interrupt import TrainingInterruptedError
 from finetune.tasks import UnknownTaskError, get_task
 
@@ -35,11 +37,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text if "(default" in text else super()._get_help_string(action)
 
 
+CHOICE_ERROR = re.compile(r"invalid choice: '?(?P<value>.*?)'? \(choose from (?P<choices>.*)\)")
+
+
+def did_you_mean(words: list[str], known: list[str]) -> str:
+    """`` (did you mean --strategy?)``: the closest known spelling of each word (difflib), or ""."""
+    close = [match for word in words for match in difflib.get_close_matches(word, known, n=1)]
+    return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (exit 2) and whose help shows the defaults. Given
-    ``dataclass_types``, it holds their fields as options, made by ``HfArgumentParser`` when first
-    needed (parsing, help, usage): importing transformers takes most of a second that
-    ``finetune --help`` and the other commands' parsing do without."""
+    """argparse whose errors are one line (exit 2), with the closest option or choice to a
+    mistyped one (argparse's own ``suggest_on_error`` needs Python 3.14), and whose help shows the
+    defaults. Given ``dataclass_types``, it holds their fields as options, made by
+    ``HfArgumentParser`` when first needed (parsing, help, usage): importing transformers takes
+    most of a second that ``finetune --help`` and the other commands' parsing do without."""
 
     def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -47,7 +59,29 @@ class Parser(argparse.ArgumentParser):
         self._pending_dataclass = dataclass_types
 
     def error(self, message: str) -> NoReturn:
+        wrong = CHOICE_ERROR.search(message)
+        if wrong:
+            message += did_you_mean([wrong["value"]], [c.strip(" '") for c in wrong["choices"].split(",")])
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """``ArgumentParser.parse_args``, naming the closest known option to each unrecognized one."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [word.split("=")[0] for word in extras if word.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(flags, self._options(namespace))}")
+        return namespace
+
+    def _options(self, namespace: argparse.Namespace) -> list[str]:
+        """The option strings of this parser and of the subcommand ``namespace`` chose."""
+        parsers = [self] + [
+            action.choices[getattr(namespace, action.dest)]
+            for action in self._actions
+            if isinstance(action.choices, dict) and getattr(namespace, action.dest, None) in action.choices
+        ]
+        return [option for parser in parsers for action in parser._actions for option in action.option_strings]
 
     def _add_dataclass_options(self) -> None:
         if self._pending_dataclass is not None:
@@ -129,11 +163,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_run(checkpoint: Path) -> dict:
-    """The run's results.json ({} for a model folder without one); a damaged one is refused."""
+    """The run's results.json ({} for a model folder without one); a damaged one is refused, and so
+    is a run that did not finish (named, with the command that resumes it) or a folder that is no run."""
     path = checkpoint / "results.json"
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"no checkpoint directory {checkpoint}")
     if not path.exists():
+        from finetune.rundir import check_finished
+
+        check_finished(checkpoint)
+        if not (checkpoint / "config.json").is_file():
+            raise ConfigError(
+                f"{checkpoint} is not a run directory (no results.json, model or checkpoint-<step>/ in it): "
+                "pass a folder finetune train wrote"
+            )
         return {}
     try:
         run = json.loads(path.read_text())
@@ -241,9 +284,12 @@ def spread_in_points(text: str) -> float:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from finetune.compare import compare, load_group
-    from finetune.report import find_runs
+    from finetune.report import find_runs, unfinished_note
 
     groups = [load_group(find_runs([Path(d) for d in dirs]), args.split) for dirs in (args.run_dirs, args.against)]
+    left_out = unfinished_note([Path(d) for d in (*args.run_dirs, *args.against)])
+    if left_out:
+        print(left_out, file=sys.stderr)
     result = compare(*groups, metric=args.metric, seed_sd=args.seed_sd)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
     return 0
@@ -369,8 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         return commands[args.command](args)
     except USER_ERRORS as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"finetune {args.command}: error: {message}", file=sys.stderr)
+        print(f"finetune {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except RUN_ERRORS as e:
         print(f"finetune {args.command}: error: {e}", file=sys.stderr)

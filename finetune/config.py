@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import shlex
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from finetune.errors import ConfigError
@@ -301,3 +304,30 @@ def file_value(name: str, value: Any) -> Any:
             value = kind(value)
     check_value(name, value)
     return value
+
+
+# Settings a resume command leaves out: where the run goes and how it starts are added by the
+# caller, and a Hub token is never recorded.
+NOT_REPEATED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "hub_token")
+
+
+def train_command(config: dict[str, Any], output_dir: str) -> str:
+    """The ``finetune train`` command that continues a run recorded with ``config`` (a checkpoint's
+    or results.json's) in ``output_dir``: each setting that differs from its default (the strategy's
+    recipe for the hyperparameters it fills), then ``--output-dir`` and ``--resume-from-checkpoint
+    latest``. The data folder is left out when it is ``$GLUE_DIR``'s."""
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {**fields, **STRATEGY_DEFAULTS.get(config.get("strategy", "full"), {})}
+    glue_dir = os.environ.get("GLUE_DIR")
+    words = ["finetune", "train"]
+    for name, value in config.items():
+        if name not in fields or name in NOT_REPEATED or value == defaults[name]:
+            continue
+        if name == "data_dir" and glue_dir and Path(glue_dir).resolve() == Path(str(value)).resolve():
+            continue
+        if isinstance(value, bool):
+            words.append(flag(name) if value else flag(f"no_{name}"))
+        elif value is not None:
+            words += [flag(name), repr(value) if isinstance(value, float) else str(value)]
+    words += ["--output-dir", output_dir, "--resume-from-checkpoint", "latest"]
+    return shlex.join(words)

@@ -21,3 +21,10 @@ class ModelError(ValueError):
 
 class NonFiniteError(FloatingPointError):
     """The loss, the gradients or the weights stopped being finite numbers."""
+
+
+def one_line(e: BaseException) -> str:
+    """A library's error message on one line, for wrapping in ours: its first line, or all of it
+    joined where the first line ends in a colon (a list follows that the message needs)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+    return " ".join(lines) if lines[0].endswith(":") else lines[0]

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, one_line
 from finetune.modeling import DEFAULT_BASE_MODEL, public_name
 from finetune.tasks import get_task
 
@@ -45,7 +45,7 @@ def check_hub_access(repo_id: str | None, token: str | None = None) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise ConfigError(f"--hub-model-id {repo_id!r} is not a repository id: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"--hub-model-id {repo_id!r} is not a repository id: {one_line(e)}") from None
     if constants.HF_HUB_OFFLINE:
         raise HubError(
             "--push-to-hub: the Hub is switched off here (HF_HUB_OFFLINE=1): unset it, or drop --push-to-hub"

@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from finetune.errors import ConfigError, ModelError
+from finetune.errors import ConfigError, ModelError, one_line
 from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig, without_pooler
 from finetune.tasks import GlueTask
 
@@ -84,12 +84,22 @@ def check_model_path(name_or_path: str) -> None:
         raise ModelError(f"no model folder {name_or_path}: give an existing folder, or a Hub id (NAME or USER/NAME)")
 
 
+# What a saved tokenizer leaves in its folder (one of them at least): fast, its settings, or a vocabulary.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     check_model_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {_first_line(e)}") from None
+        folder = Path(name_or_path).expanduser()
+        if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelError(
+                f"cannot load a tokenizer from {name_or_path!r}: the folder holds no tokenizer files (tokenizer.json "
+                "or vocab.txt): give the folder of a model saved with its tokenizer"
+            ) from None
+        raise ModelError(f"cannot load a tokenizer from {name_or_path!r}: {one_line(e)}") from None
 
 
 def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreTrainedModel:
@@ -119,7 +129,7 @@ def load_model(name_or_path: str, task: GlueTask, pooling: str = "mean") -> PreT
         if isinstance(e, ModelError):
             raise
         raise ModelError(
-            f"cannot load model {name_or_path!r}: {_first_line(e)} (pass --model a local directory, or a Hub id "
+            f"cannot load model {name_or_path!r}: {one_line(e)} (pass --model a local directory, or a Hub id "
             "where the Hub is reachable)"
         ) from None
     head_config = MeanPoolingConfig(
@@ -167,10 +177,6 @@ def is_classifier(config: PretrainedConfig) -> bool:
     """True for a checkpoint that already has a sequence-classification head."""
     architectures = config.architectures or []
     return isinstance(config, MeanPoolingConfig) or any(a.endswith("ForSequenceClassification") for a in architectures)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 # ----------------------------------------------------------------------------- freezing

@@ -189,7 +189,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             "stopped_early": loop.stopped_early,
             "optimizer_steps": loop.optimizer_steps,
             "resumed_from": loop.resumed_from,
-            "train_runtime_s": round(loop.train_runtime_s, 3),
+            "train_runtime_s": round(loop.train_runtime_s, 3),  # the sum of the segments (one per resume, plus one)
+            "train_segments_s": [round(seconds, 3) for seconds in loop.train_segments_s],
             "train_samples_per_second": round(loop.samples_seen / max(loop.train_runtime_s, 1e-9), 3),
             "batches_seen_per_process": loop.batches_seen,
             "evaluation": settings.record(),

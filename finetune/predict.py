@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from finetune.data import load_glue, read_utf8
-from finetune.errors import ConfigError, DataError
+from finetune.errors import ConfigError, DataError, one_line
 from finetune.evaluation import EvalSettings, evaluate_saved, has_labels, logits_of, prediction_table, read_split
 from finetune.files import FORMATS, check_writable_folder, write_atomic, write_rows
 from finetune.modeling import load_tokenizer
@@ -72,7 +72,7 @@ def load_classifier(checkpoint: str) -> tuple[Any, Any]:
     try:
         model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a classifier from {checkpoint}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"cannot load a classifier from {checkpoint}: {one_line(e)}") from None
     return model, tokenizer
 
 

@@ -30,19 +30,48 @@ BERT_BASE_PARAMS = 110e6
 
 
 def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
-    """results.json of each run directory given, or of every run below a folder given."""
+    """results.json of each run directory given, or of every finished run below a folder given
+    (``unfinished_runs`` names those left out). A run directory given that did not finish is
+    refused, naming the command that resumes it."""
+    from finetune.rundir import check_finished, unfinished_run
+
     runs = []
     for path in paths:
         if not path.exists():
             raise ConfigError(f"no such run directory {path}")
+        check_finished(path)
         files = [path / "results.json"] if (path / "results.json").exists() else sorted(path.rglob("results.json"))
         for f in files:
             run = _read_results(f)
             run["_dir"] = str(f.parent)
             runs.append(run)
     if not runs:
+        unfinished = unfinished_runs(paths)
+        if unfinished:
+            others = f" ({len(unfinished) - 1} more did not finish)" if len(unfinished) > 1 else ""
+            raise ConfigError(
+                f"no finished run under {', '.join(map(str, paths))}{others}: {unfinished_run(unfinished[0])}"
+            )
         raise ConfigError(f"no results.json under {', '.join(map(str, paths))}: pass run directories")
     return runs
+
+
+def unfinished_runs(paths: list[Path]) -> list[Path]:
+    """The runs at or below ``paths`` that did not finish (``finetune.rundir.unfinished_run``)."""
+    from finetune.rundir import unfinished_runs_below
+
+    return sorted({run for path in paths if path.is_dir() for run in unfinished_runs_below(path)})
+
+
+def unfinished_note(paths: list[Path]) -> str:
+    """A line per run left out because it did not finish, with the command that resumes it; empty if none."""
+    from finetune.rundir import unfinished_run
+
+    left_out = unfinished_runs(paths)
+    if not left_out:
+        return ""
+    lines = [f"Left out, {len(left_out)} run{'s' * (len(left_out) > 1)} that did not finish:", ""]
+    return "\n".join(lines + [f"- {unfinished_run(run)}" for run in left_out])
 
 
 def _read_results(path: Path) -> dict[str, Any]:
@@ -74,11 +103,16 @@ def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float
     return m - half, m + half
 
 
+def setting_key(run: dict[str, Any], keys: tuple[str, ...] = GROUP_KEYS) -> tuple:
+    """The run's values of ``keys`` (missing settings count as None): its setting, by default."""
+    return tuple(run["config"].get(k) for k in keys)
+
+
 def group_runs(runs: list[dict[str, Any]], keys: tuple[str, ...] = GROUP_KEYS) -> dict[tuple, list[dict[str, Any]]]:
     """Runs keyed by their values of ``keys`` (missing settings count as None)."""
     groups: dict[tuple, list] = defaultdict(list)
     for run in runs:
-        groups[tuple(run["config"].get(k) for k in keys)].append(run)
+        groups[setting_key(run, keys)].append(run)
     return dict(sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))))
 
 
@@ -310,17 +344,24 @@ def what_is_real(runs: list[dict[str, Any]], predictions: Predictions | None = N
     return text + (f"\n\n{predictions.note()}" if predictions.note() else "")
 
 
+def setting_colours(runs: list[dict[str, Any]]) -> dict[tuple, str]:
+    """One colour per setting (a key of ``group_runs``), the same in every plot of a report:
+    matplotlib's ten-colour cycle in the order of the table's rows."""
+    return {key: f"C{i % 10}" for i, key in enumerate(group_runs(runs))}
+
+
 def plot_loss(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = setting_colours(runs)
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in runs:
         steps = [h for h in run["history"] if "loss" in h]
         c = run["config"]
-        ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], lw=1,
+        ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], lw=1, color=colours[setting_key(run)],
                 label=f"{c['loop']}/{c['strategy']} seed {c['seed']}")  # fmt: skip
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
     ax.legend(fontsize=7, ncol=2)
@@ -336,13 +377,15 @@ def plot_metric_vs_time(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [m for m in ("accuracy", "f1") if any(m in (r.get("validation") or {}) for r in runs)] or ["accuracy"]
+    colours = setting_colours(runs)
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for key, group in group_runs(runs).items():
             xs = [r["train_runtime_s"] / 60 for r in group]
             ys = [(r.get("validation") or {}).get(metric, float("nan")) * 100 for r in group]
             setting = dict(zip(GROUP_KEYS, key))
-            ax.scatter(xs, ys, label=f"{setting['loop']}/{setting['strategy']} ({setting['pooling']})", s=30)
+            label = f"{setting['loop']}/{setting['strategy']} ({setting['pooling']})"
+            ax.scatter(xs, ys, label=label, s=30, color=colours[key])
         ax.set(xlabel="training time (min)", ylabel=f"validation {metric} (%)", title=f"Validation {metric} vs time")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -374,43 +417,39 @@ def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predicti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    varying = _naming(mrpc)
-    rows: list[tuple[str, str, dict[str, list[float]]]] = []  # (label, kind, metric -> values in %)
+    varying, colours = _naming(mrpc), setting_colours(runs)
+    rows: list[tuple[str, str, str, dict[str, list[float]]]] = []  # (label, kind, colour, metric -> values in %)
     ensembles = []  # listed after the single-model rows, apart
     for key, group in mrpc.items():
         label = f"{_label(dict(zip(GROUP_KEYS, key)), varying)} · {_model_label(group[0])}"
         values = {m: [100 * r["validation"][m] for r in group if m in (r.get("validation") or {})] for m in METRICS}
-        rows.append((f"{label} · {len(group)} run{'s' * (len(group) > 1)}", "project", values))
+        rows.append((f"{label} · {len(group)} run{'s' * (len(group) > 1)}", "project", colours[key], values))
         members = (predictions or Predictions())(group, "validation") if len(group) > 1 else None
         if members is not None and members.probability is not None:
             one = ensemble(members)
-            ensembles.append((f"{label} · ensemble of {len(group)} runs (extra)", "ensemble",
+            ensembles.append((f"{label} · ensemble of {len(group)} runs (extra)", "ensemble", colours[key],
                               {m: [100 * float(one.values(m)[0])] for m in METRICS}))  # fmt: skip
     rows += ensembles
-    for who, model, accuracy, f1 in PUBLISHED:
-        rows.append((f"{who} · {model}, {BERT_BASE_PARAMS / 1e6:.0f}M · 1 run (published)", "published",
+    for who, model, accuracy, f1 in PUBLISHED:  # not a setting of these runs: black
+        rows.append((f"{who} · {model}, {BERT_BASE_PARAMS / 1e6:.0f}M · 1 run (published)", "published", "black",
                      {"accuracy": [accuracy], "f1": [f1]}))  # fmt: skip
-    style = {
-        "project": dict(marker="o", color="tab:blue"),
-        "ensemble": dict(marker="*", color="tab:green", ms=11),
-        "published": dict(marker="D", color="tab:orange"),
-    }
+    markers = {"project": dict(marker="o"), "ensemble": dict(marker="*", ms=11), "published": dict(marker="D")}
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
     for ax, metric in zip(axes, METRICS):
-        for y, (_, kind, values) in enumerate(rows):
+        for y, (_, kind, colour, values) in enumerate(rows):
             v = values[metric]
             if not v:
                 continue
             low, high = confidence_interval(v) if len(v) > 1 else (v[0], v[0])
             m = sum(v) / len(v)
-            ax.errorbar(m, y, xerr=[[m - low], [high - m]], ls="none", capsize=3, **style[kind])
+            ax.errorbar(m, y, xerr=[[m - low], [high - m]], ls="none", capsize=3, color=colour, **markers[kind])
         name = {"accuracy": "accuracy", "f1": "F1"}[metric]
         ax.set(xlabel=f"MRPC validation {name} (%)", title=f"Validation {name}")
         ax.grid(axis="x", alpha=0.3)
         for y in range(1, len(rows)):
             if rows[y][1] != rows[y - 1][1]:  # a line between single runs, ensembles and published rows
                 ax.axhline(y - 0.5, color="grey", lw=0.8)
-    axes[0].set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
+    axes[0].set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(
         "This project's settings (mean over seeds, 95% interval) beside published bert-base runs: different models",
@@ -430,6 +469,8 @@ def write_report(paths: list[Path], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     predictions = Predictions()
     text = markdown_table(runs) + "\n\n" + what_is_real(runs, predictions)
+    left_out = unfinished_note(paths)
+    text += f"\n\n{left_out}" if left_out else ""
     plot_loss(runs, out / "loss.png")
     plot_metric_vs_time(runs, out / "metric_vs_time.png")
     figures = ["![training loss](loss.png)", "![validation metric vs training time](metric_vs_time.png)"]

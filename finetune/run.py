@@ -45,7 +45,7 @@ class LoopResult:
     model: PreTrainedModel | None = None  # the trained model, unwrapped
     history: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"  # the autocast dtype it trained and evaluated in: fp32, bf16 or fp16
-    train_runtime_s: float = 0.0
+    train_segments_s: list[float] = field(default_factory=list)  # seconds training: before each resume, then this
     samples_seen: int = 0
     optimizer_steps: int = 0
     batches_seen: int = 0  # micro-batches this process ran through the model
@@ -55,6 +55,29 @@ class LoopResult:
     device: str = ""
     best: dict[str, Any] | None = None  # the best evaluation: step, epoch, metric, value
     stopped_early: bool = False
+
+    @property
+    def train_runtime_s(self) -> float:
+        """The whole run's training time: the sum of its segments."""
+        return sum(self.train_segments_s)
+
+
+class SegmentClock:
+    """Training time across resumes. A run stopped and resumed trains in segments: each checkpoint
+    records the seconds of the segments so far (``train_segments_s``), and a run resumed from it
+    starts with those (``earlier``) and adds its own. Time spent after the last checkpoint of a
+    stopped segment is not counted: the resumed run does that work again, and its time counts there."""
+
+    def __init__(self) -> None:
+        self.earlier: list[float] = []
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def segments(self) -> list[float]:
+        """The earlier segments' seconds, then this one's so far."""
+        return [*self.earlier, time.perf_counter() - self.started]
 
 
 # ----------------------------------------------------------------------------- pieces both loops call
@@ -228,7 +251,7 @@ class Progress:
         self.epoch = self.batch = self.start_epoch = self.skip = 0
         self.show = not cfg.disable_tqdm and is_main
         self.bar: Any = None
-        self.started = 0.0
+        self.clock = SegmentClock()
         self.selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
         self.tracker = Tracker(cfg.report_to, output_dir, cfg.to_dict(), is_main)
 
@@ -240,6 +263,7 @@ class Progress:
         self.result.history, self.window = saved["history"], saved["window"]
         self.result.optimizer_steps, self.result.samples_seen = saved["optimizer_steps"], saved["samples_seen"]
         self.start_epoch, self.skip = saved["epoch"], saved["batch_in_epoch"]
+        self.clock.earlier = saved.get("train_segments_s", [])  # none in checkpoints written before it was kept
         self.result.resumed_from = str(path)
         if self.is_main:
             log_line(
@@ -253,7 +277,7 @@ class Progress:
 
     def epochs(self) -> Iterator[int]:
         """The epochs still to run (until the last optimizer step)."""
-        self.started = time.perf_counter()
+        self.clock.start()
         self.bar = tqdm(
             total=self.total_steps, initial=self.result.optimizer_steps, desc="training", disable=not self.show
         )
@@ -264,7 +288,7 @@ class Progress:
                 break
         self.bar.close()
         self.tracker.finish()
-        self.result.train_runtime_s = time.perf_counter() - self.started
+        self.result.train_segments_s = self.clock.segments()
 
     def load_best_model(self, model: PreTrainedModel) -> None:
         """With ``--load-best-model-at-end``: the best evaluation's weights back into ``model``."""
@@ -361,7 +385,7 @@ class Progress:
         position = {
             "epoch": epoch, "batch_in_epoch": batches_done, "optimizer_steps": self.result.optimizer_steps,
             "samples_seen": self.result.samples_seen, "history": self.result.history, "window": self.window,
-            "selection": self.selection.state(),
+            "selection": self.selection.state(), "train_segments_s": self.clock.segments(),
         }  # fmt: skip
 
         def save_state(folder: Path) -> None:

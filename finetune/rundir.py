@@ -5,17 +5,22 @@ With ``--overwrite-output-dir`` over an existing run, the new run works in a fol
 (``.<name>.incoming``) and is swapped in at the end, so a run that fails leaves the old one as it
 was. The lock is a file beside the directory (``.<name>.lock``) held with ``flock``: the kernel
 drops it when its process dies, so a killed run's lock is simply taken over.
+
+A run directory that holds ``checkpoint-<step>/`` folders but no ``results.json`` is a run that did
+not finish (stopped, killed, out of time): every command that reads runs names it as such, with the
+command that resumes it (``unfinished_run``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
 
-from finetune.checkpoint import remove_incomplete
-from finetune.config import ConfigError
+from finetune.checkpoint import PREFIX, PROGRESS_FILE, is_complete, list_checkpoints, remove_incomplete
+from finetune.config import ConfigError, train_command
 from finetune.files import check_writable_folder
 
 RESULTS_FILE = "results.json"
@@ -118,3 +123,58 @@ def _lock_or_refuse(fd: int, run_path: Path) -> None:
             f"output directory {run_path} is in use by another finetune run (pid {holder}): wait for it to end "
             "or choose another --output-dir"
         ) from None
+
+
+class UnfinishedRunError(ConfigError):
+    """A run directory whose training did not finish: checkpoints, no results.json."""
+
+
+def unfinished_run(path: Path) -> str | None:
+    """One line naming ``path`` as a run that did not finish, with its last checkpoint's step and
+    the command that resumes it (rebuilt from the settings the checkpoint records), or that it is
+    still training while a finetune process holds its lock; None unless ``path`` holds
+    ``checkpoint-<step>/`` folders and no results.json."""
+    checkpoints = list_checkpoints(path)
+    if (path / RESULTS_FILE).exists() or not checkpoints:
+        return None
+    try:
+        check_not_in_use(path.with_name(f".{path.name}.lock"), path)
+    except ConfigError:
+        return f"{path} is a run still training (a finetune process holds its lock): wait for it to finish"
+    whole = [(step, p) for step, p in checkpoints if is_complete(p)]
+    if not whole:
+        return (
+            f"{path} is a run that did not finish, and no checkpoint of it is whole ({checkpoints[-1][1].name} "
+            "was cut off while being written): train it again, with --overwrite-output-dir"
+        )
+    step, newest = whole[-1]
+    try:
+        config = json.loads((newest / PROGRESS_FILE).read_text())["config"]
+        command = train_command(config, str(path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        command = f"finetune train (its settings) --output-dir {path} --resume-from-checkpoint latest"
+    return f"{path} is a run that did not finish (its last checkpoint is step {step}): resume it with {command}"
+
+
+def check_finished(path: Path) -> None:
+    """UnfinishedRunError, naming the step and the resume command, if ``path`` is a run that did not
+    finish; ConfigError if it is a checkpoint folder inside a run that holds no model to load (the
+    native and Accelerate loops' hold their state only; the Trainer's a model, which may be used)."""
+    message = unfinished_run(path)
+    if message is not None:
+        raise UnfinishedRunError(message)
+    if is_complete(path) and path.name.startswith(PREFIX) and not (path / "config.json").is_file():
+        parent = unfinished_run(path.parent)
+        if parent is not None:
+            raise UnfinishedRunError(f"{path} is a checkpoint, not a run directory: {parent}")
+        raise ConfigError(f"{path} is a checkpoint inside the run {path.parent}, not a run directory: pass the run")
+
+
+def unfinished_runs_below(folder: Path) -> list[Path]:
+    """Every run directory at or below ``folder`` that did not finish (hidden folders aside: a
+    replacing run's ``.<name>.incoming`` is not a run of its own)."""
+    parents = {p.parent for p in folder.rglob(f"{PREFIX}*") if p.is_dir()}
+    return sorted(
+        d for d in parents
+        if not any(part.startswith(".") for part in d.relative_to(folder).parts) and unfinished_run(d) is not None
+    )  # fmt: skip

@@ -8,7 +8,6 @@ the native loop's does (``ConsoleCallback``)."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from finetune.interrupt import StopRequest, TrainingInterruptedError
 from finetune.run import (
     LoopResult,
     NonFiniteError,
+    SegmentClock,
     build_optimizer,
     check_finite_weights,
     evaluate,
@@ -105,8 +105,10 @@ class FinetuneCallback(TrainerCallback):
     never save non-finite weights; seal each checkpoint with ``progress.json``; on SIGTERM/Ctrl-C
     save a checkpoint and stop."""
 
-    def __init__(self, evaluate: Any, cfg: TrainConfig, selection: ModelSelection, stop: StopRequest | None) -> None:
-        self.evaluate, self.cfg, self.selection, self.stop = evaluate, cfg, selection, stop
+    def __init__(
+        self, evaluate: Any, cfg: TrainConfig, selection: ModelSelection, stop: StopRequest | None, clock: SegmentClock
+    ) -> None:
+        self.evaluate, self.cfg, self.selection, self.stop, self.clock = evaluate, cfg, selection, stop, clock
         self.stopped_early = False
         self.report: Any = None  # Trainer.log, to send evaluations to --report-to as well
 
@@ -139,7 +141,8 @@ class FinetuneCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
         if state.is_world_process_zero:
             self.selection.save(folder)
-            write_progress(folder, self.cfg.to_dict(), {"selection": self.selection.state()})
+            progress = {"selection": self.selection.state(), "train_segments_s": self.clock.segments()}
+            write_progress(folder, self.cfg.to_dict(), progress)
         if self.stop is not None and self.stop.signum is not None:
             raise TrainingInterruptedError(self.stop.signum, state.global_step, folder)
 
@@ -185,9 +188,12 @@ def train_with_trainer(
         return evaluate(model, eval_loader, task, device, dtype, progress=not cfg.disable_tqdm)
 
     selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
+    clock = SegmentClock()  # training time across resumes
     if resume_from is not None:
-        selection.load(resume_from, load_progress(resume_from).get("selection"))
-    callback = FinetuneCallback(evaluate_validation, cfg, selection, stop)
+        saved = load_progress(resume_from)
+        selection.load(resume_from, saved.get("selection"))
+        clock.earlier = saved.get("train_segments_s", [])
+    callback = FinetuneCallback(evaluate_validation, cfg, selection, stop, clock)
     callbacks: list[TrainerCallback] = [callback]
     if cfg.report_to == "tensorboard" and is_launch_main_process():
         callbacks.append(trainer_callback(output_dir, Path(cfg.output_dir or output_dir).name))
@@ -219,9 +225,9 @@ def train_with_trainer(
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
         log_line(recipe_line(cfg, precision, describe_device(trainer.args.device)))
-    start = time.perf_counter()
+    clock.start()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    result = LoopResult(train_runtime_s=time.perf_counter() - start, model=trainer.model)
+    result = LoopResult(train_segments_s=clock.segments(), model=trainer.model)
     result.best, result.stopped_early = restore_best_model(selection, trainer.model), callback.stopped_early
     if skeleton is not None:
         result.model = gather(trainer.model, skeleton)

@@ -74,3 +74,52 @@ def test_help_shows_every_option_with_its_default():
         if action.dest != "help":
             assert action.help and "(default" in formatter._get_help_string(action), action.dest
     assert "{native,trainer,accelerate}" in text and "{full,partial,head}" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--stratgy", "full"], "unrecognized arguments: --stratgy (did you mean --strategy?)"),
+        (["train", "--output-dri=runs/x", "--lrr"],
+         "unrecognized arguments: --output-dri=runs/x --lrr (did you mean --output-dir, --lr?)"),
+        (["train", "--strategy", "ful"],
+         "argument --strategy: invalid choice: 'ful' (choose from 'full', 'partial', 'head') (did you mean full?)"),
+        (["evaluate", "--checkpoint", "x", "--split", "tset"], "invalid choice: 'tset' (choose from 'validation', "
+         "'test') (did you mean test?)"),
+        (["trian"], "invalid choice: 'trian' (choose from 'train', 'evaluate', 'predict', 'push', 'report', "
+         "'compare', 'grid') (did you mean train?)"),
+        (["report", "runs", "--zzzz"], "unrecognized arguments: --zzzz"),  # nothing close: no guess
+    ],
+)  # fmt: skip
+def test_a_mistyped_option_or_choice_gets_the_closest_one_in_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].endswith(message), err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"strategy": "head", "loop": "trainer", "lr": 3e-4, "group_by_length": False, "swap_pairs": True},
+        {"model": "my models/tiny bert", "epochs": 1.5, "save_steps": 7, "disable_tqdm": True, "fsdp": None},
+        {"data_dir": "/data/glue", "strategy": "partial", "freeze_layers": 2, "max_train_samples": 400},
+    ],
+)
+def test_the_resume_command_rebuilds_the_recorded_settings(monkeypatch, settings):
+    """The command an unfinished run's message gives parses back to the run's settings exactly
+    (resuming refuses any other), and lists only those that differ from their defaults."""
+    import shlex
+
+    from finetune.config import train_command
+
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    recorded = TrainConfig(**settings).resolved().to_dict()
+    words = shlex.split(train_command(recorded, "runs/my run"))
+    assert words[:2] == ["finetune", "train"] and words[-4:] == [
+        "--output-dir", "runs/my run", "--resume-from-checkpoint", "latest"
+    ]  # fmt: skip
+    again = config_from_args(build_parser().parse_args(words[1:])).resolved().to_dict()
+    assert again == {**recorded, "output_dir": "runs/my run", "resume_from_checkpoint": "latest"}
+    assert len(words) == 6 + sum(2 - isinstance(v, bool) for k, v in settings.items() if v is not None)

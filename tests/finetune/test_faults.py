@@ -334,3 +334,18 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(capsys, tiny_mod
     assert json.loads((out / "results.json").read_text())["config"]["max_train_samples"] == 16  # the new run
     assert not list_checkpoints(out)  # the old run's checkpoints went with it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
+
+
+def test_a_folder_without_a_tokenizer_is_named_in_one_whole_line(tmp_path):
+    """transformers' own message there ends in a colon before its list ("Couldn't instantiate the
+    backend tokenizer from one of:"): finetune says what is wrong instead, and wraps any such
+    message whole."""
+    from finetune.errors import ModelError, one_line
+    from finetune.modeling import load_tokenizer
+
+    (tmp_path / "notes.md").write_text("no model here")
+    with pytest.raises(ModelError, match=r"the folder holds no tokenizer files \(tokenizer.json or vocab.txt\)"):
+        load_tokenizer(str(tmp_path))
+    listed = ValueError("Couldn't do it from one of: \n(1) this, \n(2) that.\nAnd more.")
+    assert one_line(listed) == "Couldn't do it from one of: (1) this, (2) that. And more."
+    assert one_line(ValueError("First line.\nDetail")) == "First line." and one_line(KeyError()) == "KeyError"

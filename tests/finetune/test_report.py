@@ -74,3 +74,45 @@ def test_write_report_finds_runs_below_a_folder(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 100
     with pytest.raises(ConfigError, match="no results.json"):
         write_report([tmp_path / "out"], tmp_path / "out2")
+
+
+def test_each_setting_has_one_colour_in_every_plot(tmp_path, monkeypatch):
+    """head is the same colour in loss.png, metric_vs_time.png and published.png (the artists' own
+    colours, read before each figure is closed), and no two settings share one."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    import finetune.report as report
+
+    runs = [fake_run("native", s, seed, 0.8, 0.85) for s in ("full", "head") for seed in (1, 2)]
+    seen: dict[str, dict[str, set]] = {}  # plot -> setting label -> colours
+
+    def record(fig):
+        name = f"figure {len(seen)}"
+        for ax in fig.axes:
+            if name == "figure 2":  # published.png: a row per setting, named on the y axis
+                labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+                for container in ax.containers:  # the error bars, in the rows' order
+                    y = round(container.lines[0].get_ydata()[0])
+                    strategy = labels[y].split(" ")[0].split("/")[-1] if "published" not in labels[y] else None
+                    if strategy:
+                        seen.setdefault(name, {}).setdefault(strategy, set()).add(
+                            to_hex(container.lines[0].get_color())
+                        )
+                continue
+            for artist in [*ax.lines, *ax.collections]:
+                label = artist.get_label().split(" ")[0].split("/")[-1]
+                colour = artist.get_color() if hasattr(artist, "get_xdata") else artist.get_facecolor()[0]
+                seen.setdefault(name, {}).setdefault(label, set()).add(to_hex(colour))
+        close(fig)
+
+    close = plt.close
+    monkeypatch.setattr(plt, "close", record)
+    for i, run in enumerate(runs):
+        run["_dir"] = str(tmp_path / f"run{i}")
+    report.plot_loss(runs, tmp_path / "loss.png")
+    report.plot_metric_vs_time(runs, tmp_path / "time.png")
+    assert report.plot_published(runs, tmp_path / "published.png")
+    assert len(seen) == 3 and all(set(plot) == {"full", "head"} for plot in seen.values()), seen
+    colours = {setting: {c for plot in seen.values() for c in plot[setting]} for setting in ("full", "head")}
+    assert all(len(c) == 1 for c in colours.values()) and colours["full"] != colours["head"], colours

@@ -7,6 +7,7 @@ it was made with, and only if its files are as they were written."""
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -78,6 +79,19 @@ def assert_same_run(whole, cut, loop):
             assert x[key] == pytest.approx(y[key], abs=1e-6), (key, x, y)
     if loop != "trainer":
         assert rb["batches_seen_per_process"] < ra["batches_seen_per_process"]  # skipped, not replayed
+    assert_time_summed(cut)
+
+
+def assert_time_summed(run):
+    """A resumed run's training time is its segments' sum: the stopped one up to the checkpoint
+    resumed (as that checkpoint recorded it), then the resumed one; samples/s come from the sum."""
+    results = json.loads((run / "results.json").read_text())
+    segments = results["train_segments_s"]
+    resumed = json.loads((Path(results["resumed_from"]) / PROGRESS_FILE).read_text())
+    assert len(segments) == 2 and segments[0] == pytest.approx(resumed["train_segments_s"][0], abs=1e-3)
+    assert results["train_runtime_s"] == pytest.approx(sum(segments), abs=2e-3) and min(segments) > 0
+    samples = results["train_examples"] * results["config"]["epochs"]
+    assert results["train_samples_per_second"] == pytest.approx(samples / results["train_runtime_s"], rel=1e-3)
 
 
 def plant_half_written_checkpoint(out, step):
@@ -191,3 +205,107 @@ def test_resume_latest_without_checkpoint_exits_2(tiny_models, glue_dir, tmp_pat
     )
     _, err = proc.communicate()
     assert proc.returncode == 2 and "no usable checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- runs that did not finish
+
+UNFINISHED = re.compile(
+    r"(\S+) is a run that did not finish \(its last checkpoint is step (\d+)\): resume it with (.+)"
+)
+
+
+@pytest.fixture(scope="module")
+def stopped(tiny_models, glue_dir, tmp_path_factory):
+    """A run stopped by SIGTERM after its first epoch: checkpoint-<step>/, and no model or results.json."""
+    run = tmp_path_factory.mktemp("stopped") / "run"
+    returncode, err = stop_with(signal.SIGTERM, train_args(tiny_models["bert"], glue_dir, run, "native"))
+    assert returncode == 143 and not (run / "results.json").exists(), err[-2000:]
+    return run
+
+
+def cli_error(capsys, *args):
+    """The CLI's exit code and its one line on stderr, in-process."""
+    from finetune.cli import main
+
+    code = main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return code, err[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["evaluate", "--checkpoint"], ["predict", "--checkpoint", "{run}", "A sentence.", "Another one.", "--checkpoint"],
+     ["push", "--hub-model-id", "me/model", "--checkpoint"], ["compare", "{run}", "--against"],
+     ["report", "--out", "{tmp}/report"]],
+    ids=["evaluate", "predict", "push", "compare", "report"],
+)  # fmt: skip
+def test_each_command_names_a_run_that_did_not_finish_and_how_to_resume_it(capsys, stopped, tmp_path, command):
+    args = [word.format(run=stopped, tmp=tmp_path) for word in command]
+    code, line = cli_error(capsys, *args, str(stopped))
+    found = UNFINISHED.search(line)
+    assert code == 2 and found, line
+    last = max(step for step, _ in list_checkpoints(stopped))
+    assert found[1] == str(stopped) and int(found[2]) == last
+    assert found[3].startswith("finetune train ") and found[3].endswith(
+        f"--output-dir {stopped} --resume-from-checkpoint latest"
+    )
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_folder_that_is_no_run_is_named_as_such(capsys, tmp_path):
+    (tmp_path / "notes.md").write_text("not a run")
+    for command in (["evaluate", "--checkpoint"], ["predict", "A sentence.", "--checkpoint"]):
+        code, line = cli_error(capsys, *command, str(tmp_path))
+        assert code == 2 and f"{tmp_path} is not a run directory" in line and "--task" not in line, line
+
+
+def test_the_named_command_resumes_the_run_and_report_lists_what_is_left_out(capsys, stopped, tmp_path):
+    """The command the message gives resumes the run (resuming refuses other settings, so it
+    rebuilt the run's own), and its time adds up; ``report`` over a folder names the run left out."""
+    from finetune.rundir import unfinished_run
+
+    resumed, left = tmp_path / "runs" / "resumed", tmp_path / "runs" / "left"
+    for copy in (resumed, left):
+        shutil.copytree(stopped, copy)
+    command = shlex.split(UNFINISHED.search(unfinished_run(resumed))[3])
+    assert command[:2] == ["finetune", "train"] and "--lr" in command and "--seed" in command
+    finish(command[1:])
+    assert_time_summed(resumed)
+    from finetune.cli import main
+
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Left out, 1 run that did not finish:" in report and f"- {unfinished_run(left)}" in report
+    assert main(["compare", str(tmp_path / "runs"), "--against", str(resumed)]) == 0
+    assert f"- {unfinished_run(left)}" in capsys.readouterr().err  # compare says what it left out, too
+
+
+def test_a_cut_off_checkpoint_a_run_still_training_and_a_checkpoint_given_for_a_run_are_named(tmp_path):
+    """Directories as a run leaves them, made by hand: its only checkpoint cut off, or with an
+    unreadable progress.json (the resume command then says what it cannot know), a checkpoint
+    folder given where a run goes, a run whose lock a live process holds."""
+    from finetune.config import ConfigError
+    from finetune.rundir import UnfinishedRunError, check_finished, take_lock, unfinished_run
+
+    run = tmp_path / "run"
+    (run / "checkpoint-3").mkdir(parents=True)
+    assert "train it again, with --overwrite-output-dir" in unfinished_run(run)  # no progress.json: cut off
+    (run / "checkpoint-3" / PROGRESS_FILE).write_text("{not json")
+    assert unfinished_run(run).endswith(
+        f"(its last checkpoint is step 3): resume it with finetune train (its settings) --output-dir {run} "
+        "--resume-from-checkpoint latest"
+    )
+    given = re.escape(f"{run}/checkpoint-3 is a checkpoint, not a run directory: {run} is a run that did not finish")
+    with pytest.raises(UnfinishedRunError, match=f"^{given}"):
+        check_finished(run / "checkpoint-3")
+    lock = take_lock(tmp_path / ".run.lock", run)
+    try:
+        still = f"{run} is a run still training (a finetune process holds its lock): wait for it to finish"
+        assert unfinished_run(run) == still
+    finally:
+        os.close(lock)
+    (run / "results.json").write_text("{}")
+    assert unfinished_run(run) is None  # finished
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoint-3 is a checkpoint inside the run {run}, not a run")):
+        check_finished(run / "checkpoint-3")

@@ -15,8 +15,8 @@ from finetune.config import TrainConfig
 
 RESULT_KEYS = {
     "config", "versions", "device", "world_size", "distributed_type", "model", "trainable_params", "total_params",
-    "frozen_encoder_layers", "history", "optimizer_steps", "train_runtime_s", "train_samples_per_second",
-    "validation", "test",
+    "frozen_encoder_layers", "history", "optimizer_steps", "train_runtime_s", "train_segments_s",
+    "train_samples_per_second", "validation", "test",
 }  # fmt: skip
 
 
