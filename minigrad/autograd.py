@@ -346,7 +346,7 @@ def _accumulate_into_leaves(grads: dict[Variable, Variable], seeds: Sequence[Var
         [g.data for _, g in first], [leaf.data.dtype for leaf, _ in first], [s.data for s in seeds]
     )
     for (leaf, grad), array in zip(first, kept):
-        leaf.grad = type(grad)(array)
+        leaf.grad = grad if array is grad.data else type(grad)(array)
 
 
 def grad(

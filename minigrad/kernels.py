@@ -8,6 +8,7 @@ BERT spends its time they call one function of this module, named for the math:
     kernels.softmax(x, dims)             exp(x) / sum(exp(x)) over ``dims``
     kernels.matmul(x, y)                 np.matmul
     kernels.add_at(out, index, values)   np.add.at: out[index] += values, repeated places adding up
+    kernels.expand(x, shape)             np.broadcast_to: x stretched to shape, read-only
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
     kernels.first_grads(grads, ...)      the arrays leaves keep as their first .grad (the engine's)
 
@@ -41,7 +42,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
-NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads")  # what ``use`` binds
+NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grads")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -297,6 +298,26 @@ def fast_adam(
 # ----------------------------------------------------------------------------- a leaf's first .grad
 
 
+def plain_expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` stretched to ``shape`` (broadcasting's rules): a read-only view, as torch's ``expand``,
+    in which every element of a stretched axis is one element of ``x``."""
+    return np.broadcast_to(x, shape)
+
+
+SMALL = 4096  # elements: below this a copy is made faster than NumPy's Python-level broadcast_to
+
+
+def fast_expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The same values, read-only too; a small result is a copy, which NumPy makes faster than
+    the view (``broadcast_to`` spends a few microseconds in Python: much of an RNN cell's step)."""
+    if math.prod(shape) > SMALL:
+        return np.broadcast_to(x, shape)
+    out = np.empty(shape, dtype=x.dtype)
+    out[...] = x
+    out.flags.writeable = False
+    return out
+
+
 def plain_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
     """The arrays that leaves keep as their first ``.grad`` (the engine's last step): a copy of each
     gradient in its leaf's dtype, so no ``.grad`` shares memory with another, with the caller's
@@ -327,13 +348,13 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, softmax, matmul, add_at, adam, first_grads
+    global mode, erf, gelu, softmax, matmul, add_at, expand, adam, first_grads
     if new_mode == "fast":
         erf, gelu, softmax, matmul, add_at = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_add_at
-        adam, first_grads = fast_adam, fast_first_grads
+        expand, adam, first_grads = fast_expand, fast_adam, fast_first_grads
     elif new_mode == "plain":
         erf, gelu, softmax, matmul, add_at = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_add_at
-        adam, first_grads = plain_adam, plain_first_grads
+        expand, adam, first_grads = plain_expand, plain_adam, plain_first_grads
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

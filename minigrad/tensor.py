@@ -89,7 +89,8 @@ class Tensor(Variable):
     _requires_grad = False
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: np.dtype | None = None) -> None:
-        self.data = _as_array(data, dtype)
+        # an op's result is an array already, kept as it is; anything else follows torch's dtype rules
+        self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
         if requires_grad:
             self.requires_grad = True
 

@@ -147,6 +147,18 @@ def test_fast_add_at_is_numpys_add_at(data):
 
 
 @given(st.data())
+def test_fast_expand_is_the_view_copied_and_read_only_too(data):
+    """Small results are copies, large ones views (the fast kernel's threshold): both the view's values."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=5))
+    target = np.broadcast_shapes(shape, data.draw(hnp.broadcastable_shapes(shape, min_dims=len(shape), max_side=70)))
+    x = data.draw(hnp.arrays(np.float32, shape, elements=st.floats(-10, 10, width=32)))
+    plain, fast = kernels.plain_expand(x, target), kernels.fast_expand(x, target)
+    assert fast.shape == plain.shape and fast.dtype == plain.dtype
+    np.testing.assert_array_equal(fast, plain)
+    assert not fast.flags.writeable and not plain.flags.writeable  # in-place writes refused, as torch
+
+
+@given(st.data())
 def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
     """A leaf's first .grad: the plain kernel copies every gradient; the fast one keeps the array
     itself where nothing else holds it. Equal values, and no kept array shares memory with a seed or
@@ -316,6 +328,8 @@ def _through(name: str, functional, x):
         return x.reshape(3, 1, 4) @ (x * x).reshape(3, 4, 1)
     if name == "add_at":  # an embedding lookup, rows repeated: its gradient adds them up
         return (x * x).reshape(6, 2)[[0, 3, 0, 5, 3, 0]]
+    if name == "expand":  # a column stretched across 4, then weighted: its gradient sums the stretch
+        return (x * x).reshape(12, 1).expand(12, 4) * x.reshape(12, 1)
     if name == "first_grads":  # the engine's last step: any graph (x + x sends one array twice)
         return (x + x) * x
     raise AssertionError(name)
@@ -375,6 +389,6 @@ def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, th
 
 def test_the_switch_tests_cover_every_kernel():
     """A kernel added to kernels.py without a mid-graph switch case above fails here."""
-    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "adam", "first_grads"}
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grads"}
     for name in kernels.NAMES:
         assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))
