@@ -227,7 +227,7 @@ def backward(
 
     def send(t: Variable, g: Variable) -> None:
         """Add ``g`` to the gradient of ``t``: its node's, or its own if ``t`` is a leaf."""
-        key = _key(t)
+        key = t if t.grad_fn is None else t.grad_fn  # a leaf keeps its own; an op's result, its node's
         if key in grads:
             grads[key] = grads[key] + g  # a second path: the multivariate chain rule sums them
         else:
@@ -253,7 +253,7 @@ def backward(
                 if needed and g is not None:
                     send(t, g)
             if not retain_graph:
-                _free(node)  # EXTENSION: what the node saved is no longer needed
+                node.saved = None  # EXTENSION: free what the node saved (a second backward then raises)
         # Every node has been visited: what is left in ``grads`` are the leaves' gradients.
         for leaf, g in grads.items():
             grads[leaf] = _run_hooks(leaf._hooks, g)  # EXTENSION: hooks on leaves
@@ -283,7 +283,8 @@ def _check_differentiable(out: Variable) -> None:
 def _arrive(node: Function, grad: Variable, create_graph: bool, wanted: dict) -> Variable:
     """A node's complete gradient, before its rule runs: its hooks see it (and may replace it),
     ``retain_grad()`` keeps a copy in the tensor's ``.grad``, ``minigrad.grad`` takes it if asked."""
-    grad = _run_hooks(node.hooks, grad)
+    if node.hooks:
+        grad = _run_hooks(node.hooks, grad)
     owner = node.retained and node.retained()
     if owner is not None:
         owner.grad = grad if create_graph else type(grad)(grad.data.copy())
@@ -322,12 +323,6 @@ def observe(callback: Callable[[Function, Variable, tuple], None]) -> Iterator[N
 def _notify_observers(node: Function, grad: Variable, input_grads: tuple) -> None:
     for observer in _observers:
         observer(node, grad, input_grads)
-
-
-def _free(node: Function) -> None:
-    """Drop what the node saved for backward (a second backward then raises, asking for
-    ``retain_graph=True``)."""
-    node.saved = None
 
 
 def _accumulate_into_leaves(grads: dict[Variable, Variable], seeds: Sequence[Variable], create_graph: bool) -> None:
