@@ -244,11 +244,14 @@ def backward(
         # the node comes up, all the gradient it will ever receive has arrived.
         while queue:
             node = heapq.heappop(queue)[1]
-            grad = _arrive(node, grads.pop(node), create_graph, wanted)  # EXTENSION: hooks, retain_grad
+            grad = grads.pop(node)
+            if node.hooks or node.retained or wanted:
+                grad = _arrive(node, grad, create_graph, wanted)  # EXTENSION: hooks, retain_grad, grad()
             input_grads = node.backward(node, grad)  # the rule: dLoss/dInput for each input
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            _notify_observers(node, grad, input_grads)  # EXTENSION: minigrad.trace
+            if _observers:
+                _notify_observers(node, grad, input_grads)  # EXTENSION: minigrad.trace
             for t, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
                 if needed and g is not None:
                     send(t, g)
@@ -283,8 +286,7 @@ def _check_differentiable(out: Variable) -> None:
 def _arrive(node: Function, grad: Variable, create_graph: bool, wanted: dict) -> Variable:
     """A node's complete gradient, before its rule runs: its hooks see it (and may replace it),
     ``retain_grad()`` keeps a copy in the tensor's ``.grad``, ``minigrad.grad`` takes it if asked."""
-    if node.hooks:
-        grad = _run_hooks(node.hooks, grad)
+    grad = _run_hooks(node.hooks, grad)
     owner = node.retained and node.retained()
     if owner is not None:
         owner.grad = grad if create_graph else type(grad)(grad.data.copy())

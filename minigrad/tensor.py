@@ -935,7 +935,7 @@ def binary(cls: type[Function], a: Any, b: Any) -> Tensor:
         a = _to_tensor(a, b.dtype)
     elif not isinstance(b, Tensor):
         b = _to_tensor(b, a.dtype)
-    if a.dtype != b.dtype:
+    if a.data.dtype != b.data.dtype:
         fa, fb = _is_floating(a.dtype), _is_floating(b.dtype)
         if fa and not fb:
             b = Tensor(b.data.astype(a.dtype))
