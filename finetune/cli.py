@@ -25,34 +25,39 @@ USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoun
 RUN_ERRORS = (NonFiniteError,)  # the run itself went wrong: exit 1, one line
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, unless its help already says what an unset option means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        return text if "(default" in text else super()._get_help_string(action)
-
-
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (exit 2) and whose help shows the defaults. Given
-    ``dataclass_types``, it holds their fields as options, made by ``HfArgumentParser`` when first
-    needed (parsing, help, usage): importing transformers takes most of a second that
-    ``finetune --help`` and the other commands' parsing do without."""
+    """argparse whose errors are one line (exit 2) and whose help shows each option's default,
+    unless its help already says what an unset option means. Given ``dataclass_types``, it holds
+    their fields as options, made by ``HfArgumentParser`` when first needed (parsing, help, usage):
+    importing transformers takes most of a second that ``finetune --help`` and the other commands'
+    parsing do without."""
 
     def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self._pending_dataclass = dataclass_types
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """argparse's, with " (default: ...)" after an option's help (ArgumentDefaultsHelpFormatter's rule)."""
+        action = super().add_argument(*args, **kwargs)
+        shown = action.help and action.default is not argparse.SUPPRESS and "(default" not in action.help
+        if shown and (action.option_strings or action.nargs in ("?", "*")):
+            action.help += " (default: %(default)s)"
+        return action
+
     def _add_dataclass_options(self) -> None:
         if self._pending_dataclass is not None:
             from transformers import HfArgumentParser
 
-            fields, self._pending_dataclass = HfArgumentParser(self._pending_dataclass, add_help=False), None
-            self._add_container_actions(fields)  # what parents=[...] does
+            target, dataclass_types, self._pending_dataclass = self, self._pending_dataclass, None
+
+            class Options(HfArgumentParser):  # it adds each field with add_argument: here, to this parser
+                def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+                    return target.add_argument(*args, **kwargs)
+
+            Options(dataclass_types, add_help=False)
 
     def parse_known_args(
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -48,12 +48,7 @@ class MeanPoolingClassifier(PreTrainedModel):
         self.encoder = without_pooler(AutoModel.from_config(encoder_config))
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(encoder_config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+        self.post_init()  # draws what the encoder did not: the classifier, normal(0, 0.02) and zero bias
 
     def forward(
         self,
