@@ -170,6 +170,7 @@ def write_package(root: Path, source: str) -> Path:
 
 
 def test_the_scan_finds_each_kind_of_private_use(tmp_path):
+    # names every transformers 5 release has, and argparse's
     package = write_package(tmp_path, """
         import argparse
         from transformers import Trainer
@@ -177,26 +178,31 @@ def test_the_scan_finds_each_kind_of_private_use(tmp_path):
 
         class Adapter(Trainer):
             def _save_checkpoint(self, model, trial):
-                self._tr_loss += 1
-
-        class Later(Adapter):
-            def train(self):
                 self._globalstep_last_logged = 0
+
+        class Parser(argparse.ArgumentParser):
+            def reset(self):
+                self._defaults = {}
 
         def add(parser: argparse.ArgumentParser, other):
             parser._add_container_actions(other)
             return getattr(other, "_actions")
+
+        class Later(Adapter):
+            def _get_train_sampler(self, dataset=None):
+                return None
         """)
     found = private_uses(package, "fakepkg")
     assert found == [
         "fakepkg/mod.py:4: from transformers.trainer import _is_peft_model",
+        "fakepkg/mod.py:6: class Adapter defines its base's _globalstep_last_logged",
         "fakepkg/mod.py:6: class Adapter defines its base's _save_checkpoint",
-        "fakepkg/mod.py:6: class Adapter defines its base's _tr_loss",
-        "fakepkg/mod.py:8: ._tr_loss",
-        "fakepkg/mod.py:10: class Later defines its base's _globalstep_last_logged",
-        "fakepkg/mod.py:12: ._globalstep_last_logged",
+        "fakepkg/mod.py:8: ._globalstep_last_logged",
+        "fakepkg/mod.py:10: class Parser defines its base's _defaults",
+        "fakepkg/mod.py:12: ._defaults",
         "fakepkg/mod.py:15: ._add_container_actions",
         "fakepkg/mod.py:16: getattr(..., '_actions')",
+        "fakepkg/mod.py:18: class Later defines its base's _get_train_sampler",
     ], found
 
 
