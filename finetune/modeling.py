@@ -232,7 +232,8 @@ def reinit_top_layers(model: PreTrainedModel, n: int) -> None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
             elif any(True for _ in module.parameters(recurse=False)):
-                raise ModelError(f"--reinit-layers: cannot draw a {type(module).__name__} afresh (Linear, LayerNorm only)")
+                kind = type(module).__name__
+                raise ModelError(f"--reinit-layers: cannot draw a {kind} afresh (only Linear and LayerNorm layers)")
 
 
 def layer_depths(model: PreTrainedModel) -> dict[str, int]:

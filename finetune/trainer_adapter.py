@@ -109,5 +109,6 @@ class SaveLossWindow(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         sums = self.trainer.gathered_window().tolist()
         if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
             record = {"per_process": sums, "since_step": self.trainer.window_start}
-            write_json(Path(args.output_dir) / f"{PREFIX}{state.global_step}" / ResumableTrainer.UNLOGGED_LOSS_FILE, record)
+            write_json(folder / ResumableTrainer.UNLOGGED_LOSS_FILE, record)

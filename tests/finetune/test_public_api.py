@@ -34,8 +34,9 @@ def imported_names(tree: ast.Module) -> dict[str, str]:
     names = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+            for alias in node.names:  # import a.b binds a; import a.b as c binds c to a.b
+                bound = alias.asname or alias.name.split(".")[0]
+                names[bound] = alias.name if alias.asname else bound
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             for alias in node.names:
                 names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -101,7 +102,8 @@ def defined_in_class(node: ast.ClassDef) -> set[str]:
 
 def private_uses(root: Path, package: str) -> list[str]:
     """Every use of another library's private name in the package at ``root`` (``file:line: what``)."""
-    trees = {path.relative_to(root.parent): ast.parse(path.read_text(), str(path)) for path in sorted(root.rglob("*.py"))}
+    paths = sorted(root.rglob("*.py"))
+    trees = {path.relative_to(root.parent): ast.parse(path.read_text(), str(path)) for path in paths}
     # package classes by name, with their module's imports, to follow a base inside the package
     classes = {n.name: (n, imported_names(tree)) for tree in trees.values() for n in ast.walk(tree)
                if isinstance(n, ast.ClassDef)}  # fmt: skip
@@ -171,7 +173,9 @@ def write_package(root: Path, source: str) -> Path:
 
 def test_the_scan_finds_each_kind_of_private_use(tmp_path):
     # names every transformers 5 release has, and argparse's
-    package = write_package(tmp_path, """
+    package = write_package(
+        tmp_path,
+        """
         import argparse
         from transformers import Trainer
         from transformers.trainer import _is_peft_model
@@ -191,7 +195,8 @@ def test_the_scan_finds_each_kind_of_private_use(tmp_path):
         class Later(Adapter):
             def _get_train_sampler(self, dataset=None):
                 return None
-        """)
+        """,
+    )
     found = private_uses(package, "fakepkg")
     assert found == [
         "fakepkg/mod.py:4: from transformers.trainer import _is_peft_model",
@@ -207,7 +212,9 @@ def test_the_scan_finds_each_kind_of_private_use(tmp_path):
 
 
 def test_the_scan_leaves_a_packages_own_private_names_alone(tmp_path):
-    package = write_package(tmp_path, """
+    package = write_package(
+        tmp_path,
+        """
         import argparse
         from transformers import Trainer
 
@@ -228,6 +235,6 @@ def test_the_scan_leaves_a_packages_own_private_names_alone(tmp_path):
             def train(self):
                 self._window = 0
                 return getattr(self, "_window")
-        """)
+        """,
+    )
     assert private_uses(package, "fakepkg") == []
-

@@ -38,7 +38,9 @@ else:
     raise SystemExit(f"finetune is importable here: {finetune.__file__}")
 """
 
-STOCK_CLIENT = WITHOUT_FINETUNE + """
+STOCK_CLIENT = (
+    WITHOUT_FINETUNE
+    + """
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -52,9 +54,12 @@ with torch.no_grad():
 print(json.dumps({"module": type(model).__module__, "id2label": model.config.id2label, "direct": direct,
                   "scores": [{s["label"]: s["score"] for s in row} for row in rows]}))
 """
+)
 
 # Each way of opening the run, without trust_remote_code: what it gets (a class, or an error)
-FORGETFUL_CLIENT = WITHOUT_FINETUNE + """
+FORGETFUL_CLIENT = (
+    WITHOUT_FINETUNE
+    + """
 from transformers import AutoModelForSequenceClassification, pipeline
 
 run, got = sys.argv[1], {}
@@ -66,6 +71,7 @@ for name, load in [("model", lambda: AutoModelForSequenceClassification.from_pre
         got[name] = str(e)
 print("RESULT", json.dumps(got))  # after any question, which ends without a newline
 """
+)
 
 
 def without_finetune(script: str, args: list[str], modules_cache: Path, answer: str | None = None):
@@ -73,8 +79,15 @@ def without_finetune(script: str, args: list[str], modules_cache: Path, answer: 
     a question on stdin would show in the output (and, unanswered, wait for transformers' 15 s
     timeout); ``answer`` is what to type if asked."""
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules_cache), "PATH": "/usr/bin:/bin"}
-    with subprocess.Popen([sys.executable, "-I", "-c", script, *args], env=env, cwd=modules_cache.parent,
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-I", "-c", script, *args],
+        env=env,
+        cwd=modules_cache.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         out, err = proc.communicate(answer, timeout=600)  # fmt: skip
     return proc.returncode, out, err
 

@@ -29,11 +29,11 @@ def parts(tiny_models):
     return tiny_models["bert"], dataset, make_collator(tokenizer)
 
 
-def trainer(cls, parts, output_dir, **settings):
+def trainer(cls, parts, output_dir):
     model_path, dataset, collator = parts
     torch.manual_seed(0)
     model = load_model(model_path, get_task("mrpc"))
-    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, warmup_ratio=0.1, logging_steps=3, seed=7, disable_tqdm=True, **settings)
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, warmup_ratio=0.1, logging_steps=3, seed=7, disable_tqdm=True)
     args = training_arguments(cfg, str(output_dir), torch.device("cpu"))
     return cls(model=model, args=args, train_dataset=dataset, data_collator=collator)
 
