@@ -1,7 +1,8 @@
 """The Hugging Face ``Trainer`` with finetune's training order and a loss log that resumes exactly,
-through public names only (``get_train_dataloader``, ``training_step``, ``log``, callbacks), so any
-transformers 5 release holds it (``tests/finetune/test_public_api.py`` looks for private members;
-``.ci/transformers-range`` runs the Trainer tests on the oldest and newest release allowed).
+through public names only (``get_train_dataloader``, ``training_step``, ``log``, callbacks), so a
+new transformers cannot break it by renaming an internal (``tests/finetune/test_public_api.py``
+looks for private members; ``.ci/transformers-range`` runs the Trainer tests on the oldest and the
+newest release pyproject.toml allows).
 """
 
 from __future__ import annotations
