@@ -35,8 +35,9 @@ PROGRESS_FILE = "progress.json"
 PICKLED = (".pt", ".pth", ".bin", ".pkl")  # what torch.save writes: the native, Accelerate and Trainer states
 NEVER_LOADED = {"training_args.bin"}  # the Trainer pickles its arguments there but never loads them to resume
 # Beyond tensors and plain data, the NumPy arrays of accelerate's and the Trainer's RNG files,
-# allowed exactly as those libraries allow them when they load (torch.serialization.safe_globals).
-NUMPY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), codecs.encode]
+# allowed exactly as those libraries allow them when they load (torch.serialization.safe_globals);
+# the first is the function a pickled array names to rebuild itself (what ``ndarray.__reduce__`` gives).
+NUMPY_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32)), codecs.encode]
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:

@@ -29,14 +29,6 @@ USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoun
 RUN_ERRORS = (NonFiniteError,)  # the run itself went wrong: exit 1, one line
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, unless its help already says what an unset option means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        return text if "(default" in text else super()._get_help_string(action)
-
-
 CHOICE_ERROR = re.compile(r"invalid choice: '?(?P<value>.*?)'? \(choose from (?P<choices>.*)\)")
 
 
@@ -48,13 +40,15 @@ def did_you_mean(words: list[str], known: list[str]) -> str:
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (exit 2), with the closest option or choice to a
-    mistyped one (argparse's own ``suggest_on_error`` needs Python 3.14), and whose help shows the
-    defaults. Given ``dataclass_types``, it holds their fields as options, made by
-    ``HfArgumentParser`` when first needed (parsing, help, usage): importing transformers takes
-    most of a second that ``finetune --help`` and the other commands' parsing do without."""
+    mistyped one (argparse's own ``suggest_on_error`` needs Python 3.14), and whose help shows each
+    option's default, unless its help already says what an unset option means. Given
+    ``dataclass_types``, it holds their fields as options, made by ``HfArgumentParser`` when first
+    needed (parsing, help, usage): importing transformers takes most of a second that ``finetune
+    --help`` and the other commands' parsing do without."""
 
     def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
+        self.option_strings: list[str] = []  # every option's spellings, for did-you-mean
+        self.subcommands: argparse.Action | None = None
         super().__init__(*args, **kwargs)
         self._pending_dataclass = dataclass_types
 
@@ -71,24 +65,40 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             flags = [word.split("=")[0] for word in extras if word.startswith("-")]
-            self.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(flags, self._options(namespace))}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(flags, self.options_of(namespace))}")
         return namespace
 
-    def _options(self, namespace: argparse.Namespace) -> list[str]:
+    def options_of(self, namespace: argparse.Namespace) -> list[str]:
         """The option strings of this parser and of the subcommand ``namespace`` chose."""
-        parsers = [self] + [
-            action.choices[getattr(namespace, action.dest)]
-            for action in self._actions
-            if isinstance(action.choices, dict) and getattr(namespace, action.dest, None) in action.choices
-        ]
-        return [option for parser in parsers for action in parser._actions for option in action.option_strings]
+        chosen = self.subcommands and self.subcommands.choices.get(getattr(namespace, self.subcommands.dest, None))
+        return self.option_strings + (chosen.option_strings if chosen else [])
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """argparse's, with " (default: ...)" after an option's help (ArgumentDefaultsHelpFormatter's
+        rule); the option's spellings are kept for did-you-mean."""
+        action = super().add_argument(*args, **kwargs)
+        self.option_strings.extend(action.option_strings)
+        shown = action.help and action.default is not argparse.SUPPRESS and "(default" not in action.help
+        if shown and (action.option_strings or action.nargs in ("?", "*")):
+            action.help += " (default: %(default)s)"
+        return action
+
+    def add_subparsers(self, **kwargs: Any) -> argparse.Action:
+        """argparse's, the action kept: its ``choices`` are the subcommands' parsers."""
+        self.subcommands = super().add_subparsers(**kwargs)
+        return self.subcommands
 
     def _add_dataclass_options(self) -> None:
         if self._pending_dataclass is not None:
             from transformers import HfArgumentParser
 
-            fields, self._pending_dataclass = HfArgumentParser(self._pending_dataclass, add_help=False), None
-            self._add_container_actions(fields)  # what parents=[...] does
+            target, dataclass_types, self._pending_dataclass = self, self._pending_dataclass, None
+
+            class Options(HfArgumentParser):  # it adds each field with add_argument: here, to this parser
+                def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+                    return target.add_argument(*args, **kwargs)
+
+            Options(dataclass_types, add_help=False)
 
     def parse_known_args(
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -6,7 +6,10 @@ classes are registered for the Auto classes (``register_for_auto_class``), so ``
 copies this file, as it is, into every run directory and writes ``auto_map`` into config.json.
 A Python without finetune then loads a run with
 ``AutoModelForSequenceClassification.from_pretrained(run, trust_remote_code=True)`` or
-``pipeline("text-classification", model=run, trust_remote_code=True)``. finetune itself imports
+``pipeline("text-classification", model=run, trust_remote_code=True)``, and its tokenizer with
+``AutoTokenizer.from_pretrained(run, trust_remote_code=True)`` (transformers reads the config to
+find it). The config's own class, not BERT's, keeps a client that forgets ``trust_remote_code``
+from getting a stock head: it gets an error instead. finetune itself imports
 these classes from here (``finetune.modeling``) and never runs the copy in a run directory.
 """
 
@@ -48,12 +51,7 @@ class MeanPoolingClassifier(PreTrainedModel):
         self.encoder = without_pooler(AutoModel.from_config(encoder_config))
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(encoder_config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+        self.post_init()  # draws what the encoder did not: the classifier, normal(0, 0.02) and zero bias
 
     def forward(
         self,

@@ -221,14 +221,25 @@ def apply_freezing(model: PreTrainedModel, strategy: str, freeze_layers: int | N
 
 
 def reinit_top_layers(model: PreTrainedModel, n: int) -> None:
-    """Draw the top ``n`` encoder layers afresh with the model's own initialisation (Zhang et al.
-    2021: the top layers of a pretrained encoder are specialised to its pretraining task)."""
+    """Draw the top ``n`` encoder layers afresh (Zhang et al. 2021: the top layers of a pretrained
+    encoder are specialised to its pretraining task), as the BERT family initialises them: each
+    Linear's weight from normal(0, initializer_range) and its bias at 0, each LayerNorm at 1 and 0."""
     layers = encoder_layers(model) if n else []
     if n > len(layers):
         raise ModelError(f"--reinit-layers {n} is more than the {len(layers)} encoder layers this model has")
+    std = getattr(model.base_model.config, "initializer_range", 0.02)
     for layer in list(layers)[len(layers) - n :]:
         for module in layer.modules():
-            model.base_model._init_weights(module)
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif any(True for _ in module.parameters(recurse=False)):
+                kind = type(module).__name__
+                raise ModelError(f"--reinit-layers: cannot draw a {kind} afresh (only Linear and LayerNorm layers)")
 
 
 def layer_depths(model: PreTrainedModel) -> dict[str, int]:

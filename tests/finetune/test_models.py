@@ -80,3 +80,20 @@ def test_metrics_per_task():
     stsb = metrics.compute_metrics(get_task("stsb"), x[:, None], np.array([1.0, 3.0, 2.0, 4.0]))
     assert stsb["spearman"] == pytest.approx(1.0) and 0.9 < stsb["pearson"] < 1
     assert metrics.compute_metrics(get_task("sst2"), logits, labels) == {"accuracy": 4 / 6}
+
+
+def test_post_init_draws_the_mean_head_normal_with_std_002_and_zero_bias(tiny_models):
+    """MeanPoolingClassifier leaves its head to transformers' own initialisation (post_init): the
+    classifier's weight drawn from normal(0, 0.02), its bias 0, as BERT's heads are."""
+    from transformers import AutoConfig, AutoModel
+
+    from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig
+
+    encoder_config = AutoConfig.from_pretrained(tiny_models["bert"])
+    config = MeanPoolingConfig(encoder=encoder_config.to_dict(), num_labels=2)
+    torch.manual_seed(0)
+    head = MeanPoolingClassifier(config).classifier
+    torch.manual_seed(0)  # the same draws by hand: the encoder, torch's default Linear, then normal(0, 0.02)
+    AutoModel.from_config(config.encoder_config())
+    expected = torch.nn.init.normal_(torch.nn.Linear(encoder_config.hidden_size, 2).weight.detach(), std=0.02)
+    assert torch.equal(head.weight, expected) and not head.bias.any()

@@ -34,9 +34,11 @@ def test_swap_pairs_needs_a_pair_task():
         TrainConfig(task="sst2", swap_pairs=True).validate()
 
 
-@pytest.mark.parametrize("kind", ["bert", "distilbert"])
-def test_reinit_draws_only_the_top_layers_afresh(tiny_models, kind):
-    model = load_model(tiny_models[kind], MRPC)
+@pytest.mark.parametrize(("kind", "pooling"), [("bert", "mean"), ("distilbert", "mean"), ("bert", "cls")])
+def test_reinit_draws_only_the_top_layers_afresh(tiny_models, kind, pooling):
+    # cls: the stock head, loaded by from_pretrained, whose weights transformers marks as
+    # initialised; its own _init_weights would leave them as they are
+    model = load_model(tiny_models[kind], MRPC, pooling)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.manual_seed(0)
     reinit_top_layers(model, 2)
