@@ -5,7 +5,7 @@ takes beyond the loaded model and batch (peak RSS, each in a fresh process), and
 step spends its time.
 
     GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py
-    GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py --plain first_grads   # one kernel plain
+    GLUE_DIR=../shared/data/glue python benchmarks/bench_bert.py --plain first_grad   # one kernel plain
 
 ``MINIGRAD_KERNELS=plain`` runs every kernel plain; ``--plain NAME`` (repeatable) only the ones
 named, so that what one fast kernel buys is the difference between two runs' ratios.

@@ -330,20 +330,16 @@ def _notify_observers(node: Function, grad: Variable, input_grads: tuple) -> Non
 def _accumulate_into_leaves(grads: dict[Variable, Variable], seeds: Sequence[Variable], create_graph: bool) -> None:
     """Each leaf's gradient into its ``.grad``: added in place to one it has (as torch does), else
     kept as its first. Which array a first ``.grad`` is (a copy, or the gradient itself where
-    nothing else holds it) is ``kernels.first_grads``'s business."""
-    first = []
+    nothing else holds it) is ``kernels.first_grad``'s business."""
+    held = {id(s.data) for s in seeds}  # arrays the caller holds: no .grad may be one of them
     for leaf, grad in grads.items():
         if create_graph:  # a differentiable gradient: added as a tensor, never in place
             leaf.grad = grad if leaf.grad is None else leaf.grad + grad
         elif leaf.grad is None:
-            first.append((leaf, grad))
+            array = kernels.first_grad(grad.data, leaf.data.dtype, held)
+            leaf.grad = grad if array is grad.data else type(grad)(array)
         else:
             leaf.grad.data += grad.data
-    kept = kernels.first_grads(
-        [g.data for _, g in first], [leaf.data.dtype for leaf, _ in first], [s.data for s in seeds]
-    )
-    for (leaf, grad), array in zip(first, kept):
-        leaf.grad = grad if array is grad.data else type(grad)(array)
 
 
 def grad(

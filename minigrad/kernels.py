@@ -10,7 +10,7 @@ BERT spends its time they call one function of this module, named for the math:
     kernels.add_at(out, index, values)   np.add.at: out[index] += values, repeated places adding up
     kernels.expand(x, shape)             np.broadcast_to: x stretched to shape, read-only
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
-    kernels.first_grads(grads, ...)      the arrays leaves keep as their first .grad (the engine's)
+    kernels.first_grad(grad, ...)       the array a leaf keeps as its first .grad (the engine's)
 
 Each name is bound to ``plain_<name>``, the math in plain NumPy (exact functions by exact
 means: GELU through scipy's erf), or to ``fast_<name>``, the same result by faster means: a
@@ -42,7 +42,7 @@ import numpy as np
 from scipy import special
 
 MODES = ("fast", "plain")
-NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grads")  # what ``use`` binds
+NAMES = ("erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grad")  # what ``use`` binds
 
 # ----------------------------------------------------------------------------- the cores
 
@@ -318,26 +318,24 @@ def fast_expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def plain_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
-    """The arrays that leaves keep as their first ``.grad`` (the engine's last step): a copy of each
-    gradient in its leaf's dtype, so no ``.grad`` shares memory with another, with the caller's
-    ``seeds`` or with what a hook saw, and accumulating into one changes nothing else."""
-    return [g.astype(dtype) for g, dtype in zip(grads, dtypes)]
+def plain_first_grad(grad: np.ndarray, dtype: np.dtype, held: set[int]) -> np.ndarray:
+    """The array a leaf keeps as its first ``.grad`` (the engine's last step): a copy of its
+    gradient in the leaf's dtype, so no ``.grad`` shares memory with another, with the caller's
+    seeds or with what a hook saw, and accumulating into one changes nothing else. (``held``, the
+    ids of the arrays that others hold, is what the fast kernel needs.)"""
+    return grad.astype(dtype)
 
 
-def fast_first_grads(grads: list[np.ndarray], dtypes: list[np.dtype], seeds: list[np.ndarray]) -> list[np.ndarray]:
-    """Each gradient itself where this backward made it for that leaf alone, else a copy: no copy
+def fast_first_grad(grad: np.ndarray, dtype: np.dtype, held: set[int]) -> np.ndarray:
+    """The gradient itself where this backward made it for this leaf alone, else a copy: no copy
     of every parameter's gradient on every step (22.6M floats for BERT; torch's AccumulateGrad
-    "steals" such a gradient the same way). Copied: a seed the caller holds, an array an earlier
-    leaf kept (``taken``), a view into another array, a read-only one, another dtype."""
-    taken = {id(s) for s in seeds}
-    kept = []
-    for g, dtype in zip(grads, dtypes):
-        if g.base is not None or not g.flags.writeable or g.dtype != dtype or id(g) in taken:
-            g = g.astype(dtype)
-        taken.add(id(g))
-        kept.append(g)
-    return kept
+    "steals" such a gradient the same way). Copied: an array in ``held`` (a seed the caller holds,
+    an array an earlier leaf kept), a view into another array, a read-only one, another dtype. The
+    kept array joins ``held``."""
+    if grad.base is not None or not grad.flags.writeable or grad.dtype != dtype or id(grad) in held:
+        grad = grad.astype(dtype)
+    held.add(id(grad))
+    return grad
 
 
 # ----------------------------------------------------------------------------- the switch
@@ -348,13 +346,13 @@ mode = "fast"  # which kernels the names below are bound to
 def use(new_mode: str) -> str:
     """Bind every kernel to its fast version (``"fast"``) or to its plain reference
     (``"plain"``); returns the mode before, so that a caller can switch back."""
-    global mode, erf, gelu, softmax, matmul, add_at, expand, adam, first_grads
+    global mode, erf, gelu, softmax, matmul, add_at, expand, adam, first_grad
     if new_mode == "fast":
         erf, gelu, softmax, matmul, add_at = fast_erf, fast_gelu, fast_softmax, fast_matmul, fast_add_at
-        expand, adam, first_grads = fast_expand, fast_adam, fast_first_grads
+        expand, adam, first_grad = fast_expand, fast_adam, fast_first_grad
     elif new_mode == "plain":
         erf, gelu, softmax, matmul, add_at = plain_erf, plain_gelu, plain_softmax, plain_matmul, plain_add_at
-        expand, adam, first_grads = plain_expand, plain_adam, plain_first_grads
+        expand, adam, first_grad = plain_expand, plain_adam, plain_first_grad
     else:
         raise ValueError(f"minigrad kernels: the mode is one of {MODES}, got {new_mode!r}")
     previous, mode = mode, new_mode

@@ -58,7 +58,7 @@ def test_gradients_accumulate_across_backward_calls():
 @given(comp=testing.compositions())
 def test_leaf_grads_own_their_memory(mode, comp):
     """Whether a leaf's first .grad is a copy (plain) or the new gradient array itself (fast,
-    kernels.first_grads), no .grad may share memory with another one or with the seed, else
+    kernels.first_grad), no .grad may share memory with another one or with the seed, else
     accumulating into one would change the other."""
     with kernels_in(mode):
         _check_leaf_grads_own_their_memory(comp)

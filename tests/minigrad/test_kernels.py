@@ -159,7 +159,7 @@ def test_fast_expand_is_the_view_copied_and_read_only_too(data):
 
 
 @given(st.data())
-def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
+def test_fast_first_grad_keeps_the_same_values_and_share_nothing(data):
     """A leaf's first .grad: the plain kernel copies every gradient; the fast one keeps the array
     itself where nothing else holds it. Equal values, and no kept array shares memory with a seed or
     with another kept array (one gradient array sent to two leaves, as Add does, is copied once)."""
@@ -167,7 +167,9 @@ def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
     seeds = arrays[: data.draw(st.integers(0, len(arrays)))]
     grads = arrays + [arrays[0], arrays[0].T, arrays[0].astype(np.float64)]  # repeated, a view, another dtype
     dtypes = [np.dtype(np.float32)] * len(grads)
-    fast, plain = kernels.fast_first_grads(grads, dtypes, seeds), kernels.plain_first_grads(grads, dtypes, seeds)
+    held_fast, held_plain = {id(s) for s in seeds}, {id(s) for s in seeds}
+    fast = [kernels.fast_first_grad(g, d, held_fast) for g, d in zip(grads, dtypes)]
+    plain = [kernels.plain_first_grad(g, d, held_plain) for g, d in zip(grads, dtypes)]
     for f, p, g in zip(fast, plain, grads):
         np.testing.assert_array_equal(f, p)
         assert f.dtype == p.dtype == np.float32 and not np.shares_memory(p, g)
@@ -176,7 +178,7 @@ def test_fast_first_grads_keep_the_same_values_and_share_nothing(data):
     for f, seed in itertools.product(fast, seeds):
         assert not np.shares_memory(f, seed)
     fresh = np.ones(3, np.float32)
-    assert kernels.fast_first_grads([fresh], dtypes[:1], seeds)[0] is fresh  # nothing else holds it: kept
+    assert kernels.fast_first_grad(fresh, dtypes[0], {id(s) for s in seeds}) is fresh  # nothing else holds it: kept
 
 
 def test_use_switches_every_kernel_and_gives_back_the_mode_before():
@@ -330,7 +332,7 @@ def _through(name: str, functional, x):
         return (x * x).reshape(6, 2)[[0, 3, 0, 5, 3, 0]]
     if name == "expand":  # a column stretched across 4, then weighted: its gradient sums the stretch
         return (x * x).reshape(12, 1).expand(12, 4) * x.reshape(12, 1)
-    if name == "first_grads":  # the engine's last step: any graph (x + x sends one array twice)
+    if name == "first_grad":  # the engine's last step: any graph (x + x sends one array twice)
         return (x + x) * x
     raise AssertionError(name)
 
@@ -389,6 +391,6 @@ def test_switching_the_mode_between_adam_steps_keeps_torchs_trajectory(first, th
 
 def test_the_switch_tests_cover_every_kernel():
     """A kernel added to kernels.py without a mid-graph switch case above fails here."""
-    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grads"}
+    assert set(kernels.NAMES) == {"erf", "gelu", "softmax", "matmul", "add_at", "expand", "adam", "first_grad"}
     for name in kernels.NAMES:
         assert getattr(kernels, name) in (getattr(kernels, f"fast_{name}"), getattr(kernels, f"plain_{name}"))
