@@ -217,22 +217,24 @@ class Interval:
         return cls(difference, float(difference - half), float(difference + half), se, float(df), float(p_value))
 
 
-def these_runs(a: Group, b: Group, metric: str) -> Interval:
-    """A minus B for these runs as they are: only the examples vary. Each example's difference of
-    the two groups' mean shares (``per_example``) has a variance; over n examples the difference's
-    standard error is its square root over sqrt(n) (what a paired bootstrap over the examples
-    estimates, without its resampling)."""
-    d = per_example(a.predicted, a.labels, metric).mean(0) - per_example(b.predicted, b.labels, metric).mean(0)
-    difference = float(a.values(metric).mean() - b.values(metric).mean())
+def paired_differences(a: Group, b: Group, metric: str) -> np.ndarray:
+    """Each example's difference of the two groups' mean shares of ``metric`` (``per_example``):
+    the same example on both sides, so what both get right or wrong cancels."""
+    return per_example(a.predicted, a.labels, metric).mean(0) - per_example(b.predicted, b.labels, metric).mean(0)
+
+
+def these_runs(difference: float, d: np.ndarray) -> Interval:
+    """A minus B (``difference``) for these runs as they are: only the examples vary. The paired
+    differences ``d`` have a variance; over n examples the difference's standard error is its square
+    root over sqrt(n) (what a paired bootstrap over the examples estimates, without its resampling)."""
     return Interval.from_components(difference, [(float(d.var(ddof=1)) / len(d), len(d) - 1)])
 
 
-def examples_part(a: Group, b: Group, metric: str, spreads: tuple[SeedSpread, SeedSpread]) -> float:
-    """The examples' share of the difference's variance: the variance of the per-example
-    differences of the groups' mean shares, less the seed noise inside it (each group's, over its
-    runs), over the number of examples. It does not shrink with more seeds."""
-    d = per_example(a.predicted, a.labels, metric).mean(0) - per_example(b.predicted, b.labels, metric).mean(0)
-    seed_noise = sum(s.per_example / n for s, n in zip(spreads, (len(a.runs), len(b.runs))))
+def examples_part(d: np.ndarray, spreads: tuple[SeedSpread, SeedSpread], runs: tuple[int, int]) -> float:
+    """The examples' share of the difference's variance: the variance of the paired differences
+    ``d``, less the seed noise inside it (each group's, over its number of ``runs``), over the
+    number of examples. It does not shrink with more seeds."""
+    seed_noise = sum(s.per_example / n for s, n in zip(spreads, runs))
     return max(float(d.var(ddof=1)) - seed_noise, 0.0) / len(d)
 
 
@@ -424,11 +426,12 @@ def compare(a: Group, b: Group, metric: str = "accuracy", seed_sd: float | None 
         spreads = replace(spreads[1], source=f"B's {len(b.runs)} runs, assumed equal", borrowed=True), spreads[1]
     if spreads[1] is None and len(a.runs) > 1:
         spreads = spreads[0], replace(spreads[0], source=f"A's {len(a.runs)} runs, assumed equal", borrowed=True)
-    runs = these_runs(a, b, metric)
+    d, counts = paired_differences(a, b, metric), (len(a.runs), len(b.runs))
+    runs = these_runs(float(a.values(metric).mean() - b.values(metric).mean()), d)
     settings = detectable = needed = None
     if spreads[0] is not None and spreads[1] is not None:
-        examples, n = examples_part(a, b, metric, spreads), len(a.labels)
-        components = _components(spreads, (len(a.runs), len(b.runs)), examples, n)
+        examples, n = examples_part(d, spreads, counts), len(a.labels)
+        components = _components(spreads, counts, examples, n)
         settings = Interval.from_components(runs.difference, components)
         detectable = _detectable(components)
         if not settings.excludes_zero and runs.difference != 0:

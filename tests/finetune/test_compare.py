@@ -20,6 +20,7 @@ from finetune.compare import (
     load_group,
     mcnemar,
     metric_of,
+    paired_differences,
     per_example,
 )
 from finetune.files import write_json, write_rows
@@ -228,7 +229,7 @@ def test_within_noise_says_how_many_seeds_the_difference_needs(tmp_path):
     result = compare(group(*a), group(*b))
     assert result.real is False and 3 < result.seeds_needed < MAX_SEEDS
     spreads, n = result.spreads, N
-    examples = examples_part(group(*a), group(*b), "accuracy", spreads)
+    examples = examples_part(paired_differences(group(*a), group(*b), "accuracy"), spreads, (3, 3))
 
     def detectable(seeds):
         grown = [replace(s, df=seeds - 1) for s in spreads]
