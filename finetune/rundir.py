@@ -129,14 +129,18 @@ class UnfinishedRunError(ConfigError):
     """A run directory whose training did not finish: checkpoints, no results.json."""
 
 
+def did_not_finish(path: Path) -> bool:
+    """Does ``path`` hold ``checkpoint-<step>/`` folders and no results.json?"""
+    return not (path / RESULTS_FILE).exists() and bool(list_checkpoints(path))
+
+
 def unfinished_run(path: Path) -> str | None:
     """One line naming ``path`` as a run that did not finish, with its last checkpoint's step and
     the command that resumes it (rebuilt from the settings the checkpoint records), or that it is
-    still training while a finetune process holds its lock; None unless ``path`` holds
-    ``checkpoint-<step>/`` folders and no results.json."""
-    checkpoints = list_checkpoints(path)
-    if (path / RESULTS_FILE).exists() or not checkpoints:
+    still training while a finetune process holds its lock; None unless it ``did_not_finish``."""
+    if not did_not_finish(path):
         return None
+    checkpoints = list_checkpoints(path)
     try:
         check_not_in_use(path.with_name(f".{path.name}.lock"), path)
     except ConfigError:
@@ -176,5 +180,5 @@ def unfinished_runs_below(folder: Path) -> list[Path]:
     parents = {p.parent for p in folder.rglob(f"{PREFIX}*") if p.is_dir()}
     return sorted(
         d for d in parents
-        if not any(part.startswith(".") for part in d.relative_to(folder).parts) and unfinished_run(d) is not None
+        if not any(part.startswith(".") for part in d.relative_to(folder).parts) and did_not_finish(d)
     )  # fmt: skip
