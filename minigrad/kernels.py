@@ -10,7 +10,7 @@ BERT spends its time they call one function of this module, named for the math:
     kernels.add_at(out, index, values)   np.add.at: out[index] += values, repeated places adding up
     kernels.expand(x, shape)             np.broadcast_to: x stretched to shape, read-only
     kernels.adam(p, grad, m, v, ...)     one Adam step, in place
-    kernels.first_grad(grad, ...)       the array a leaf keeps as its first .grad (the engine's)
+    kernels.first_grad(grad, ...)        the array a leaf keeps as its first .grad (the engine's)
 
 Each name is bound to ``plain_<name>``, the math in plain NumPy (exact functions by exact
 means: GELU through scipy's erf), or to ``fast_<name>``, the same result by faster means: a
@@ -295,7 +295,7 @@ def fast_adam(
     in_parallel(update, row_blocks(p.shape))
 
 
-# ----------------------------------------------------------------------------- a leaf's first .grad
+# ----------------------------------------------------------------------------- expand
 
 
 def plain_expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -311,11 +311,14 @@ def fast_expand(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The same values, read-only too; a small result is a copy, which NumPy makes faster than
     the view (``broadcast_to`` spends a few microseconds in Python: much of an RNN cell's step)."""
     if math.prod(shape) > SMALL:
-        return np.broadcast_to(x, shape)
+        return plain_expand(x, shape)
     out = np.empty(shape, dtype=x.dtype)
     out[...] = x
     out.flags.writeable = False
     return out
+
+
+# ----------------------------------------------------------------------------- a leaf's first .grad
 
 
 def plain_first_grad(grad: np.ndarray, dtype: np.dtype, held: set[int]) -> np.ndarray:

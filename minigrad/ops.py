@@ -675,9 +675,8 @@ class LogSoftmax(Function):
 
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) over the trailing ``dims`` (biased variance), times weight,
-    plus bias. Backward is torch's formula, with
-    g = grad * weight and xhat the normalized input, rebuilt from x with tensor ops so that the
-    gradient is differentiable again."""
+    plus bias. Backward is torch's formula, with g = grad * weight and xhat the normalized input,
+    rebuilt from x with tensor ops so that the gradient is differentiable again."""
 
     rule = "dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps), dw = sum(grad xhat), db = sum(grad)"
 

@@ -410,6 +410,7 @@ def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool
         return _Evaluation(s.item(), magnitude, [p.detach().numpy() for p in parts], found)
 
 
+GRADCHECK = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}  # torch.autograd.gradcheck's step and tolerance: float64's
 PROBE_SPACING, PROBE_POINTS = 1e-4, 31
 FLOAT64_NOISE = 1e-12  # rounding noise relative to the size of S's terms: float64 rounds at 1.1e-16
 NOISY = 1e-4  # above it a difference quotient cannot find a 1% error: float16 rounds at 4.9e-4, bfloat16 at 3.9e-3
@@ -473,7 +474,7 @@ def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dic
             v[...] = x
     found = np.array([e.value for e in probe])
     if not np.all(np.isfinite(found)):  # at the edge of fn's domain: gradcheck's step and tolerance
-        chosen = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3} | {k: v for k, v in given.items() if v is not None}
+        chosen = GRADCHECK | {k: v for k, v in given.items() if v is not None}
         return Precision("not measured (fn is not finite nearby)", np.nan, **chosen)
     storage, noise = _storage([e.parts for e in probe]), rounding_noise(found)
     relative = noise / max(e.magnitude for e in probe) if noise else 0.0
@@ -483,9 +484,11 @@ def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dic
             "relative): finite differences cannot check them to a useful tolerance; check fn computing in float32, "
             "or pass eps, atol and rtol yourself"
         )
-    eps = given["eps"] or (1e-6 if relative <= FLOAT64_NOISE else float(np.clip(np.cbrt(relative), 1e-6, 1e-2)))
-    atol = given["atol"] or max(1e-5, NOISE_FACTOR * noise / eps)
-    return Precision(storage, relative, eps, atol, given["rtol"] or 1e-3)
+    eps = given["eps"] or (
+        GRADCHECK["eps"] if relative <= FLOAT64_NOISE else float(np.clip(np.cbrt(relative), GRADCHECK["eps"], 1e-2))
+    )
+    atol = given["atol"] or max(GRADCHECK["atol"], NOISE_FACTOR * noise / eps)
+    return Precision(storage, relative, eps, atol, given["rtol"] or GRADCHECK["rtol"])
 
 
 def _worst(actual: list[np.ndarray], expected: list[np.ndarray], atol: float, rtol: float) -> tuple | None:
@@ -728,7 +731,7 @@ def check_gradients_at(
         return GradientMismatch(message, values, _repro(fn, values, options))
 
     if reference is not None:
-        ref_atol, ref_rtol = atol or 1e-5, rtol or 1e-3
+        ref_atol, ref_rtol = atol or GRADCHECK["atol"], rtol or GRADCHECK["rtol"]
         with lib.no_grad():
             outs = [[o.detach().numpy() for o in _float_outputs(lib, f(*_args(lib, values)))] for f in (fn, reference)]
         if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
