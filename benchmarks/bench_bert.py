@@ -89,8 +89,8 @@ def main() -> None:
 
 def contenders(batch: dict) -> tuple:
     """A training step and an inference pass for each library, on the same model and batch."""
-    from finetune.modeling import default_model_path, load_model
-    from finetune.tasks import get_task
+    from finetune.data.tasks import get_task
+    from finetune.model.modeling import default_model_path, load_model
 
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     labels = batch["labels"]

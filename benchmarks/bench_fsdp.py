@@ -1,5 +1,5 @@
 """Each process's memory for parameters, gradients and optimizer state, and the step time, with
-plain data parallelism (DDP) and with ``--fsdp full_shard`` (FSDP2, ``finetune/sharding.py``).
+plain data parallelism (DDP) and with ``--fsdp full_shard`` (FSDP2, ``finetune/model/sharding.py``).
 
     torchrun --nproc_per_node 2 benchmarks/bench_fsdp.py [--strategy full] [--steps 5]
 
@@ -17,11 +17,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from finetune.modeling import apply_freezing, default_model_path, load_model
+from finetune.data.tasks import get_task
+from finetune.loops.common import build_optimizer
+from finetune.model.modeling import apply_freezing, default_model_path, load_model
+from finetune.model.sharding import Sharded
 from finetune.pipeline import quiet_libraries
-from finetune.run import build_optimizer
-from finetune.sharding import Sharded
-from finetune.tasks import get_task
 
 MIB = 2**20
 

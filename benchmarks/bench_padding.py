@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from finetune.data import load_glue, make_collator, make_dataloader, set_epoch, tokenize_glue
-from finetune.modeling import apply_freezing, default_model_path, load_model, load_tokenizer
-from finetune.run import build_optimizer
-from finetune.tasks import get_task
+from finetune.data.glue import load_glue, make_collator, make_dataloader, set_epoch, tokenize_glue
+from finetune.data.tasks import get_task
+from finetune.loops.common import build_optimizer
+from finetune.model.modeling import apply_freezing, default_model_path, load_model, load_tokenizer
 
 MODES = ("pad-128", "dynamic", "grouped")
 

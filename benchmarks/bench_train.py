@@ -39,9 +39,9 @@ from typing import Any
 import torch
 
 from finetune.config import STRATEGY_DEFAULTS
-from finetune.data import load_glue, make_collator, make_dataloader, tokenize_glue
-from finetune.modeling import default_model_path, load_model, load_tokenizer
-from finetune.tasks import get_task
+from finetune.data.glue import load_glue, make_collator, make_dataloader, tokenize_glue
+from finetune.data.tasks import get_task
+from finetune.model.modeling import default_model_path, load_model, load_tokenizer
 
 CONTENDERS = ("course", "native", "accelerate", "trainer", "native-fp32", "native-avx2")
 DEFAULT_CONTENDERS = CONTENDERS[:4]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datasets import DatasetDict
 
-from finetune.data import RunData, load_glue, make_collator, tokenize_glue
-from finetune.modeling import default_model_path, load_tokenizer
+from finetune.data.glue import RunData, load_glue, make_collator, tokenize_glue
+from finetune.model.modeling import default_model_path, load_tokenizer
 
 
 def mrpc_train_batches(batch_size: int, data_dir: str | None) -> list[dict]:

@@ -2,7 +2,7 @@
 
 One training step as ``finetune train`` runs it (the default model, the strategy's batch size,
 MRPC's length-grouped batches, bf16 autocast where the CPU has it, fused AdamW), in one process:
-the same batches with torch's dropout and with ``finetune.dropout``'s, alternating, then
+the same batches with torch's dropout and with ``finetune.model.dropout``'s, alternating, then
 ``torch.profiler`` over 8 steps of the latter, its time put into a few kinds of work.
 
     GLUE_DIR=../shared/data/glue python benchmarks/profile_step.py --strategy full
@@ -18,11 +18,11 @@ import torch
 from mrpc_batches import mrpc_train_batches
 
 from finetune.config import STRATEGY_DEFAULTS
-from finetune.devices import autocast_dtype
-from finetune.dropout import use_fast_dropout
-from finetune.modeling import apply_freezing, default_model_path, load_model
-from finetune.run import build_optimizer
-from finetune.tasks import get_task
+from finetune.data.tasks import get_task
+from finetune.loops.common import build_optimizer
+from finetune.model.devices import autocast_dtype
+from finetune.model.dropout import use_fast_dropout
+from finetune.model.modeling import apply_freezing, default_model_path, load_model
 
 KINDS = {  # profiler op name -> kind of work
     "aten::mm": "matmuls", "aten::addmm": "matmuls", "aten::bmm": "matmuls",

@@ -30,9 +30,9 @@ def finetune_choices(path: str, strategy: str) -> tuple[set[str], set[str]]:
     """The parameters finetune trains with ``strategy`` and those of them it exempts from weight
     decay, by minigrad's names: finetune's ``apply_freezing`` and ``build_optimizer`` decide, on
     finetune's own model of the same checkpoint."""
-    from finetune.modeling import apply_freezing, load_model
-    from finetune.run import build_optimizer
-    from finetune.tasks import get_task
+    from finetune.data.tasks import get_task
+    from finetune.loops.common import build_optimizer
+    from finetune.model.modeling import apply_freezing, load_model
 
     theirs = load_model(path, get_task("mrpc"), "mean")  # its encoder is "encoder.", minigrad's "bert."
     apply_freezing(theirs, strategy)
@@ -44,7 +44,7 @@ def finetune_choices(path: str, strategy: str) -> tuple[set[str], set[str]]:
 
 
 def evaluate(model: BertForSequenceClassification, loader: Any, task: Any) -> dict[str, float]:
-    from finetune.metrics import compute_metrics
+    from finetune.analysis.metrics import compute_metrics
 
     model.eval()
     logits, labels = [], []
@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from datasets import DatasetDict
 
     from finetune.config import STRATEGY_DEFAULTS, TrainConfig
-    from finetune.data import RunData, load_glue, make_collator, set_epoch, tokenize_glue
-    from finetune.files import write_json
-    from finetune.modeling import default_model_path, load_tokenizer
-    from finetune.tasks import get_task
+    from finetune.data.glue import RunData, load_glue, make_collator, set_epoch, tokenize_glue
+    from finetune.data.tasks import get_task
+    from finetune.model.modeling import default_model_path, load_tokenizer
+    from finetune.run.files import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategy", choices=("full", "partial", "head"), default="head")

@@ -1,14 +1,31 @@
 """finetune: reference fine-tuning of a pretrained transformer on GLUE (MRPC by default).
 
 Python API: ``finetune.train(TrainConfig(...)) -> results`` (the dict written to results.json).
-Command line: ``finetune train | evaluate | predict | report | grid``.
+Command line: ``finetune train | evaluate | predict | push | report | compare | grid``.
+
+The map, top floor first; each folder imports only from the floors below it
+(tests/finetune/test_architecture.py checks it):
+
+    cli.py        the command line: parses, refuses bad input in one line, calls a command
+    pipeline.py   finetune.train: data, model, freezing, the chosen loop, the saved and evaluated run
+    predict.py    finetune predict;  grid.py: finetune grid (many runs)
+    loops/        the three ways to train, none importing another: native.py (plain PyTorch),
+                  accelerated.py (the same loop under Accelerate), trainer.py (the HF Trainer);
+                  progress.py keeps the first two's books, common.py holds what all three call
+    analysis/     measuring runs: metrics, the evaluation of a saved run, compare (+ calibration), report
+    run/          what keeps a run safe: its directory, checkpoints, best model, signals,
+                  the launcher's processes, TensorBoard, the Hub, atomic files
+    config.py     TrainConfig, every setting of a run, and the groups each part receives
+    model/        loading the checkpoint and its head, freezing, devices, fast dropout, FSDP2 sharding
+    data/         the GLUE tasks, read, tokenized and batched
+    errors.py     the exception types every floor raises
 """
 
 from typing import Any
 
 from finetune.config import TrainConfig
 from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError
-from finetune.interrupt import TrainingInterruptedError
+from finetune.run.interrupt import TrainingInterruptedError
 
 __all__ = [
     "ConfigError", "DataError", "ModelError", "NonFiniteError", "TrainConfig", "TrainingInterruptedError",
@@ -23,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
         return train
     if name == "load_glue":
-        from finetune.data import load_glue
+        from finetune.data.glue import load_glue
 
         return load_glue
     raise AttributeError(f"module 'finetune' has no attribute {name!r}")

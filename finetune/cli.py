@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from finetune.config import TrainConfig, file_value
+from finetune.data.tasks import UnknownTaskError, get_task
 from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError, one_line
-from finetune.interrupt import TrainingInterruptedError
-from finetune.tasks import UnknownTaskError, get_task
+from finetune.run.interrupt import TrainingInterruptedError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, UnknownTaskError, FileNotFoundError)
 RUN_ERRORS = (NonFiniteError,)  # the run itself went wrong: exit 1, one line
@@ -179,7 +179,7 @@ def _read_run(checkpoint: Path) -> dict:
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"no checkpoint directory {checkpoint}")
     if not path.exists():
-        from finetune.rundir import check_finished
+        from finetune.run.rundir import check_finished
 
         check_finished(checkpoint)
         if not (checkpoint / "config.json").is_file():
@@ -261,7 +261,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from finetune.hub import check_hub_access, push_run
+    from finetune.run.hub import check_hub_access, push_run
 
     run = _read_run(Path(args.checkpoint))
     if not run:
@@ -273,7 +273,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from finetune.report import write_report
+    from finetune.analysis.report import write_report
 
     text = write_report([Path(d) for d in args.run_dirs], Path(args.out))
     print(text)
@@ -293,8 +293,8 @@ def spread_in_points(text: str) -> float:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from finetune.compare import compare, load_group
-    from finetune.report import find_runs, unfinished_note
+    from finetune.analysis.compare import compare, load_group
+    from finetune.analysis.report import find_runs, unfinished_note
 
     groups = [load_group(find_runs([Path(d) for d in dirs]), args.split) for dirs in (args.run_dirs, args.against)]
     left_out = unfinished_note([Path(d) for d in (*args.run_dirs, *args.against)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
 import os
 import shlex
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.errors import ConfigError
-from finetune.tracking import REPORT_TO, check_report_to
 
 LOOPS = ("native", "trainer", "accelerate")
 STRATEGIES = ("full", "partial", "head")
@@ -25,6 +25,7 @@ POOLINGS = ("cls", "mean")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
+REPORT_TO = ("none", "tensorboard")  # --report-to: finetune/run/tracking.py
 FSDP_MODES = ("full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values under FSDP2
 
 # Chosen on MRPC validation with the default checkpoint by the recipe search
@@ -126,7 +127,7 @@ class TrainConfig:
         for name, value in dataclasses.asdict(self).items():
             check_value(name, value)
         if self.swap_pairs:
-            from finetune.tasks import get_task
+            from finetune.data.tasks import get_task
 
             if len(get_task(self.task).text_columns) != 2:
                 raise ConfigError(f"--swap-pairs needs a sentence-pair task; {self.task} has one sentence")
@@ -171,7 +172,7 @@ class TrainConfig:
             )
 
     def _validate_evaluation(self) -> None:
-        from finetune.tasks import get_task
+        from finetune.data.tasks import get_task
 
         if self.eval_strategy == "steps" and self.eval_steps is None:
             raise ConfigError("--eval-strategy steps needs --eval-steps N (evaluate every N optimizer steps)")
@@ -190,7 +191,7 @@ class TrainConfig:
 
     def best_metric(self) -> str:
         """The validation metric that ranks evaluations (the Trainer's ``eval_`` prefix is accepted)."""
-        from finetune.tasks import get_task
+        from finetune.data.tasks import get_task
 
         if self.metric_for_best_model is None:
             return get_task(self.task).main_metric
@@ -199,6 +200,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting, as results.json and checkpoints record them (a Hub token is never written)."""
         return {**dataclasses.asdict(self), "hub_token": None}
+
+
+def check_report_to(report_to: str) -> None:
+    if report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--report-to tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or pip install -e '.[tensorboard]'), or use --report-to none"
+        )
 
 
 # Options that take one of a few names.
@@ -282,7 +291,7 @@ def check_value(name: str, value: Any) -> None:
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(CHOICES[name])}")
     if name == "task":
-        from finetune.tasks import get_task
+        from finetune.data.tasks import get_task
 
         get_task(value)  # raises UnknownTaskError for an unknown name
     if isinstance(value, float) and not math.isfinite(value):

@@ -3,7 +3,7 @@
 
 Bad input (exit 2): ConfigError, DataError, ModelError, and the task module's UnknownTaskError.
 A run that went wrong (exit 1): NonFiniteError. A run stopped on request: TrainingInterruptedError
-(``finetune.interrupt``, exit 128 + signal).
+(``finetune.run.interrupt``, exit 128 + signal).
 """
 
 

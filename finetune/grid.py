@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import ConfigError, TrainConfig
-from finetune.files import PREDICTIONS_FILE, check_writable_folder
+from finetune.run.files import PREDICTIONS_FILE, check_writable_folder
 
 # name -> the settings of that run (the strategy's defaults for the rest); results/<task>-<name>-seed<n>/
 REFERENCE: dict[str, dict[str, Any]] = {

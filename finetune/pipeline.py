@@ -16,18 +16,16 @@ import torch
 from datasets import DatasetDict
 from transformers import set_seed
 
-from finetune.checkpoint import resolve_resume
+from finetune.analysis.evaluation import EvalSettings, evaluate_saved, prediction_table, read_split
 from finetune.config import TrainConfig
-from finetune.data import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue, with_swapped_pairs
-from finetune.devices import pick_device
-from finetune.distributed import check_single_process_loop, is_launch_main_process, train_accelerate
-from finetune.dropout import use_fast_dropout
-from finetune.evaluation import EvalSettings, evaluate_saved, prediction_table, read_split
-from finetune.files import PREDICTIONS_FILE, give_usual_permissions, write_json, write_rows
-from finetune.hub import check_hub_access, push_run
-from finetune.interrupt import StopRequest
-from finetune.loop import train_native
-from finetune.modeling import (
+from finetune.data.glue import RunData, load_glue, make_collator, resolve_data_dir, tokenize_glue, with_swapped_pairs
+from finetune.data.tasks import get_task, validation_split
+from finetune.loops.accelerated import train_accelerate
+from finetune.loops.common import LoopResult, check_finite_weights, log_line
+from finetune.loops.native import train_native
+from finetune.model.devices import pick_device
+from finetune.model.dropout import use_fast_dropout
+from finetune.model.modeling import (
     DEFAULT_MODEL_PACKAGE,
     apply_freezing,
     check_max_length,
@@ -39,15 +37,18 @@ from finetune.modeling import (
     model_source,
     reinit_top_layers,
 )
-from finetune.run import LoopResult, check_finite_weights, log_line
-from finetune.rundir import RESULTS_FILE, RunDirectory
-from finetune.tasks import get_task, validation_split
+from finetune.run.checkpoint import resolve_resume
+from finetune.run.files import PREDICTIONS_FILE, give_usual_permissions, write_json, write_rows
+from finetune.run.hub import check_hub_access, push_run
+from finetune.run.interrupt import StopRequest
+from finetune.run.launch import check_single_process_loop, is_launch_main_process
+from finetune.run.rundir import RESULTS_FILE, RunDirectory
 
 
 def train_through_trainer(*args: Any) -> LoopResult:
-    """``finetune.trainer_loop.train_with_trainer``, imported when a run asks for it: importing the
+    """``finetune.loops.trainer.train_with_trainer``, imported when a run asks for it: importing the
     Trainer takes seconds, which ``finetune predict`` and the other loops need not wait for."""
-    from finetune.trainer_loop import train_with_trainer
+    from finetune.loops.trainer import train_with_trainer
 
     return train_with_trainer(*args)
 
@@ -143,7 +144,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainable, total = count_parameters(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
-    # data: the splits training uses, tokenized (the final evaluation reads its own: finetune.evaluation)
+    # data: the splits training uses, tokenized (the final evaluation reads its own: finetune.analysis.evaluation)
     val_name = validation_split(task)
     raw = limit_samples(DatasetDict({"train": raw["train"], "validation": raw[val_name]}), cfg, "train", ["validation"])
     if cfg.swap_pairs:

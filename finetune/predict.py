@@ -16,13 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from finetune.data import load_glue, read_utf8
+from finetune.analysis.evaluation import (
+    EvalSettings,
+    evaluate_saved,
+    has_labels,
+    logits_of,
+    prediction_table,
+    read_split,
+)
+from finetune.data.glue import load_glue, read_utf8
+from finetune.data.tasks import GlueTask, get_task, test_split
 from finetune.errors import ConfigError, DataError, one_line
-from finetune.evaluation import EvalSettings, evaluate_saved, has_labels, logits_of, prediction_table, read_split
-from finetune.files import FORMATS, check_writable_folder, write_atomic, write_rows
-from finetune.modeling import load_tokenizer
+from finetune.model.modeling import load_tokenizer
 from finetune.pipeline import quiet_libraries
-from finetune.tasks import GlueTask, get_task, test_split
+from finetune.run.files import FORMATS, check_writable_folder, write_atomic, write_rows
 
 # The GLUE server's file for each task's test split, and whether it wants label names (else ids).
 SUBMISSION_FILES = {
@@ -36,7 +43,7 @@ def evaluate_checkpoint(
     checkpoint: str, task_name: str, split: str, data_dir: str | None = None, max_samples: int | None = None
 ) -> dict[str, float] | None:
     """The task's metrics for the run saved in ``checkpoint`` on ``split``, computed as the run
-    computed the ones it recorded (``finetune.evaluation``)."""
+    computed the ones it recorded (``finetune.analysis.evaluation``)."""
     quiet_libraries()
     task = get_task(task_name)
     data = read_split(task, split, data_dir, max_samples)
@@ -66,7 +73,7 @@ def load_classifier(checkpoint: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) of a finished run."""
     from transformers import AutoModelForSequenceClassification
 
-    import finetune.modeling  # noqa: F401 - registers the mean-pooling head with the Auto classes
+    import finetune.model.modeling  # noqa: F401 - registers the mean-pooling head with the Auto classes
 
     tokenizer = load_tokenizer(checkpoint)
     try:

@@ -47,7 +47,7 @@ def _save_tiny(model_type: str, directory: str, dropout: bool = True) -> str:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from finetune.modeling import default_model_path
+    from finetune.model.modeling import default_model_path
 
     small = {
         "bert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64),

@@ -1,6 +1,6 @@
 """``finetune compare``'s verdict is calibrated: on runs simulated from one recipe it calls at most
 5% of the comparisons real, and a recipe truly 3 points better is found with 5 seeds a side at
-least 80% of the time (``finetune.calibration``: the generator, matched to the reference grid).
+least 80% of the time (``finetune.analysis.calibration``: the generator, matched to the reference grid).
 The same promise is then checked on the committed reference runs themselves."""
 
 import itertools
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import special
 
-from finetune.calibration import Recipe, rate_real, split
+from finetune.analysis.calibration import Recipe, rate_real, split
+from finetune.analysis.compare import Group, compare, load_group
+from finetune.analysis.report import find_runs
 from finetune.cli import main
-from finetune.compare import Group, compare, load_group
-from finetune.report import find_runs
 
 COMPARISONS = 600
 # The Monte Carlo margin: a rate measured over 600 comparisons is off by its binomial standard
@@ -110,7 +110,7 @@ def test_the_docs_quote_what_compare_prints_for_a_seed_split(capsys):
 def test_the_committed_report_says_what_the_code_says():
     """docs/report/report.md's section on what is real is what ``finetune report`` now writes
     for the committed runs (so no number in it is from an older verdict)."""
-    from finetune.report import what_is_real
+    from finetune.analysis.report import what_is_real
 
     committed = (RESULTS.parent / "docs" / "report" / "report.md").read_text()
     section = committed[committed.index("## What is real") : committed.index("![training loss]")].strip()

@@ -10,8 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from finetune.cli import main
-from finetune.compare import (
+from finetune.analysis.compare import (
     MAX_SEEDS,
     Group,
     compare,
@@ -23,9 +22,10 @@ from finetune.compare import (
     paired_differences,
     per_example,
 )
-from finetune.files import write_json, write_rows
-from finetune.report import find_runs, write_report
-from finetune.tasks import get_task
+from finetune.analysis.report import find_runs, write_report
+from finetune.cli import main
+from finetune.data.tasks import get_task
+from finetune.run.files import write_json, write_rows
 
 N = 400
 

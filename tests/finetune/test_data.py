@@ -6,8 +6,8 @@ import shutil
 import pytest
 from datasets import ClassLabel, Value
 
-from finetune.data import DataError, load_glue, make_collator, tokenize_glue
-from finetune.modeling import default_model_path, load_tokenizer
+from finetune.data.glue import DataError, load_glue, make_collator, tokenize_glue
+from finetune.model.modeling import default_model_path, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""finetune.dropout: masks with the right keep rate, the attention that equals SDPA's, and models
+"""finetune.model.dropout: masks with the right keep rate, the attention that equals SDPA's, and models
 that predict exactly as before and save exactly as before."""
 
 import json
@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from finetune.dropout import ATTENTION, FastDropout, attention, fast_dropout, keep_mask, use_fast_dropout
-from finetune.modeling import load_model
-from finetune.tasks import get_task
+from finetune.data.tasks import get_task
+from finetune.model.dropout import ATTENTION, FastDropout, attention, fast_dropout, keep_mask, use_fast_dropout
+from finetune.model.modeling import load_model
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from finetune.cli import main
-from finetune.data import load_glue
+from finetune.data.glue import load_glue
 
 EVAL_SAMPLES = 20  # two full batches of 10: `predict --split` on the whole split batches them alike
 

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import finetune
-from finetune.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
 from finetune.cli import main
 from finetune.config import TrainConfig
-from finetune.run import NonFiniteError
+from finetune.errors import NonFiniteError
+from finetune.run.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
 
 
 def cli(capsys, *args):
@@ -341,7 +341,7 @@ def test_a_folder_without_a_tokenizer_is_named_in_one_whole_line(tmp_path):
     backend tokenizer from one of:"): finetune says what is wrong instead, and wraps any such
     message whole."""
     from finetune.errors import ModelError, one_line
-    from finetune.modeling import load_tokenizer
+    from finetune.model.modeling import load_tokenizer
 
     (tmp_path / "notes.md").write_text("no model here")
     with pytest.raises(ModelError, match=r"the folder holds no tokenizer files \(tokenizer.json or vocab.txt\)"):

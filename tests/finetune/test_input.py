@@ -13,9 +13,9 @@ import pytest
 
 from finetune.cli import main
 from finetune.config import TrainConfig
+from finetune.data.tasks import get_task
 from finetune.errors import ConfigError, ModelError
-from finetune.modeling import load_model
-from finetune.tasks import get_task
+from finetune.model.modeling import load_model
 
 
 def files_under(folder):

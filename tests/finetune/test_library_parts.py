@@ -11,10 +11,10 @@ from datasets import Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler as TransformersLengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
-from finetune.checkpoint import PROGRESS_FILE, resolve_resume
 from finetune.config import TrainConfig
-from finetune.data import LengthGroupedSampler, make_collator, make_dataloader, set_epoch
-from finetune.modeling import default_model_path, load_tokenizer
+from finetune.data.glue import LengthGroupedSampler, make_collator, make_dataloader, set_epoch
+from finetune.model.modeling import default_model_path, load_tokenizer
+from finetune.run.checkpoint import PROGRESS_FILE, resolve_resume
 
 
 @pytest.fixture(scope="module")

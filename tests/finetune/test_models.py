@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import metrics
-from finetune.modeling import ModelError, apply_freezing, count_parameters, encoder_layers, load_model
-from finetune.tasks import get_task
+from finetune.analysis import metrics
+from finetune.data.tasks import get_task
+from finetune.model.modeling import ModelError, apply_freezing, count_parameters, encoder_layers, load_model
 
 MRPC = get_task("mrpc")
 
@@ -51,7 +51,7 @@ def test_strategies_freeze_the_right_parameters(tiny_models, kind, pooling):
 
 
 def test_trainable_counts_on_the_default_checkpoint():
-    from finetune.modeling import default_model_path
+    from finetune.model.modeling import default_model_path
 
     model = load_model(default_model_path(), MRPC, "mean")
     expected = {"full": 22_566_146, "partial": 5_324_162, "head": 770}
@@ -87,7 +87,7 @@ def test_post_init_draws_the_mean_head_normal_with_std_002_and_zero_bias(tiny_mo
     classifier's weight drawn from normal(0, 0.02), its bias 0, as BERT's heads are."""
     from transformers import AutoConfig, AutoModel
 
-    from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig
+    from finetune.model.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig
 
     encoder_config = AutoConfig.from_pretrained(tiny_models["bert"])
     config = MeanPoolingConfig(encoder=encoder_config.to_dict(), num_labels=2)

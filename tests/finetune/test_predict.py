@@ -139,7 +139,7 @@ def test_glue_submission_for_mrpc_matches_the_test_metrics(capsys, run_dir, tmp_
     rows = [line.split("\t") for line in lines[1:]]
     assert [int(i) for i, _ in rows] == list(range(1725)) and {p for _, p in rows} <= {"0", "1"}
 
-    from finetune.data import load_glue
+    from finetune.data.glue import load_glue
 
     labels = np.array(load_glue("mrpc", glue_dir)["test"]["label"])
     accuracy = float((np.array([int(p) for _, p in rows]) == labels).mean())

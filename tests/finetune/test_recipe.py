@@ -6,10 +6,10 @@ import torch
 
 import finetune
 from finetune.config import ConfigError, TrainConfig
-from finetune.data import load_glue, with_swapped_pairs
-from finetune.modeling import ModelError, encoder_layers, load_model, reinit_top_layers
-from finetune.run import build_optimizer
-from finetune.tasks import get_task
+from finetune.data.glue import load_glue, with_swapped_pairs
+from finetune.data.tasks import get_task
+from finetune.loops.common import build_optimizer
+from finetune.model.modeling import ModelError, encoder_layers, load_model, reinit_top_layers
 
 MRPC = get_task("mrpc")
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from finetune.analysis.report import markdown_table, what_is_real, write_report
 from finetune.config import ConfigError
-from finetune.report import markdown_table, what_is_real, write_report
 
 
 def fake_run(loop, strategy, seed, acc, f1, time_s=100.0):
@@ -82,7 +82,7 @@ def test_each_setting_has_one_colour_in_every_plot(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
-    import finetune.report as report
+    import finetune.analysis.report as report
 
     runs = [fake_run("native", s, seed, 0.8, 0.85) for s in ("full", "head") for seed in (1, 2)]
     seen: dict[str, dict[str, set]] = {}  # plot -> setting label -> colours

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
-from finetune.modeling import default_model_path
+from finetune.model.modeling import default_model_path
+from finetune.run.checkpoint import PROGRESS_FILE, is_complete, list_checkpoints
 
 LOOPS = ["native", "accelerate", "trainer"]
 
@@ -263,7 +263,7 @@ def test_a_folder_that_is_no_run_is_named_as_such(capsys, tmp_path):
 def test_the_named_command_resumes_the_run_and_report_lists_what_is_left_out(capsys, stopped, tmp_path):
     """The command the message gives resumes the run (resuming refuses other settings, so it
     rebuilt the run's own), and its time adds up; ``report`` over a folder names the run left out."""
-    from finetune.rundir import unfinished_run
+    from finetune.run.rundir import unfinished_run
 
     resumed, left = tmp_path / "runs" / "resumed", tmp_path / "runs" / "left"
     for copy in (resumed, left):
@@ -286,7 +286,7 @@ def test_a_cut_off_checkpoint_a_run_still_training_and_a_checkpoint_given_for_a_
     unreadable progress.json (the resume command then says what it cannot know), a checkpoint
     folder given where a run goes, a run whose lock a live process holds."""
     from finetune.config import ConfigError
-    from finetune.rundir import UnfinishedRunError, check_finished, take_lock, unfinished_run
+    from finetune.run.rundir import UnfinishedRunError, check_finished, take_lock, unfinished_run
 
     run = tmp_path / "run"
     (run / "checkpoint-3").mkdir(parents=True)

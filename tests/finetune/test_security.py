@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from finetune.checkpoint import PROGRESS_FILE, file_manifest, list_checkpoints
 from finetune.cli import main
+from finetune.run.checkpoint import PROGRESS_FILE, file_manifest, list_checkpoints
 
 # the file each loop unpickles when it resumes (one of several for Accelerate and the Trainer)
 LOADED_BY = {"native": "state.pt", "accelerate": "random_states_0.pkl", "trainer": "rng_state.pth"}
@@ -66,7 +66,7 @@ def test_a_checkpoint_holding_a_pickled_payload_is_refused_unrun(tiny_models, gl
 
 def test_the_native_loader_itself_never_unpickles_code(tiny_models, glue_dir, tmp_path):
     """Even called directly (past the check at resume), the native loop loads with weights_only=True."""
-    from finetune.loop import load_state
+    from finetune.loops.native import load_state
 
     marker = tmp_path / "marker"
     torch.save(Payload(marker), tmp_path / "state.pt")

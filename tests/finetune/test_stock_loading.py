@@ -111,9 +111,9 @@ def run_dir(tiny_models, glue_dir, tmp_path_factory):
 
 
 def test_a_run_loads_without_finetune_and_gives_predicts_probabilities(run_dir, tmp_path, capsys):
-    import finetune.mean_pooling
+    import finetune.model.mean_pooling
 
-    assert (run_dir / "mean_pooling.py").read_bytes() == Path(finetune.mean_pooling.__file__).read_bytes()
+    assert (run_dir / "mean_pooling.py").read_bytes() == Path(finetune.model.mean_pooling.__file__).read_bytes()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "mean_pooling.MeanPoolingConfig",
@@ -158,4 +158,4 @@ def test_finetune_loads_a_run_with_its_installed_class(run_dir):
     from finetune.predict import load_classifier
 
     model, _ = load_classifier(str(run_dir))
-    assert type(model).__module__ == "finetune.mean_pooling"  # never the run directory's copy
+    assert type(model).__module__ == "finetune.model.mean_pooling"  # never the run directory's copy

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.data import load_glue
-from finetune.modeling import load_model
-from finetune.tasks import get_task
+from finetune.data.glue import load_glue
+from finetune.data.tasks import get_task
+from finetune.model.modeling import load_model
 from minigrad import kernels
 from minigrad.models.bert import CheckpointError, from_pretrained
 
@@ -82,7 +82,7 @@ def test_the_encoder_gives_transformers_hidden_states(tiny_models, batch):
 def test_a_new_head_starts_as_transformers_does():
     """A checkpoint without a head gets one drawn as transformers draws it (weights N(0, 0.02),
     biases 0), not nn.Linear's default: with head-only training the start shows in the result."""
-    from finetune.modeling import default_model_path
+    from finetune.model.modeling import default_model_path
 
     theirs = load_model(default_model_path(), get_task("mrpc"), "mean").classifier
     mine = from_pretrained(default_model_path()).classifier
@@ -180,7 +180,7 @@ def test_a_truncated_or_corrupt_checkpoint_is_refused_naming_the_file(tiny_model
 
 @pytest.mark.parametrize("strategy", ["head", "partial"])
 def test_the_mrpc_example_trains_and_reports_like_finetune(glue_dir, tmp_path, strategy):
-    from finetune.report import find_runs, markdown_table
+    from finetune.analysis.report import find_runs, markdown_table
 
     out = tmp_path / strategy
     results = import_example().main(["--strategy", strategy, "--max-train-samples", "16", "--max-eval-samples", "8",

@@ -1,5 +1,5 @@
 """``finetune report``: a Markdown table across runs (mean and spread over seeds), what is real
-among their differences (``finetune.compare``), seed ensembles, and PNG plots."""
+among their differences (``finetune.analysis.compare``), seed ensembles, and PNG plots."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from finetune.config import LOOPS, RUN_SETTINGS, STRATEGIES, STRATEGY_DEFAULTS, ConfigError, TrainConfig
 from finetune.errors import DataError
-from finetune.files import check_writable_folder, write_atomic
+from finetune.run.files import check_writable_folder, write_atomic
 
 # Runs are pooled only when every setting that changes the result agrees (all but the seed).
 GROUP_KEYS = tuple(k for k in RUN_SETTINGS if k != "seed")
@@ -33,7 +33,7 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """results.json of each run directory given, or of every finished run below a folder given
     (``unfinished_runs`` names those left out). A run directory given that did not finish is
     refused, naming the command that resumes it."""
-    from finetune.rundir import check_finished, unfinished_run
+    from finetune.run.rundir import check_finished, unfinished_run
 
     runs = []
     for path in paths:
@@ -57,15 +57,15 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def unfinished_runs(paths: list[Path]) -> list[Path]:
-    """The runs at or below ``paths`` that did not finish (``finetune.rundir.unfinished_run``)."""
-    from finetune.rundir import unfinished_runs_below
+    """The runs at or below ``paths`` that did not finish (``finetune.run.rundir.unfinished_run``)."""
+    from finetune.run.rundir import unfinished_runs_below
 
     return sorted({run for path in paths if path.is_dir() for run in unfinished_runs_below(path)})
 
 
 def unfinished_note(paths: list[Path]) -> str:
     """A line per run left out because it did not finish, with the command that resumes it; empty if none."""
-    from finetune.rundir import unfinished_run
+    from finetune.run.rundir import unfinished_run
 
     left_out = unfinished_runs(paths)
     if not left_out:
@@ -207,13 +207,13 @@ def comparable_pairs(runs: list[dict[str, Any]]) -> list[tuple[dict, list, dict,
 
 
 def _metrics_of(task: str) -> tuple[str, ...]:
-    from finetune.tasks import get_task
+    from finetune.data.tasks import get_task
 
     return ("accuracy", "f1") if get_task(task).metric == "accuracy_f1" else ("accuracy",)
 
 
 class Predictions:
-    """Each setting's predictions on a split (``finetune.compare.Group``), loaded once; None,
+    """Each setting's predictions on a split (``finetune.analysis.compare.Group``), loaded once; None,
     with a note why, where a run has no predictions file or they cannot be compared."""
 
     def __init__(self) -> None:
@@ -222,8 +222,8 @@ class Predictions:
         self.notes: list[str] = []  # other reasons
 
     def __call__(self, group: list[dict[str, Any]], split: str) -> Any:
-        from finetune.compare import load_group
-        from finetune.files import PREDICTIONS_FILE
+        from finetune.analysis.compare import load_group
+        from finetune.run.files import PREDICTIONS_FILE
 
         key = (tuple(run["_dir"] for run in group), split)
         if key not in self.loaded:
@@ -252,7 +252,7 @@ class Predictions:
 
 
 def _interval(i: Any) -> str:
-    from finetune.compare import points
+    from finetune.analysis.compare import points
 
     return f"{points(i.difference)} [{points(i.low)}, {points(i.high)}]" if i else "-"
 
@@ -262,7 +262,7 @@ def comparison_rows(runs: list[dict[str, Any]], predictions: Predictions) -> lis
     minus B with the 95% interval of the settings (seeds and examples, paired) and its verdict,
     the smallest difference the groups detect, and the interval of these runs only. Without
     predictions files, the interval between seeds alone (Welch's t over the runs' metrics)."""
-    from finetune.compare import between_seeds, compare
+    from finetune.analysis.compare import between_seeds, compare
 
     varying = _naming(group_runs(runs))
     header = ["A vs B", "split", "metric", "A", "B", "A minus B [95%, the settings]", "verdict",
@@ -297,8 +297,8 @@ def _points(fraction: float | None) -> str:
 
 def ensemble_rows(runs: list[dict[str, Any]], predictions: Predictions) -> list[str]:
     """A Markdown table: for each setting with several runs of a binary task, the mean of its
-    runs and its seed ensemble (``finetune.compare.ensemble``), the gain paired over the examples."""
-    from finetune.compare import compare, ensemble
+    runs and its seed ensemble (``finetune.analysis.compare.ensemble``), the gain paired over the examples."""
+    from finetune.analysis.compare import compare, ensemble
 
     groups = group_runs(runs)
     varying = _naming(groups)
@@ -396,7 +396,7 @@ def plot_metric_vs_time(runs: list[dict[str, Any]], path: Path) -> None:
 
 def _model_label(run: dict[str, Any]) -> str:
     """The model a run fine-tuned and its size: ``sentence-transformers/all-MiniLM-L6-v2, 22.6M``."""
-    from finetune.modeling import public_name
+    from finetune.model.modeling import public_name
 
     source = (run.get("model") or {}).get("name_or_path") or run["config"].get("model")
     name = public_name(source) if source else "the default model"
@@ -407,7 +407,7 @@ def plot_published(runs: list[dict[str, Any]], path: Path, predictions: Predicti
     """MRPC validation accuracy and F1 of each setting (mean over its seeds with the 95% interval
     of the mean; its seed ensemble apart) beside the published bert-base numbers, every row named
     with its model and size. False, and no file, without MRPC runs."""
-    from finetune.compare import METRICS, ensemble
+    from finetune.analysis.compare import METRICS, ensemble
 
     mrpc = {key: group for key, group in group_runs(runs).items() if dict(zip(GROUP_KEYS, key))["task"] == "mrpc"}
     if not mrpc:

@@ -1,5 +1,5 @@
 """Running the same loop under Hugging Face Accelerate (DDP over torch.distributed; FSDP2 with
-``--fsdp``, ``finetune/sharding.py``; FSDP or DeepSpeed where ``accelerate config`` sets them up
+``--fsdp``, ``finetune/model/sharding.py``; FSDP or DeepSpeed where ``accelerate config`` sets them up
 on GPUs), on one process or many.
 
 Launch lines that work (see the README): ``torchrun --nproc_per_node N -m finetune train --loop
@@ -18,34 +18,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PreTrainedModel
 
-from finetune.config import ConfigError, TrainConfig
-from finetune.data import RunData
-from finetune.devices import autocast_dtype, describe_device
-from finetune.interrupt import StopRequest
-from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
-from finetune.tasks import GlueTask
+from finetune.config import TrainConfig
+from finetune.data.glue import RunData
+from finetune.data.tasks import GlueTask
+from finetune.errors import ConfigError
+from finetune.loops.common import (
+    LoopResult,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    log_line,
+    recipe_line,
+)
+from finetune.loops.progress import Progress
+from finetune.model.devices import autocast_dtype, describe_device
+from finetune.run.interrupt import StopRequest
+from finetune.run.launch import launched_world_size
 
 if TYPE_CHECKING:
-    from finetune.sharding import Sharded
-
-
-def launched_world_size() -> int:
-    """How many processes the launcher (torchrun / accelerate launch) started; 1 without one."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_launch_main_process() -> bool:
-    """True in the launcher's process of rank 0 (or without a launcher): the one that owns the run directory."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def check_single_process_loop(loop: str) -> None:
-    """The native loop is one process; under a multi-process launcher it would silently run N copies."""
-    if launched_world_size() > 1 and loop == "native":  # (the Trainer joins the process group itself)
-        raise ConfigError(
-            f"--loop {loop} runs one process, but the launcher started {launched_world_size()}: "
-            "use --loop accelerate (or --loop trainer) under torchrun / accelerate launch"
-        )
+    from finetune.model.sharding import Sharded
 
 
 def make_accelerator(accumulation_steps: int, precision: str) -> Any:
@@ -81,7 +72,7 @@ def train_accelerate(
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
 ) -> LoopResult:
-    """``finetune.loop.train_native`` under Accelerate: the differences are the course's —
+    """``finetune.loops.native.train_native`` under Accelerate: the differences are the course's —
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
     accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
     fused = accelerator.device.type in ("cpu", "cuda")
@@ -163,7 +154,7 @@ def shard(model: PreTrainedModel, mode: str | None, accelerator: Any) -> Sharded
         return None
     if accelerator.mixed_precision == "fp16":  # the loss scaler works on the optimizer Accelerate prepares
         raise ConfigError(f"--fsdp {mode} trains in bf16 or float32, not fp16: pass --mixed-precision bf16 or no")
-    from finetune.sharding import Sharded  # torch.distributed.checkpoint is slow to import
+    from finetune.model.sharding import Sharded  # torch.distributed.checkpoint is slow to import
 
     return Sharded(model, mode, accelerator.mixed_precision, accelerator.device)
 

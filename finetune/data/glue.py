@@ -19,8 +19,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concaten
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from finetune.data.tasks import GlueTask, get_task
 from finetune.errors import DataError
-from finetune.tasks import GlueTask, get_task
 
 GLUE_DIR_ENV = "GLUE_DIR"
 

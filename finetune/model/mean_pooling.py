@@ -10,7 +10,7 @@ A Python without finetune then loads a run with
 ``AutoTokenizer.from_pretrained(run, trust_remote_code=True)`` (transformers reads the config to
 find it). The config's own class, not BERT's, keeps a client that forgets ``trust_remote_code``
 from getting a stock head: it gets an error instead. finetune itself imports
-these classes from here (``finetune.modeling``) and never runs the copy in a run directory.
+these classes from here (``finetune.model.modeling``) and never runs the copy in a run directory.
 """
 
 from __future__ import annotations

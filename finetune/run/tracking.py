@@ -10,22 +10,10 @@ refused before any work starts.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import ConfigError
-
-REPORT_TO = ("none", "tensorboard")
 LOG_DIR = "tensorboard"
-
-
-def check_report_to(report_to: str) -> None:
-    if report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(
-            "--report-to tensorboard needs the tensorboard package: pip install tensorboard "
-            "(or pip install -e '.[tensorboard]'), or use --report-to none"
-        )
 
 
 def log_dir(run_dir: Path) -> Path:

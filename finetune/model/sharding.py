@@ -25,7 +25,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
-from finetune.modeling import encoder_layers
+from finetune.model.modeling import encoder_layers
 
 SHARDS_DIR = "sharded"  # in a checkpoint folder: model and optimizer shards, one file per process
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from finetune.config import ConfigError, differing_settings
-from finetune.files import give_usual_permissions, write_json
+from finetune.run.files import give_usual_permissions, write_json
 
 PREFIX = "checkpoint-"
 PROGRESS_FILE = "progress.json"

@@ -14,7 +14,7 @@ groups of runs whose truth is known and counts the verdicts:
 - **a recipe truly d points better** has every logit shifted by the amount that raises the
   expected accuracy by d points (``Recipe.better``): the same examples stay hard.
 
-``python -m finetune.calibration`` prints the table in docs/finetune/reading-the-numbers.md;
+``python -m finetune.analysis.calibration`` prints the table in docs/finetune/reading-the-numbers.md;
 tests/finetune/test_calibration.py checks the promises (at most 5% false alarms, 80% power at
 3 points with 5 seeds a side) on every run of the suite.
 """
@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import optimize, special
 
-from finetune.compare import Group, compare
-from finetune.tasks import get_task
+from finetune.analysis.compare import Group, compare
+from finetune.data.tasks import get_task
 
 POSITIVE_SHARE = 0.684  # MRPC's validation split: 279 of 408 pairs are paraphrases
 
@@ -104,7 +104,7 @@ def table(seed_counts: tuple[int, ...], differences: tuple[float, ...], comparis
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m finetune.calibration",
+        prog="python -m finetune.analysis.calibration",
         description="How often finetune compare calls a difference real, on simulated runs matched to the "
         "reference grid: 0 points (false alarms) and recipes truly better (power). In brackets: the interval of "
         "these runs only.",

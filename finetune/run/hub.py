@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from finetune.data.tasks import get_task
 from finetune.errors import ConfigError, one_line
-from finetune.modeling import DEFAULT_BASE_MODEL, public_name
-from finetune.tasks import get_task
+from finetune.model.modeling import DEFAULT_BASE_MODEL, public_name
 
 # What a run directory shares: the model (with the mean head, its code: mean_pooling.py, which
 # config.json's auto_map names), its tokenizer, results.json and the card (not the checkpoints,

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from finetune.checkpoint import PREFIX
-from finetune.data import train_sampler
-from finetune.files import write_json
+from finetune.data.glue import train_sampler
+from finetune.run.checkpoint import PREFIX
+from finetune.run.files import write_json
 
 
 class ResumableTrainer(Trainer):

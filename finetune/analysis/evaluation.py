@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from finetune.data import load_glue
+from finetune.analysis.metrics import compute_metrics
+from finetune.data.glue import load_glue
+from finetune.data.tasks import GlueTask, test_split, validation_split
 from finetune.errors import ConfigError
-from finetune.mean_pooling import classification_loss
-from finetune.metrics import compute_metrics
-from finetune.tasks import GlueTask, test_split, validation_split
+from finetune.model.mean_pooling import classification_loss
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,7 +65,7 @@ class EvalSettings:
         if not results:
             return cls(device=_available(None))
         # a run written before the settings were recorded: the loop's rule and its config
-        from finetune.devices import autocast_dtype, pick_device
+        from finetune.model.devices import autocast_dtype, pick_device
 
         config = results["config"]
         device = pick_device(_available(config.get("device", "auto")))
@@ -77,7 +77,7 @@ class EvalSettings:
 
 def _available(device: str | None) -> str:
     """``device`` if torch can use it here, else the best one that is ("auto" stays "auto")."""
-    from finetune.devices import pick_device
+    from finetune.model.devices import pick_device
 
     if device in (None, "auto"):
         return pick_device().type if device is None else "auto"
@@ -177,7 +177,7 @@ def evaluate_saved(
     progress: bool = False,
 ) -> dict[str, tuple[dict[str, float] | None, np.ndarray]]:
     """Load the model saved in ``run_dir`` and return, for each split, (metrics, logits)."""
-    from finetune.modeling import load_model, load_tokenizer
+    from finetune.model.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(run_dir))
     model = load_model(str(run_dir), task)

@@ -21,15 +21,12 @@ from transformers import (
     TrainingArguments,
 )
 
-from finetune.checkpoint import PREFIX, load_progress, write_progress
 from finetune.config import TrainConfig
-from finetune.data import RunData
-from finetune.devices import autocast_dtype, describe_device, pick_device
-from finetune.distributed import is_launch_main_process
-from finetune.interrupt import StopRequest, TrainingInterruptedError
-from finetune.run import (
+from finetune.data.glue import RunData
+from finetune.data.tasks import GlueTask
+from finetune.errors import NonFiniteError
+from finetune.loops.common import (
     LoopResult,
-    NonFiniteError,
     SegmentClock,
     build_optimizer,
     check_finite_weights,
@@ -40,10 +37,13 @@ from finetune.run import (
     recipe_line,
     restore_best_model,
 )
-from finetune.selection import ModelSelection
-from finetune.tasks import GlueTask
-from finetune.tracking import eval_scalars, trainer_callback
-from finetune.trainer_adapter import ResumableTrainer
+from finetune.loops.trainer_adapter import ResumableTrainer
+from finetune.model.devices import autocast_dtype, describe_device, pick_device
+from finetune.run.checkpoint import PREFIX, load_progress, write_progress
+from finetune.run.interrupt import StopRequest, TrainingInterruptedError
+from finetune.run.launch import is_launch_main_process
+from finetune.run.selection import ModelSelection
+from finetune.run.tracking import eval_scalars, trainer_callback
 
 
 def training_arguments(
@@ -83,7 +83,7 @@ def training_arguments(
 
 
 class CheckedTrainer(ResumableTrainer):
-    """The Trainer (with finetune's order and exact resume: ``finetune/trainer_adapter.py``) that
+    """The Trainer (with finetune's order and exact resume: ``finetune/loops/trainer_adapter.py``) that
     stops, before the optimizer step, when the training loss is not finite; the Trainer would
     average a NaN away in its log and step anyway."""
 
@@ -204,7 +204,7 @@ def train_with_trainer(
     )
     skeleton, fsdp = None, None
     if cfg.fsdp:  # on a GPU (TrainConfig.validate): the Trainer shards, the full model is gathered at the end
-        from finetune.sharding import empty_copy, gather, trainer_arguments
+        from finetune.model.sharding import empty_copy, gather, trainer_arguments
 
         skeleton, fsdp = empty_copy(model), trainer_arguments(cfg.fsdp, model)
     trainer = CheckedTrainer(

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from finetune.data.tasks import GlueTask, get_task
 from finetune.errors import ConfigError, DataError
-from finetune.files import PREDICTIONS_FILE
-from finetune.tasks import GlueTask, get_task
+from finetune.run.files import PREDICTIONS_FILE
 
 METRICS = ("accuracy", "f1")
 LEVEL = 0.95
@@ -96,7 +96,7 @@ def read_predictions(run_dir: Path, split: str) -> dict[str, np.ndarray]:
 
 def load_group(runs: list[dict[str, Any]], split: str = "validation") -> Group:
     """The predictions of ``runs`` (results.json contents with their ``_dir``, as
-    ``finetune.report.find_runs`` returns them) on ``split``, checked to be of one task and of the
+    ``finetune.analysis.report.find_runs`` returns them) on ``split``, checked to be of one task and of the
     same examples, each run's accuracy the one its results.json records."""
     tasks = sorted({run["config"]["task"] for run in runs})
     if len(tasks) > 1:
