@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from finetune.config import TrainConfig, file_value
+from finetune.config import GROUPS, TrainConfig, file_value
 from finetune.data.tasks import UnknownTaskError, get_task
 from finetune.errors import ConfigError, DataError, ModelError, NonFiniteError, one_line
 from finetune.run.interrupt import TrainingInterruptedError
@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
     needed (parsing, help, usage): importing transformers takes most of a second that ``finetune
     --help`` and the other commands' parsing do without."""
 
-    def __init__(self, *args: Any, dataclass_types: type | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, dataclass_types: tuple[type, ...] | None = None, **kwargs: Any) -> None:
         self.option_strings: list[str] = []  # every option's spellings, for did-you-mean
         self.subcommands: argparse.Action | None = None
         super().__init__(*args, **kwargs)
@@ -76,7 +76,17 @@ class Parser(argparse.ArgumentParser):
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         """argparse's, with " (default: ...)" after an option's help (ArgumentDefaultsHelpFormatter's
         rule); the option's spellings are kept for did-you-mean."""
-        action = super().add_argument(*args, **kwargs)
+        return self.noted(super().add_argument(*args, **kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        """argparse's, whose options are noted as this parser's own are (``noted``)."""
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **k: self.noted(add(*a, **k))
+        return group
+
+    def noted(self, action: argparse.Action) -> argparse.Action:
+        """An option just added: its default shown in its help, its spellings kept."""
         self.option_strings.extend(action.option_strings)
         shown = action.help and action.default is not argparse.SUPPRESS and "(default" not in action.help
         if shown and (action.option_strings or action.nargs in ("?", "*")):
@@ -97,6 +107,9 @@ class Parser(argparse.ArgumentParser):
             class Options(HfArgumentParser):  # it adds each field with add_argument: here, to this parser
                 def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
                     return target.add_argument(*args, **kwargs)
+
+                def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+                    return target.add_argument_group(*args, **kwargs)
 
             Options(dataclass_types, add_help=False)
 
@@ -319,7 +332,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     t = sub.add_parser(
         "train",
-        dataclass_types=TrainConfig,
+        dataclass_types=GROUPS,
         help="fine-tune a pretrained model on a GLUE task",
         description="Fine-tune a pretrained model on a GLUE task. Options left unset take the strategy's recipe.",
     )
@@ -366,8 +379,8 @@ def build_parser() -> Parser:
         "compare",
         help="is the difference between two groups of runs real? (paired over the same examples)",
         description="Group A's mean metric minus group B's, on the same examples of a split, from the runs' "
-        "predictions files: a 95% interval from a bootstrap over the examples (runs kept whole; the verdict), "
-        "one between seeds (Welch's t), McNemar's test for one run against one. "
+        "predictions files: a 95% t interval for the settings, counting both the seeds' spread and the "
+        "examples' (the verdict), the interval of these runs only, McNemar's test for one run against one. "
         "See docs/finetune/reading-the-numbers.md.",
     )
     c.add_argument("run_dirs", nargs="+", metavar="A_RUN", help="group A: run directories, or folders holding them")

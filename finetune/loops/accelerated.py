@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PreTrainedModel
 
-from finetune.config import TrainConfig
+from finetune.config import LoopSettings
 from finetune.data.glue import RunData
 from finetune.data.tasks import GlueTask
 from finetune.errors import ConfigError
@@ -67,26 +67,27 @@ def train_accelerate(
     model: PreTrainedModel,
     data: RunData,
     task: GlueTask,
-    cfg: TrainConfig,
+    settings: LoopSettings,
     output_dir: Path | None = None,
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
 ) -> LoopResult:
     """``finetune.loops.native.train_native`` under Accelerate: the differences are the course's —
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
-    accelerator = make_accelerator(cfg.grad_accum_steps, cfg.mixed_precision)
+    recipe = settings.training
+    accelerator = make_accelerator(recipe.grad_accum_steps, settings.hardware.mixed_precision)
     fused = accelerator.device.type in ("cpu", "cuda")
-    sharded = shard(model, cfg.fsdp, accelerator)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay)  # over the shards
+    sharded = shard(model, settings.hardware.fsdp, accelerator)
+    optimizer = build_optimizer(model, recipe.lr, recipe.weight_decay, fused, recipe.layer_lr_decay)  # over the shards
     if sharded is None:
         model, optimizer, train_loader, eval_loader = accelerator.prepare(
             model, optimizer, data.loader("train"), data.loader("validation")
         )
-        scheduler = accelerator.prepare(build_scheduler(optimizer, cfg, len(train_loader)))  # per-process batches
+        scheduler = accelerator.prepare(build_scheduler(optimizer, recipe, len(train_loader)))  # per-process batches
         save_state, load_state = accelerator.save_state, accelerator.load_state
     else:  # Accelerate saves the scheduler and the RNGs, Sharded the model's and optimizer's shards
         train_loader, eval_loader = accelerator.prepare(data.loader("train"), data.loader("validation"))
-        scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+        scheduler = build_scheduler(optimizer, recipe, len(train_loader))
         accelerator.register_for_checkpointing(scheduler)
 
         def save_state(folder: Path) -> None:
@@ -100,7 +101,7 @@ def train_accelerate(
     params = [p for p in model.parameters() if p.requires_grad]
 
     progress = Progress(
-        cfg, len(train_loader), output_dir, stop, save_state, world_size=accelerator.num_processes,
+        settings, len(train_loader), output_dir, stop, save_state, world_size=accelerator.num_processes,
         is_main=accelerator.is_main_process, any_process=lambda flag: any_process(accelerator, flag),
         wait_for_everyone=accelerator.wait_for_everyone,
     )  # fmt: skip
@@ -108,7 +109,7 @@ def train_accelerate(
         progress.resume(resume_from, load_state)
     precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
     if accelerator.is_main_process:
-        log_line(recipe_line(cfg, precision, f"{accelerator.device} x {accelerator.num_processes} processes"))
+        log_line(recipe_line(task, recipe, precision, f"{accelerator.device} x {accelerator.num_processes} processes"))
     model.train()
     for _epoch in progress.epochs():
         for _, batch in progress.batches(train_loader):
@@ -117,7 +118,7 @@ def train_accelerate(
                 progress.record_loss(loss.detach(), len(batch["labels"]))
                 accelerator.backward(loss)  # divides by the accumulation steps itself
                 if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
                     if sharded is not None:
                         norm = sharded.global_norm(norm)
                     progress.check_grad_norm(None if accelerator.scaler is not None else norm)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from finetune.analysis.evaluation import score
-from finetune.config import TrainConfig
+from finetune.config import EvaluationSettings, TrainingSettings
 from finetune.data.tasks import GlueTask
 from finetune.errors import NonFiniteError
 from finetune.model.modeling import layer_depths
@@ -104,14 +104,14 @@ def build_optimizer(
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, batches_per_epoch: int) -> Any:
-    """Linear warmup over ``cfg.warmup_ratio`` of the optimizer steps, then linear decay to 0."""
-    total = total_steps(cfg, batches_per_epoch)
-    return get_scheduler("linear", optimizer, math.ceil(cfg.warmup_ratio * total), total)
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainingSettings, batches_per_epoch: int) -> Any:
+    """Linear warmup over ``recipe.warmup_ratio`` of the optimizer steps, then linear decay to 0."""
+    total = total_steps(recipe, batches_per_epoch)
+    return get_scheduler("linear", optimizer, math.ceil(recipe.warmup_ratio * total), total)
 
 
-def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
-    return math.ceil(math.ceil(batches_per_epoch / cfg.grad_accum_steps) * cfg.epochs)
+def total_steps(recipe: TrainingSettings, batches_per_epoch: int) -> int:
+    return math.ceil(math.ceil(batches_per_epoch / recipe.grad_accum_steps) * recipe.epochs)
 
 
 @torch.no_grad()
@@ -148,14 +148,14 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
 
 
-def is_evaluation_step(cfg: TrainConfig, step: int, total_steps: int, epoch_ended: bool) -> bool:
+def is_evaluation_step(plan: EvaluationSettings, step: int, total_steps: int, epoch_ended: bool) -> bool:
     """``--eval-strategy`` after optimizer step ``step``: each epoch's end (``epoch``), every
     ``--eval-steps`` (``steps``), and the last step in both; never (``no``). Every loop asks this."""
-    if cfg.eval_strategy == "no":
+    if plan.eval_strategy == "no":
         return False
     if step >= total_steps:
         return True
-    return step % cfg.eval_steps == 0 if cfg.eval_strategy == "steps" else epoch_ended
+    return step % plan.eval_steps == 0 if plan.eval_strategy == "steps" else epoch_ended
 
 
 def judge_evaluation(
@@ -204,8 +204,8 @@ def format_metrics(metrics: dict[str, float] | None) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "examples")
 
 
-def recipe_line(cfg: TrainConfig, precision: str, device: str) -> str:
+def recipe_line(task: GlueTask, recipe: TrainingSettings, precision: str, device: str) -> str:
     return (
-        f"{cfg.task}: lr {cfg.lr:g}, batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation, "
-        f"{cfg.epochs:g} epochs, warmup {cfg.warmup_ratio:g}, precision {precision}, device {device}"
+        f"{task.name}: lr {recipe.lr:g}, batch {recipe.batch_size} x {recipe.grad_accum_steps} accumulation, "
+        f"{recipe.epochs:g} epochs, warmup {recipe.warmup_ratio:g}, precision {precision}, device {device}"
     )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from finetune.config import TrainConfig
+from finetune.config import LoopSettings
 from finetune.data.glue import RunData
 from finetune.data.tasks import GlueTask
 from finetune.loops.common import (
@@ -35,28 +35,30 @@ def train_native(
     model: PreTrainedModel,
     data: RunData,
     task: GlueTask,
-    cfg: TrainConfig,
+    settings: LoopSettings,
     output_dir: Path | None = None,
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
 ) -> LoopResult:
     """Fine-tune ``model`` on one device; evaluate on validation after each epoch (or as
     ``--eval-strategy`` says). (``finetune.train`` measures the saved model on every split.)"""
-    device = pick_device(cfg.device)
-    dtype = autocast_dtype(device, cfg.mixed_precision)
+    recipe, hardware = settings.training, settings.hardware
+    device = pick_device(hardware.device)
+    dtype = autocast_dtype(device, hardware.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: scale the loss
     model.to(device)
     train_loader, eval_loader = data.loader("train"), data.loader("validation")
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device.type in ("cpu", "cuda"), cfg.layer_lr_decay)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    fused = device.type in ("cpu", "cuda")  # one kernel for the whole AdamW update
+    optimizer = build_optimizer(model, recipe.lr, recipe.weight_decay, fused, recipe.layer_lr_decay)
+    scheduler = build_scheduler(optimizer, recipe, len(train_loader))
     params = [p for p in model.parameters() if p.requires_grad]
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
-    progress = Progress(cfg, len(train_loader), output_dir, stop, lambda folder: save_state(folder, states))
+    progress = Progress(settings, len(train_loader), output_dir, stop, lambda folder: save_state(folder, states))
     if resume_from is not None:
         progress.resume(resume_from, lambda folder: load_state(folder, states))
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-    log_line(recipe_line(cfg, precision, describe_device(device)))
+    log_line(recipe_line(task, recipe, precision, describe_device(device)))
     progress.result.device, progress.result.precision = describe_device(device), precision
     model.train()
     for _epoch in progress.epochs():
@@ -65,10 +67,10 @@ def train_native(
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = model(**batch).loss
             progress.record_loss(loss.detach(), len(batch["labels"]))
-            scaler.scale(loss / cfg.grad_accum_steps).backward()  # k micro-batches sum to one batch's mean
+            scaler.scale(loss / recipe.grad_accum_steps).backward()  # k micro-batches sum to one batch's mean
             if progress.ends_accumulation():
                 scaler.unscale_(optimizer)
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
                 progress.check_grad_norm(None if scaler.is_enabled() else norm)
                 scaler.step(optimizer)
                 scaler.update()

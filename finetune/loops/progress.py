@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from finetune.config import TrainConfig
+from finetune.config import LoopSettings
 from finetune.data.glue import set_epoch
 from finetune.errors import NonFiniteError
 from finetune.loops.common import (
@@ -45,7 +45,7 @@ class Progress:
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        settings: LoopSettings,
         batches_per_epoch: int,
         output_dir: Path | None,
         stop: StopRequest | None,
@@ -56,18 +56,20 @@ class Progress:
         any_process: Callable[[bool], bool] = lambda flag: flag,
         wait_for_everyone: Callable[[], None] = lambda: None,
     ) -> None:
-        self.cfg, self.batches_per_epoch, self.output_dir, self.stop = cfg, batches_per_epoch, output_dir, stop
+        self.settings, self.batches_per_epoch = settings, batches_per_epoch
+        self.output_dir, self.stop = output_dir, stop
         self.save_state, self.world_size, self.is_main = save_state, world_size, is_main
         self.any_process, self.wait_for_everyone = any_process, wait_for_everyone
-        self.total_steps = total_steps(cfg, batches_per_epoch)
+        self.total_steps = total_steps(settings.training, batches_per_epoch)
         self.result = LoopResult(world_size=world_size)
         self.window: list[float] = []  # losses since the last log line
         self.epoch = self.batch = self.start_epoch = self.skip = 0
-        self.show = not cfg.disable_tqdm and is_main
+        self.show = not settings.logging.disable_tqdm and is_main
         self.bar: Any = None
         self.clock = SegmentClock()
-        self.selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
-        self.tracker = Tracker(cfg.report_to, output_dir, cfg.to_dict(), is_main)
+        plan = settings.evaluation
+        self.selection = ModelSelection(settings.best_metric, plan.load_best_model_at_end, plan.early_stopping_patience)
+        self.tracker = Tracker(settings.logging.report_to, output_dir, settings.record, is_main)
 
     def resume(self, path: Path, load_state: Callable[[Path], None]) -> None:
         """Restore the states (``load_state``) and the position saved in checkpoint ``path``."""
@@ -95,7 +97,7 @@ class Progress:
         self.bar = tqdm(
             total=self.total_steps, initial=self.result.optimizer_steps, desc="training", disable=not self.show
         )
-        for epoch in range(self.start_epoch, math.ceil(self.cfg.epochs)):
+        for epoch in range(self.start_epoch, math.ceil(self.settings.training.epochs)):
             self.epoch = epoch
             yield epoch
             if self.finished:
@@ -124,7 +126,7 @@ class Progress:
     def ends_accumulation(self) -> bool:
         """True at the micro-batch after which the optimizer steps (every k, and the epoch's last)."""
         i = self.batch + 1
-        return i % self.cfg.grad_accum_steps == 0 or i == self.batches_per_epoch
+        return i % self.settings.training.grad_accum_steps == 0 or i == self.batches_per_epoch
 
     def record_loss(self, loss: torch.Tensor, examples: int) -> None:
         """Check one micro-batch's loss (on every process) before its backward, and keep it for the log."""
@@ -151,7 +153,7 @@ class Progress:
         result = self.result
         result.optimizer_steps += 1
         self.bar.update(1)
-        if result.optimizer_steps % self.cfg.logging_steps == 0:
+        if result.optimizer_steps % self.settings.logging.logging_steps == 0:
             entry = {
                 "step": result.optimizer_steps,
                 "epoch": round(self.epoch + (self.batch + 1) / self.batches_per_epoch, 4),
@@ -171,7 +173,7 @@ class Progress:
         if not self.ends_accumulation():
             return False
         epoch_ended = self.batch + 1 == self.batches_per_epoch
-        return is_evaluation_step(self.cfg, self.result.optimizer_steps, self.total_steps, epoch_ended)
+        return is_evaluation_step(self.settings.evaluation, self.result.optimizer_steps, self.total_steps, epoch_ended)
 
     def evaluated(self, model: PreTrainedModel, metrics: dict[str, float]) -> None:
         """After an evaluation: the history, the log line, the best model, early stopping, then
@@ -180,14 +182,15 @@ class Progress:
         epoch = round(self.epoch + (self.batch + 1) / self.batches_per_epoch, 4)
         self.result.history.append({"step": steps, "epoch": epoch, "validation": metrics})
         self.tracker.log(eval_scalars(metrics), steps)
-        by_steps, more_steps = self.cfg.eval_strategy == "steps", steps < self.total_steps
+        by_steps, more_steps = self.settings.evaluation.eval_strategy == "steps", steps < self.total_steps
         if judge_evaluation(self.selection, model, metrics, steps, epoch, by_steps, more_steps, self.is_main):
             self.result.stopped_early = True
         if not self.finished:
             self._checkpoint_or_stop(model)
 
     def _checkpoint_or_stop(self, model: PreTrainedModel) -> None:
-        if self.cfg.save_steps and self.result.optimizer_steps % self.cfg.save_steps == 0:
+        save_steps = self.settings.save_steps
+        if save_steps and self.result.optimizer_steps % save_steps == 0:
             self.checkpoint(model, self.epoch, self.batch + 1)
         self._stop_if_asked(model, self.epoch, self.batch + 1)
 
@@ -208,8 +211,8 @@ class Progress:
                 self.selection.save(folder)
 
         return save_checkpoint(
-            self.output_dir, self.result.optimizer_steps, self.cfg.to_dict(), position, self.cfg.save_total_limit,
-            save_state, self.is_main, self.wait_for_everyone,
+            self.output_dir, self.result.optimizer_steps, self.settings.record, position,
+            self.settings.save_total_limit, save_state, self.is_main, self.wait_for_everyone,
         )  # fmt: skip
 
     def _stop_if_asked(self, model: PreTrainedModel, epoch: int, batches_done: int) -> None:

@@ -21,7 +21,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from finetune.config import TrainConfig
+from finetune.config import EvaluationSettings, LoopSettings
 from finetune.data.glue import RunData
 from finetune.data.tasks import GlueTask
 from finetune.errors import NonFiniteError
@@ -47,38 +47,39 @@ from finetune.run.tracking import eval_scalars, trainer_callback
 
 
 def training_arguments(
-    cfg: TrainConfig, output_dir: str, device: torch.device, extra: dict[str, Any] | None = None
+    settings: LoopSettings, output_dir: str, device: torch.device, extra: dict[str, Any] | None = None
 ) -> TrainingArguments:
     """TrainingArguments mirroring the native loop (linear schedule, warmup, clipping at 1.0,
     no weight decay on biases and LayerNorm weights, evaluation each epoch); ``extra``: more of them."""
+    recipe, logging = settings.training, settings.logging
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
-        "num_train_epochs": cfg.epochs,
-        "per_device_train_batch_size": cfg.batch_size,
-        "per_device_eval_batch_size": cfg.eval_batch_size,
-        "learning_rate": cfg.lr,
-        "warmup_steps": float(cfg.warmup_ratio),  # transformers 5: a float below 1 is the ratio of the steps
-        "weight_decay": cfg.weight_decay,
-        "max_grad_norm": cfg.max_grad_norm,
-        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "num_train_epochs": recipe.epochs,
+        "per_device_train_batch_size": recipe.batch_size,
+        "per_device_eval_batch_size": settings.evaluation.eval_batch_size,
+        "learning_rate": recipe.lr,
+        "warmup_steps": float(recipe.warmup_ratio),  # transformers 5: a float below 1 is the ratio of the steps
+        "weight_decay": recipe.weight_decay,
+        "max_grad_norm": recipe.max_grad_norm,
+        "gradient_accumulation_steps": recipe.grad_accum_steps,
         "lr_scheduler_type": "linear",
         "eval_strategy": "no",  # FinetuneCallback evaluates with the native loop's code instead
         "logging_nan_inf_filter": False,  # a NaN loss must stop the run, not be averaged away
-        "save_strategy": "steps" if cfg.save_steps else "no",
+        "save_strategy": "steps" if settings.save_steps else "no",
         "logging_strategy": "steps",
-        "logging_steps": cfg.logging_steps,
-        "seed": cfg.seed,
-        "data_seed": cfg.seed,
+        "logging_steps": logging.logging_steps,
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
         "report_to": "none",
         "use_cpu": device.type == "cpu",
-        "disable_tqdm": cfg.disable_tqdm,
+        "disable_tqdm": logging.disable_tqdm,
         "dataloader_num_workers": 0,
     }
-    dtype = autocast_dtype(device, cfg.mixed_precision)
+    dtype = autocast_dtype(device, settings.hardware.mixed_precision)
     if dtype is not None:  # the native loop's rule: bf16 where the hardware has it (GPU or CPU), else fp16
         kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
-    if cfg.save_steps:
-        kwargs.update(save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit)
+    if settings.save_steps:
+        kwargs.update(save_steps=settings.save_steps, save_total_limit=settings.save_total_limit)
     return TrainingArguments(**kwargs, **(extra or {}))
 
 
@@ -106,9 +107,16 @@ class FinetuneCallback(TrainerCallback):
     save a checkpoint and stop."""
 
     def __init__(
-        self, evaluate: Any, cfg: TrainConfig, selection: ModelSelection, stop: StopRequest | None, clock: SegmentClock
+        self,
+        evaluate: Any,
+        plan: EvaluationSettings,
+        record: dict[str, Any],
+        selection: ModelSelection,
+        stop: StopRequest | None,
+        clock: SegmentClock,
     ) -> None:
-        self.evaluate, self.cfg, self.selection, self.stop, self.clock = evaluate, cfg, selection, stop, clock
+        self.evaluate, self.plan, self.record, self.selection = evaluate, plan, record, selection
+        self.stop, self.clock = stop, clock
         self.stopped_early = False
         self.report: Any = None  # Trainer.log, to send evaluations to --report-to as well
 
@@ -122,13 +130,13 @@ class FinetuneCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if is_evaluation_step(self.cfg, state.global_step, state.max_steps, float(state.epoch).is_integer()):
+        if is_evaluation_step(self.plan, state.global_step, state.max_steps, float(state.epoch).is_integer()):
             metrics = self.evaluate(model)
             entry = {"step": state.global_step, "epoch": round(state.epoch, 4), "validation": metrics}
             state.log_history.append(entry)  # saved in checkpoints with the Trainer's own log
             if self.report is not None:
                 self.report({k.replace("/", "_"): v for k, v in eval_scalars(metrics).items()})  # eval_accuracy ...
-            by_steps, more_steps = self.cfg.eval_strategy == "steps", state.global_step < state.max_steps
+            by_steps, more_steps = self.plan.eval_strategy == "steps", state.global_step < state.max_steps
             step, epoch, show = state.global_step, entry["epoch"], state.is_world_process_zero
             if judge_evaluation(self.selection, model, metrics, step, epoch, by_steps, more_steps, show):
                 control.should_training_stop = self.stopped_early = True
@@ -142,7 +150,7 @@ class FinetuneCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.selection.save(folder)
             progress = {"selection": self.selection.state(), "train_segments_s": self.clock.segments()}
-            write_progress(folder, self.cfg.to_dict(), progress)
+            write_progress(folder, self.record, progress)
         if self.stop is not None and self.stop.signum is not None:
             raise TrainingInterruptedError(self.stop.signum, state.global_step, folder)
 
@@ -174,57 +182,61 @@ def train_with_trainer(
     model: PreTrainedModel,
     data: RunData,
     task: GlueTask,
-    cfg: TrainConfig,
+    settings: LoopSettings,
     output_dir: Path | None = None,
     resume_from: Path | None = None,
     stop: StopRequest | None = None,
 ) -> LoopResult:
     """The same run through ``CheckedTrainer``; evaluation by the native loop's ``evaluate``."""
-    device = pick_device(cfg.device)
-    dtype = autocast_dtype(device, cfg.mixed_precision)  # evaluation in the training's precision
+    recipe, logging, hardware = settings.training, settings.logging, settings.hardware
+    device = pick_device(hardware.device)
+    dtype = autocast_dtype(device, hardware.mixed_precision)  # evaluation in the training's precision
     eval_loader = data.loader("validation")
 
     def evaluate_validation(model: PreTrainedModel) -> dict[str, float] | None:
-        return evaluate(model, eval_loader, task, device, dtype, progress=not cfg.disable_tqdm)
+        return evaluate(model, eval_loader, task, device, dtype, progress=not logging.disable_tqdm)
 
-    selection = ModelSelection(cfg.best_metric(), cfg.load_best_model_at_end, cfg.early_stopping_patience)
+    plan = settings.evaluation
+    selection = ModelSelection(settings.best_metric, plan.load_best_model_at_end, plan.early_stopping_patience)
     clock = SegmentClock()  # training time across resumes
     if resume_from is not None:
         saved = load_progress(resume_from)
         selection.load(resume_from, saved.get("selection"))
         clock.earlier = saved.get("train_segments_s", [])
-    callback = FinetuneCallback(evaluate_validation, cfg, selection, stop, clock)
+    callback = FinetuneCallback(evaluate_validation, plan, settings.record, selection, stop, clock)
     callbacks: list[TrainerCallback] = [callback]
-    if cfg.report_to == "tensorboard" and is_launch_main_process():
-        callbacks.append(trainer_callback(output_dir, Path(cfg.output_dir or output_dir).name))
+    if logging.report_to == "tensorboard" and is_launch_main_process():
+        callbacks.append(trainer_callback(output_dir, settings.run_name))
     # the Trainer's own AdamW has the same groups; layer-wise lr decay needs finetune's
     fused = device.type in ("cpu", "cuda")
     optimizer = (
-        build_optimizer(model, cfg.lr, cfg.weight_decay, fused, cfg.layer_lr_decay) if cfg.layer_lr_decay != 1 else None
+        build_optimizer(model, recipe.lr, recipe.weight_decay, fused, recipe.layer_lr_decay)
+        if recipe.layer_lr_decay != 1
+        else None
     )
     skeleton, fsdp = None, None
-    if cfg.fsdp:  # on a GPU (TrainConfig.validate): the Trainer shards, the full model is gathered at the end
+    if hardware.fsdp:  # on a GPU (TrainConfig.validate): the Trainer shards, the full model is gathered at the end
         from finetune.model.sharding import empty_copy, gather, trainer_arguments
 
-        skeleton, fsdp = empty_copy(model), trainer_arguments(cfg.fsdp, model)
+        skeleton, fsdp = empty_copy(model), trainer_arguments(hardware.fsdp, model)
     trainer = CheckedTrainer(
         model=model,
         optimizers=(optimizer, None),
-        args=training_arguments(cfg, str(output_dir), device, fsdp),
+        args=training_arguments(settings, str(output_dir), device, fsdp),
         train_dataset=data.splits["train"],
         data_collator=data.collator,
         processing_class=data.collator.tokenizer,
         callbacks=callbacks,
     )
-    trainer.length_grouped = cfg.group_by_length
+    trainer.length_grouped = data.group_by_length
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
-    trainer.add_callback(ConsoleCallback(show=not cfg.disable_tqdm and trainer.is_world_process_zero()))
-    if cfg.report_to != "none":
+    trainer.add_callback(ConsoleCallback(show=not logging.disable_tqdm and trainer.is_world_process_zero()))
+    if logging.report_to != "none":
         callback.report = trainer.log
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
-        log_line(recipe_line(cfg, precision, describe_device(trainer.args.device)))
+        log_line(recipe_line(task, recipe, precision, describe_device(trainer.args.device)))
     clock.start()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result = LoopResult(train_segments_s=clock.segments(), model=trainer.model)

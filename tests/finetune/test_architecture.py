@@ -76,3 +76,30 @@ def test_the_check_finds_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from finetune.loops.native import train_native\n")
     assert [m for m in imports_of(bad) if floor(m) > floor("finetune.model.bad")] == ["finetune.loops.native"]
+
+
+TOP = {"finetune", "finetune.cli", "finetune.pipeline", "finetune.grid", "finetune.config"}
+
+
+def takes_the_whole_config(path: Path) -> list[str]:
+    """The functions in ``path`` with a parameter annotated ``TrainConfig``."""
+    return [
+        node.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)
+        if arg.annotation is not None and "TrainConfig" in ast.unparse(arg.annotation)
+    ]
+
+
+@pytest.mark.parametrize("module", sorted(set(modules()) - TOP))
+def test_parts_receive_their_settings_not_the_whole_config(module):
+    """Only the top (the CLI, ``finetune.train``, the grid) holds a TrainConfig; each part below is
+    handed the groups it uses (``finetune.config.LoopSettings`` for a loop) or plain arguments."""
+    assert not takes_the_whole_config(modules()[module])
+
+
+def test_the_config_check_finds_a_part_taking_the_whole_config(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def build(optimizer, cfg: 'TrainConfig', n: int): ...\n")
+    assert takes_the_whole_config(bad) == ["build"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from finetune.cli import build_parser, config_from_args, main
-from finetune.config import TrainConfig
+from finetune.config import GROUPS, TrainConfig
 
 
 def parsed(*args):
@@ -73,6 +73,16 @@ def test_help_shows_every_option_with_its_default():
         if action.dest != "help":
             assert action.help and "(default" in action.help, action.dest
     assert "{native,trainer,accelerate}" in text and "{full,partial,head}" in text
+
+
+def test_help_shows_the_settings_in_their_groups():
+    """``finetune train --help`` has a section per settings group, each option in its own group's."""
+    text = build_parser().train_parser.format_help()
+    sections = [text.index(f"\n{group._argument_group_name}:\n") for group in GROUPS]
+    assert sections == sorted(sections)
+    for group, start, end in zip(GROUPS, sections, [*sections[1:], len(text)], strict=True):
+        for field in dataclasses.fields(group):
+            assert f"  --{field.name} " in text[start:end] or f"  --{field.name}\n" in text[start:end], field.name
 
 
 @pytest.mark.parametrize(

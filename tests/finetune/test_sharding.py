@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune.checkpoint import check_no_code, is_complete, list_checkpoints
 from finetune.cli import main
 from finetune.errors import ConfigError
+from finetune.run.checkpoint import check_no_code, is_complete, list_checkpoints
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -222,14 +222,15 @@ def test_the_trainer_refuses_fsdp_without_a_gpu_in_one_line(tmp_path, capsys):
 def test_the_trainer_gets_fsdp2_per_encoder_layer(tiny_models, tmp_path):
     """What the Trainer is handed on a GPU, built here: Accelerate's FSDP2 plugin settings."""
     from finetune.config import TrainConfig
-    from finetune.modeling import load_model
-    from finetune.sharding import trainer_arguments
-    from finetune.tasks import get_task
-    from finetune.trainer_loop import training_arguments
+    from finetune.data.tasks import get_task
+    from finetune.loops.trainer import training_arguments
+    from finetune.model.modeling import load_model
+    from finetune.model.sharding import trainer_arguments
 
     model = load_model(tiny_models["bert"], get_task("mrpc"))
     cfg = TrainConfig(loop="trainer", lr=1e-3, epochs=1, batch_size=8, warmup_ratio=0.0)
-    args = training_arguments(cfg, str(tmp_path), torch.device("cpu"), trainer_arguments("shard_grad_op", model))
+    settings = cfg.loop_settings()
+    args = training_arguments(settings, str(tmp_path), torch.device("cpu"), trainer_arguments("shard_grad_op", model))
     assert args.fsdp_plugin_args == {
         "fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_cls_names_to_wrap": "BertLayer",
         "cpu_ram_efficient_loading": False, "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": False,

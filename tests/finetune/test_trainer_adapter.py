@@ -1,4 +1,4 @@
-"""finetune/trainer_adapter.py through the Trainer's public names: its loss window logs what the
+"""finetune/loops/trainer_adapter.py through the Trainer's public names: its loss window logs what the
 Trainer itself logs, and its length-grouped loader makes finetune's batches with the columns the
 Trainer's own loader keeps. (Resuming, and the log after a resume, are in test_resume.py.)
 ``.ci/transformers-range`` runs this file on the oldest and the newest transformers allowed."""
@@ -9,11 +9,11 @@ from datasets import Dataset
 from transformers import Trainer
 
 from finetune.config import TrainConfig
-from finetune.data import make_collator, train_sampler
-from finetune.modeling import load_model, load_tokenizer
-from finetune.tasks import get_task
-from finetune.trainer_adapter import ResumableTrainer
-from finetune.trainer_loop import training_arguments
+from finetune.data.glue import make_collator, train_sampler
+from finetune.data.tasks import get_task
+from finetune.loops.trainer import training_arguments
+from finetune.loops.trainer_adapter import ResumableTrainer
+from finetune.model.modeling import load_model, load_tokenizer
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def trainer(cls, parts, output_dir):
     torch.manual_seed(0)
     model = load_model(model_path, get_task("mrpc"))
     cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, warmup_ratio=0.1, logging_steps=3, seed=7, disable_tqdm=True)
-    args = training_arguments(cfg, str(output_dir), torch.device("cpu"))
+    args = training_arguments(cfg.loop_settings(), str(output_dir), torch.device("cpu"))
     return cls(model=model, args=args, train_dataset=dataset, data_collator=collator)
 
 
