@@ -6,19 +6,22 @@ Command line: ``finetune train | evaluate | predict | push | report | compare | 
 The map, top floor first; each folder imports only from the floors below it
 (tests/finetune/test_architecture.py checks it):
 
-    cli.py        the command line: parses, refuses bad input in one line, calls a command
-    pipeline.py   finetune.train: data, model, freezing, the chosen loop, the saved and evaluated run
-    predict.py    finetune predict;  grid.py: finetune grid (many runs)
+    cli.py        the command line: parses, refuses bad input in one line, runs a command
+    pipeline.py   finetune train (``finetune.train``): data, model, freezing, the chosen loop,
+                  the saved and evaluated run;  predict.py: finetune evaluate and predict;
+                  grid.py: finetune grid;  push: run/hub.py;  report, compare: analysis/
     loops/        the three ways to train, none importing another: native.py (plain PyTorch),
-                  accelerated.py (the same loop under Accelerate), trainer.py (the HF Trainer);
-                  progress.py keeps the first two's books, common.py holds what all three call
+                  accelerated.py (the same loop under Accelerate), trainer.py (the HF Trainer,
+                  with trainer_adapter.py for its order and exact resume); progress.py keeps the
+                  first two's books; common.py, selection.py (the best model, early stopping)
+                  and tracking.py (TensorBoard) serve all three
     analysis/     measuring runs: metrics, the evaluation of a saved run, compare (+ calibration), report
-    run/          what keeps a run safe: its directory, checkpoints, best model, signals,
-                  the launcher's processes, TensorBoard, the Hub, atomic files
-    config.py     TrainConfig, every setting of a run, and the groups each part receives
+    run/          a run on disk and across processes: its directory, checkpoints, SIGTERM and
+                  Ctrl-C, the launcher's processes, the Hub, atomic files
+    config.py     TrainConfig, every setting of a run, in groups; LoopSettings, what a loop receives
     model/        loading the checkpoint and its head, freezing, devices, fast dropout, FSDP2 sharding
     data/         the GLUE tasks, read, tokenized and batched
-    errors.py     the exception types every floor raises
+    errors.py     the input and run errors the floors raise (ConfigError, DataError, ...)
 """
 
 from typing import Any

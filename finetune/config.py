@@ -1,4 +1,7 @@
-"""The run configuration: one dataclass shared by the CLI, the Python API and results.json.
+"""A run's settings: ``TrainConfig``, one record shared by the CLI, the Python API and
+results.json, made of small groups (``DataSettings``, ``RecipeSettings`` ...: ``GROUPS``), which are
+``finetune train --help``'s sections, as run_glue.py splits its arguments. ``finetune.train``
+holds the whole record and hands each part what it uses; a loop gets ``LoopSettings``.
 
 Hyperparameters left as None take the defaults of the chosen strategy (``STRATEGY_DEFAULTS``):
 a frozen base with only a head to train wants a far larger learning rate than full fine-tuning.
@@ -25,7 +28,7 @@ POOLINGS = ("cls", "mean")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
-REPORT_TO = ("none", "tensorboard")  # --report-to: finetune/run/tracking.py
+REPORT_TO = ("none", "tensorboard")  # --report-to: finetune/loops/tracking.py
 FSDP_MODES = ("full_shard", "shard_grad_op")  # TrainingArguments' --fsdp values under FSDP2
 
 # Chosen on MRPC validation with the default checkpoint by the recipe search
@@ -96,7 +99,7 @@ class HardwareSettings:
 
 
 @dataclass
-class TrainingSettings:
+class RecipeSettings:
     """The optimizer, its schedule and the seed (``None``: the strategy's recipe)."""
 
     _argument_group_name = "the training recipe"  # HfArgumentParser's --help section
@@ -115,10 +118,10 @@ class TrainingSettings:
 
 
 @dataclass
-class EvaluationSettings:
+class ValidationSettings:
     """When validation is measured during training, and what "best" means."""
 
-    _argument_group_name = "evaluation and the best model"  # HfArgumentParser's --help section
+    _argument_group_name = "validation during training, the best model"  # HfArgumentParser's --help section
 
     eval_strategy: Literal[EVAL_STRATEGIES] = option(
         "epoch",
@@ -138,15 +141,23 @@ class EvaluationSettings:
 
 @dataclass
 class OutputSettings:
-    """Where the run goes, and its checkpoints."""
+    """Where the run goes, and whether it replaces or continues one there."""
 
-    _argument_group_name = "run directory and checkpoints"  # HfArgumentParser's --help section
+    _argument_group_name = "run directory"  # HfArgumentParser's --help section
 
     output_dir: str | None = option(None, "run directory (default: runs/<task>-<loop>-<strategy>-seed<seed>-<time>)")
     overwrite_output_dir: bool = option(False, "replace the run in --output-dir, once the new one has finished")
+    resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
+
+
+@dataclass
+class CheckpointSettings:
+    """When training writes a checkpoint to resume from, and how many it keeps."""
+
+    _argument_group_name = "checkpoints"  # HfArgumentParser's --help section
+
     save_steps: int | None = option(None, "write checkpoint-<step>/ every N optimizer steps")
     save_total_limit: int | None = option(None, "keep only the newest K checkpoints")
-    resume_from_checkpoint: str | None = option(None, "continue from a checkpoint-<step>/ folder, or 'latest'")
 
 
 @dataclass
@@ -174,23 +185,26 @@ class HubSettings:
 
 # The groups in reading order: ``finetune train --help``'s sections.
 GROUPS = (
-    DataSettings, ModelSettings, HardwareSettings, TrainingSettings, EvaluationSettings, OutputSettings,
-    LoggingSettings, HubSettings,
+    DataSettings, ModelSettings, HardwareSettings, RecipeSettings, ValidationSettings, OutputSettings,
+    CheckpointSettings, LoggingSettings, HubSettings,
 )  # fmt: skip
+Settings = typing.TypeVar("Settings")  # one of the groups
 
 
 # A dataclass takes its bases' fields last base first: listed in reverse, TrainConfig's fields (and
 # results.json's "config") read in the groups' order.
 @dataclass
 class TrainConfig(
-    HubSettings, LoggingSettings, OutputSettings, EvaluationSettings, TrainingSettings, HardwareSettings,
-    ModelSettings, DataSettings,
+    HubSettings, LoggingSettings, CheckpointSettings, OutputSettings, ValidationSettings, RecipeSettings,
+    HardwareSettings, ModelSettings, DataSettings,
 ):  # fmt: skip
     """Everything that defines a run: the groups above in one record, as the Python API, the
     command line and results.json have it. ``None`` means: the strategy's default
     (``STRATEGY_DEFAULTS``). Each field is a command-line option ``--name`` (or
     ``--name-with-hyphens``); the Hugging Face example scripts' names (``--learning_rate`` ...)
     are accepted too. ``finetune.train`` hands each part the groups it uses (``loop_settings``)."""
+
+    _argument_group_name = "settings"  # one --help section, for HfArgumentParser(TrainConfig)
 
     def resolved(self) -> TrainConfig:
         """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS``, validated."""
@@ -278,35 +292,39 @@ class TrainConfig(
         """Every setting, as results.json and checkpoints record them (a Hub token is never written)."""
         return {**dataclasses.asdict(self), "hub_token": None}
 
-    def part(self, group: type[Group]) -> Group:
-        """This run's settings of one group, e.g. ``cfg.part(TrainingSettings)``."""
+    def part(self, group: type[Settings]) -> Settings:
+        """This run's settings of one group, e.g. ``cfg.part(RecipeSettings)``."""
         return group(**{f.name: getattr(self, f.name) for f in dataclasses.fields(group)})
 
     def loop_settings(self) -> LoopSettings:
-        """What a training loop receives: the groups it uses, from a ``resolved()`` config."""
+        """What a training loop receives: the groups it uses, the strategy's recipe filled in."""
+        cfg = self.resolved()
         return LoopSettings(
-            self.part(TrainingSettings), self.part(EvaluationSettings), self.part(HardwareSettings),
-            self.part(LoggingSettings), self.save_steps, self.save_total_limit, self.best_metric(),
-            Path(self.output_dir or ".").name, self.to_dict(),
-        )  # fmt: skip
-
-
-Group = typing.TypeVar("Group")
+            recipe=cfg.part(RecipeSettings),
+            validation=cfg.part(ValidationSettings),
+            hardware=cfg.part(HardwareSettings),
+            logging=cfg.part(LoggingSettings),
+            checkpoints=cfg.part(CheckpointSettings),
+            best_metric=cfg.best_metric(),
+            run_name=Path(cfg.output_dir).name if cfg.output_dir else None,
+            record=cfg.to_dict(),
+        )
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """The settings a training loop uses, and no others (not the model, data or Hub settings)."""
+    """The settings a training loop uses: not the model's, the data's (``RunData`` carries the
+    batching) or the Hub's. (``hardware.loop`` names the loop itself; the best model's metric is
+    ``best_metric``, resolved, not ``validation.metric_for_best_model``, which may be None.)"""
 
-    training: TrainingSettings  # the recipe: optimizer, schedule, batch size, seed
-    evaluation: EvaluationSettings  # when to evaluate, early stopping
+    recipe: RecipeSettings  # optimizer, schedule, batch size, epochs, seed: filled in
+    validation: ValidationSettings  # when to evaluate, the best model, early stopping
     hardware: HardwareSettings  # device, precision, --fsdp
     logging: LoggingSettings  # the loss log, progress bars, TensorBoard
-    save_steps: int | None  # a checkpoint every N optimizer steps
-    save_total_limit: int | None  # keep only the newest K
-    best_metric: str  # the validation metric that ranks evaluations (--metric-for-best-model, resolved)
-    run_name: str  # the run directory's name (TensorBoard's run)
-    record: dict[str, Any]  # every setting, as each checkpoint keeps it: a resume compares them
+    checkpoints: CheckpointSettings  # --save-steps, --save-total-limit
+    best_metric: str  # the validation metric that ranks evaluations
+    run_name: str | None  # the run directory's name (TensorBoard's run); None: the folder's own
+    record: dict[str, Any]  # every setting, written unread into each checkpoint (a resume compares them)
 
 
 def check_report_to(report_to: str) -> None:

@@ -4,17 +4,19 @@ Two groups of runs of one task (five seeds of the native loop against five of th
 are compared on the same examples of a split, from each run's ``<split>_predictions.tsv``:
 
 - **the difference** of the groups' mean metric, A minus B (fractions, as in results.json);
-- **its 95% interval, paired over the examples**: a bootstrap that draws the split's examples
-  with replacement, the same draw for every run of both groups, and recomputes each run's metric
-  and each group's mean over its runs on the draw. The runs are kept whole (seeds are not
-  resampled): with five seeds there is too little to resample, and the spread between them
-  already sits inside each group's mean. Pairing matters: both groups are right and wrong on
-  mostly the same examples, so the difference varies far less from draw to draw than either
-  mean does. **The verdict uses this interval**: "real" when it excludes 0.
-- **a second interval, between seeds** (Welch's t over the runs' metrics): it sees how far
-  another set of seeds could move each mean, which the first one does not, but not the pairing.
+- **its 95% interval for the settings** (the verdict: "real" when it excludes 0): Student's t
+  over variance components, each group's seed spread over its number of runs (from its runs, or
+  the other side's, or ``--seed-sd``) plus the examples' part, the variance of the paired
+  per-example differences less the seed noise already counted, over the number of examples; the
+  degrees of freedom from Welch and Satterthwaite. Pairing matters: both groups are right and
+  wrong on mostly the same examples, so the examples' part is far smaller than either mean's;
+  with it come the smallest difference found real 80% of the time and the seeds a side needed;
+- **the interval of these runs only** (the examples vary, the runs are kept as they are), which
+  answers for these runs, not for the settings;
 - for one run against one run, **McNemar's exact test**: a binomial test on the examples only
   one of the two gets right.
+
+``finetune/analysis/calibration.py`` measures the verdict's false alarms and power on simulated runs.
 
 ``docs/finetune/reading-the-numbers.md`` explains how to read them.
 """

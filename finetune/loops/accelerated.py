@@ -74,7 +74,7 @@ def train_accelerate(
 ) -> LoopResult:
     """``finetune.loops.native.train_native`` under Accelerate: the differences are the course's —
     ``prepare``, ``accelerator.accumulate``/``backward``/``clip_grad_norm_``, and gathering for metrics."""
-    recipe = settings.training
+    recipe = settings.recipe
     accelerator = make_accelerator(recipe.grad_accum_steps, settings.hardware.mixed_precision)
     fused = accelerator.device.type in ("cpu", "cuda")
     sharded = shard(model, settings.hardware.fsdp, accelerator)

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from finetune.analysis.evaluation import score
-from finetune.config import EvaluationSettings, TrainingSettings
+from finetune.config import RecipeSettings, ValidationSettings
 from finetune.data.tasks import GlueTask
 from finetune.errors import NonFiniteError
+from finetune.loops.selection import ModelSelection
 from finetune.model.modeling import layer_depths
-from finetune.run.selection import ModelSelection
 
 
 @dataclass
@@ -68,7 +68,7 @@ class SegmentClock:
         return [*self.earlier, time.perf_counter() - self.started]
 
 
-# ----------------------------------------------------------------------------- pieces both loops call
+# ----------------------------------------------------------------------------- pieces the loops call
 
 
 def build_optimizer(
@@ -104,13 +104,13 @@ def build_optimizer(
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainingSettings, batches_per_epoch: int) -> Any:
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: RecipeSettings, batches_per_epoch: int) -> Any:
     """Linear warmup over ``recipe.warmup_ratio`` of the optimizer steps, then linear decay to 0."""
     total = total_steps(recipe, batches_per_epoch)
     return get_scheduler("linear", optimizer, math.ceil(recipe.warmup_ratio * total), total)
 
 
-def total_steps(recipe: TrainingSettings, batches_per_epoch: int) -> int:
+def total_steps(recipe: RecipeSettings, batches_per_epoch: int) -> int:
     return math.ceil(math.ceil(batches_per_epoch / recipe.grad_accum_steps) * recipe.epochs)
 
 
@@ -148,7 +148,7 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteError(f"step {step}: the weights are not finite ({bad}); nothing saved: lower --lr")
 
 
-def is_evaluation_step(plan: EvaluationSettings, step: int, total_steps: int, epoch_ended: bool) -> bool:
+def is_evaluation_step(plan: ValidationSettings, step: int, total_steps: int, epoch_ended: bool) -> bool:
     """``--eval-strategy`` after optimizer step ``step``: each epoch's end (``epoch``), every
     ``--eval-steps`` (``steps``), and the last step in both; never (``no``). Every loop asks this."""
     if plan.eval_strategy == "no":
@@ -204,7 +204,7 @@ def format_metrics(metrics: dict[str, float] | None) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "examples")
 
 
-def recipe_line(task: GlueTask, recipe: TrainingSettings, precision: str, device: str) -> str:
+def recipe_line(task: GlueTask, recipe: RecipeSettings, precision: str, device: str) -> str:
     return (
         f"{task.name}: lr {recipe.lr:g}, batch {recipe.batch_size} x {recipe.grad_accum_steps} accumulation, "
         f"{recipe.epochs:g} epochs, warmup {recipe.warmup_ratio:g}, precision {precision}, device {device}"

@@ -42,7 +42,7 @@ def train_native(
 ) -> LoopResult:
     """Fine-tune ``model`` on one device; evaluate on validation after each epoch (or as
     ``--eval-strategy`` says). (``finetune.train`` measures the saved model on every split.)"""
-    recipe, hardware = settings.training, settings.hardware
+    recipe, hardware = settings.recipe, settings.hardware
     device = pick_device(hardware.device)
     dtype = autocast_dtype(device, hardware.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: scale the loss

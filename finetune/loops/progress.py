@@ -2,7 +2,7 @@
 
 It hands out the epochs and batches still to do (skipping those a resumed run has seen), checks
 each loss and gradient norm before the optimizer step, logs the mean loss, says when an evaluation
-is due and records it (the best model, early stopping: ``finetune/run/selection.py``), writes
+is due and records it (the best model, early stopping: ``finetune/loops/selection.py``), writes
 checkpoints (every ``--save-steps``, and when SIGTERM or Ctrl-C asks to stop), and restores all of
 it from a checkpoint. The loops call it at a few points, so each reads like the course's loop.
 """
@@ -34,10 +34,10 @@ from finetune.loops.common import (
     restore_best_model,
     total_steps,
 )
+from finetune.loops.selection import ModelSelection
+from finetune.loops.tracking import Tracker, eval_scalars
 from finetune.run.checkpoint import load_progress, save_checkpoint
 from finetune.run.interrupt import StopRequest, TrainingInterruptedError
-from finetune.run.selection import ModelSelection
-from finetune.run.tracking import Tracker, eval_scalars
 
 
 class Progress:
@@ -60,16 +60,16 @@ class Progress:
         self.output_dir, self.stop = output_dir, stop
         self.save_state, self.world_size, self.is_main = save_state, world_size, is_main
         self.any_process, self.wait_for_everyone = any_process, wait_for_everyone
-        self.total_steps = total_steps(settings.training, batches_per_epoch)
+        self.total_steps = total_steps(settings.recipe, batches_per_epoch)
         self.result = LoopResult(world_size=world_size)
         self.window: list[float] = []  # losses since the last log line
         self.epoch = self.batch = self.start_epoch = self.skip = 0
         self.show = not settings.logging.disable_tqdm and is_main
         self.bar: Any = None
         self.clock = SegmentClock()
-        plan = settings.evaluation
+        plan = settings.validation
         self.selection = ModelSelection(settings.best_metric, plan.load_best_model_at_end, plan.early_stopping_patience)
-        self.tracker = Tracker(settings.logging.report_to, output_dir, settings.record, is_main)
+        self.tracker = Tracker(settings.logging.report_to, output_dir, settings.run_name, settings.record, is_main)
 
     def resume(self, path: Path, load_state: Callable[[Path], None]) -> None:
         """Restore the states (``load_state``) and the position saved in checkpoint ``path``."""
@@ -97,7 +97,7 @@ class Progress:
         self.bar = tqdm(
             total=self.total_steps, initial=self.result.optimizer_steps, desc="training", disable=not self.show
         )
-        for epoch in range(self.start_epoch, math.ceil(self.settings.training.epochs)):
+        for epoch in range(self.start_epoch, math.ceil(self.settings.recipe.epochs)):
             self.epoch = epoch
             yield epoch
             if self.finished:
@@ -126,7 +126,7 @@ class Progress:
     def ends_accumulation(self) -> bool:
         """True at the micro-batch after which the optimizer steps (every k, and the epoch's last)."""
         i = self.batch + 1
-        return i % self.settings.training.grad_accum_steps == 0 or i == self.batches_per_epoch
+        return i % self.settings.recipe.grad_accum_steps == 0 or i == self.batches_per_epoch
 
     def record_loss(self, loss: torch.Tensor, examples: int) -> None:
         """Check one micro-batch's loss (on every process) before its backward, and keep it for the log."""
@@ -173,7 +173,7 @@ class Progress:
         if not self.ends_accumulation():
             return False
         epoch_ended = self.batch + 1 == self.batches_per_epoch
-        return is_evaluation_step(self.settings.evaluation, self.result.optimizer_steps, self.total_steps, epoch_ended)
+        return is_evaluation_step(self.settings.validation, self.result.optimizer_steps, self.total_steps, epoch_ended)
 
     def evaluated(self, model: PreTrainedModel, metrics: dict[str, float]) -> None:
         """After an evaluation: the history, the log line, the best model, early stopping, then
@@ -182,14 +182,14 @@ class Progress:
         epoch = round(self.epoch + (self.batch + 1) / self.batches_per_epoch, 4)
         self.result.history.append({"step": steps, "epoch": epoch, "validation": metrics})
         self.tracker.log(eval_scalars(metrics), steps)
-        by_steps, more_steps = self.settings.evaluation.eval_strategy == "steps", steps < self.total_steps
+        by_steps, more_steps = self.settings.validation.eval_strategy == "steps", steps < self.total_steps
         if judge_evaluation(self.selection, model, metrics, steps, epoch, by_steps, more_steps, self.is_main):
             self.result.stopped_early = True
         if not self.finished:
             self._checkpoint_or_stop(model)
 
     def _checkpoint_or_stop(self, model: PreTrainedModel) -> None:
-        save_steps = self.settings.save_steps
+        save_steps = self.settings.checkpoints.save_steps
         if save_steps and self.result.optimizer_steps % save_steps == 0:
             self.checkpoint(model, self.epoch, self.batch + 1)
         self._stop_if_asked(model, self.epoch, self.batch + 1)
@@ -212,7 +212,7 @@ class Progress:
 
         return save_checkpoint(
             self.output_dir, self.result.optimizer_steps, self.settings.record, position,
-            self.settings.save_total_limit, save_state, self.is_main, self.wait_for_everyone,
+            self.settings.checkpoints.save_total_limit, save_state, self.is_main, self.wait_for_everyone,
         )  # fmt: skip
 
     def _stop_if_asked(self, model: PreTrainedModel, epoch: int, batches_done: int) -> None:

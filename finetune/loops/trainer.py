@@ -1,8 +1,8 @@
 """The same fine-tuning through the Hugging Face ``Trainer``, with the same hyperparameters,
 freezing, evaluation code and safety checks as the native loop, so the two can be compared run for
-run. The Trainer's own evaluation is off: a callback runs the native loop's ``evaluate`` when
-``--eval-strategy`` says, and keeps the best model and stops early with the native loop's
-``ModelSelection``, so the best model is chosen the same way in every loop; the console shows what
+run. The Trainer's own evaluation is off: a callback runs the loops' ``evaluate`` (``common.py``)
+when ``--eval-strategy`` says, and keeps the best model and stops early with the loops'
+``ModelSelection`` (``selection.py``), so the best model is chosen the same way in every loop; the console shows what
 the native loop's does (``ConsoleCallback``)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from finetune.config import EvaluationSettings, LoopSettings
+from finetune.config import LoopSettings, ValidationSettings
 from finetune.data.glue import RunData
 from finetune.data.tasks import GlueTask
 from finetune.errors import NonFiniteError
@@ -37,26 +37,27 @@ from finetune.loops.common import (
     recipe_line,
     restore_best_model,
 )
+from finetune.loops.selection import ModelSelection
+from finetune.loops.tracking import eval_scalars, trainer_callback
 from finetune.loops.trainer_adapter import ResumableTrainer
 from finetune.model.devices import autocast_dtype, describe_device, pick_device
 from finetune.run.checkpoint import PREFIX, load_progress, write_progress
 from finetune.run.interrupt import StopRequest, TrainingInterruptedError
 from finetune.run.launch import is_launch_main_process
-from finetune.run.selection import ModelSelection
-from finetune.run.tracking import eval_scalars, trainer_callback
 
 
 def training_arguments(
     settings: LoopSettings, output_dir: str, device: torch.device, extra: dict[str, Any] | None = None
 ) -> TrainingArguments:
-    """TrainingArguments mirroring the native loop (linear schedule, warmup, clipping at 1.0,
-    no weight decay on biases and LayerNorm weights, evaluation each epoch); ``extra``: more of them."""
-    recipe, logging = settings.training, settings.logging
+    """TrainingArguments mirroring the native loop's recipe (linear schedule, warmup, clipping at
+    ``--max-grad-norm``, no weight decay on biases and LayerNorm weights), checkpoints and logging;
+    the Trainer's own evaluation off (``FinetuneCallback`` evaluates); ``extra``: more of them."""
+    recipe, log_settings = settings.recipe, settings.logging
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "num_train_epochs": recipe.epochs,
         "per_device_train_batch_size": recipe.batch_size,
-        "per_device_eval_batch_size": settings.evaluation.eval_batch_size,
+        "per_device_eval_batch_size": settings.validation.eval_batch_size,
         "learning_rate": recipe.lr,
         "warmup_steps": float(recipe.warmup_ratio),  # transformers 5: a float below 1 is the ratio of the steps
         "weight_decay": recipe.weight_decay,
@@ -65,21 +66,22 @@ def training_arguments(
         "lr_scheduler_type": "linear",
         "eval_strategy": "no",  # FinetuneCallback evaluates with the native loop's code instead
         "logging_nan_inf_filter": False,  # a NaN loss must stop the run, not be averaged away
-        "save_strategy": "steps" if settings.save_steps else "no",
+        "save_strategy": "steps" if settings.checkpoints.save_steps else "no",
         "logging_strategy": "steps",
-        "logging_steps": logging.logging_steps,
+        "logging_steps": log_settings.logging_steps,
         "seed": recipe.seed,
         "data_seed": recipe.seed,
         "report_to": "none",
         "use_cpu": device.type == "cpu",
-        "disable_tqdm": logging.disable_tqdm,
+        "disable_tqdm": log_settings.disable_tqdm,
         "dataloader_num_workers": 0,
     }
     dtype = autocast_dtype(device, settings.hardware.mixed_precision)
     if dtype is not None:  # the native loop's rule: bf16 where the hardware has it (GPU or CPU), else fp16
         kwargs["bf16" if dtype == torch.bfloat16 else "fp16"] = True
-    if settings.save_steps:
-        kwargs.update(save_steps=settings.save_steps, save_total_limit=settings.save_total_limit)
+    checkpoints = settings.checkpoints
+    if checkpoints.save_steps:
+        kwargs.update(save_steps=checkpoints.save_steps, save_total_limit=checkpoints.save_total_limit)
     return TrainingArguments(**kwargs, **(extra or {}))
 
 
@@ -109,7 +111,7 @@ class FinetuneCallback(TrainerCallback):
     def __init__(
         self,
         evaluate: Any,
-        plan: EvaluationSettings,
+        plan: ValidationSettings,
         record: dict[str, Any],
         selection: ModelSelection,
         stop: StopRequest | None,
@@ -188,15 +190,15 @@ def train_with_trainer(
     stop: StopRequest | None = None,
 ) -> LoopResult:
     """The same run through ``CheckedTrainer``; evaluation by the native loop's ``evaluate``."""
-    recipe, logging, hardware = settings.training, settings.logging, settings.hardware
+    recipe, log_settings, hardware = settings.recipe, settings.logging, settings.hardware
     device = pick_device(hardware.device)
     dtype = autocast_dtype(device, hardware.mixed_precision)  # evaluation in the training's precision
     eval_loader = data.loader("validation")
 
     def evaluate_validation(model: PreTrainedModel) -> dict[str, float] | None:
-        return evaluate(model, eval_loader, task, device, dtype, progress=not logging.disable_tqdm)
+        return evaluate(model, eval_loader, task, device, dtype, progress=not log_settings.disable_tqdm)
 
-    plan = settings.evaluation
+    plan = settings.validation
     selection = ModelSelection(settings.best_metric, plan.load_best_model_at_end, plan.early_stopping_patience)
     clock = SegmentClock()  # training time across resumes
     if resume_from is not None:
@@ -205,8 +207,8 @@ def train_with_trainer(
         clock.earlier = saved.get("train_segments_s", [])
     callback = FinetuneCallback(evaluate_validation, plan, settings.record, selection, stop, clock)
     callbacks: list[TrainerCallback] = [callback]
-    if logging.report_to == "tensorboard" and is_launch_main_process():
-        callbacks.append(trainer_callback(output_dir, settings.run_name))
+    if log_settings.report_to == "tensorboard" and is_launch_main_process():
+        callbacks.append(trainer_callback(output_dir, settings.run_name or output_dir.name))
     # the Trainer's own AdamW has the same groups; layer-wise lr decay needs finetune's
     fused = device.type in ("cpu", "cuda")
     optimizer = (
@@ -231,8 +233,8 @@ def train_with_trainer(
     trainer.length_grouped = data.group_by_length
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
-    trainer.add_callback(ConsoleCallback(show=not logging.disable_tqdm and trainer.is_world_process_zero()))
-    if logging.report_to != "none":
+    trainer.add_callback(ConsoleCallback(show=not log_settings.disable_tqdm and trainer.is_world_process_zero()))
+    if log_settings.report_to != "none":
         callback.report = trainer.log
     if trainer.is_world_process_zero():
         precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"

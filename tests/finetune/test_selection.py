@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import finetune
 from finetune.config import ConfigError, TrainConfig
-from finetune.run.selection import ModelSelection
+from finetune.loops.selection import ModelSelection
 
 
 def test_selection_ranks_by_the_metric_and_counts_patience(tmp_path):

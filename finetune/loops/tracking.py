@@ -30,13 +30,17 @@ class Tracker:
     """Logs scalars for the custom loops when ``--report-to tensorboard``; does nothing otherwise
     (and on every process but the main one)."""
 
-    def __init__(self, report_to: str, run_dir: Path | None, config: dict[str, Any], is_main: bool = True) -> None:
+    def __init__(
+        self, report_to: str, run_dir: Path | None, run_name: str | None, config: dict[str, Any], is_main: bool = True
+    ) -> None:
+        """``run_dir``: where the events go (``<run_dir>/tensorboard/<run_name>/``); ``run_name``:
+        the run directory's own name (the folder being written may be a staging one); ``config``:
+        the run's settings, kept as TensorBoard's hyperparameters."""
         self.tracker: Any = None
         if report_to == "tensorboard" and is_main and run_dir is not None:
             from accelerate.tracking import TensorBoardTracker
 
-            run_name = Path(config["output_dir"] or run_dir).name  # not the staging folder's name
-            self.tracker = TensorBoardTracker(run_name, log_dir(run_dir))
+            self.tracker = TensorBoardTracker(run_name or run_dir.name, log_dir(run_dir))
             self.tracker.start()
             self.tracker.store_init_configuration({k: v for k, v in config.items() if v is not None})
 
