@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -310,9 +311,28 @@ class Comparison:
     settings: Interval | None
     these_runs: Interval
     spreads: tuple[SeedSpread | None, SeedSpread | None]
-    detectable: float | None  # the smallest difference these groups find real with 80% power
-    seeds_needed: int | None  # when within noise: about how many seeds a side the difference needs
+    examples: float | None  # the examples' part of the difference's variance (``examples_part``)
     mcnemar: dict[str, Any] | None
+
+    @cached_property
+    def detectable(self) -> float | None:
+        """The smallest difference these groups find real with 80% power (asked for by the report,
+        not by the verdict: computed only when read)."""
+        if self.settings is None:
+            return None
+        return _detectable(_components(self.spreads, self.run_counts, self.examples, len(self.a.labels)))
+
+    @cached_property
+    def seeds_needed(self) -> int | None:
+        """When within noise: about how many seeds a side the difference needs (computed when read)."""
+        if self.settings is None or self.settings.excludes_zero or self.these_runs.difference == 0:
+            return None
+        return seeds_needed(self.spreads, self.examples, len(self.a.labels), self.these_runs.difference)
+
+    @property
+    def run_counts(self) -> tuple[int, int]:
+        """How many runs each group has."""
+        return len(self.a.runs), len(self.b.runs)
 
     @property
     def real(self) -> bool | None:
@@ -430,12 +450,8 @@ def compare(a: Group, b: Group, metric: str = "accuracy", seed_sd: float | None 
         spreads = spreads[0], replace(spreads[0], source=f"A's {len(a.runs)} runs, assumed equal", borrowed=True)
     d, counts = paired_differences(a, b, metric), (len(a.runs), len(b.runs))
     runs = these_runs(float(a.values(metric).mean() - b.values(metric).mean()), d)
-    settings = detectable = needed = None
+    settings = examples = None
     if spreads[0] is not None and spreads[1] is not None:
-        examples, n = examples_part(d, spreads, counts), len(a.labels)
-        components = _components(spreads, counts, examples, n)
-        settings = Interval.from_components(runs.difference, components)
-        detectable = _detectable(components)
-        if not settings.excludes_zero and runs.difference != 0:
-            needed = seeds_needed(spreads, examples, n, runs.difference)
-    return Comparison(metric, a, b, settings, runs, spreads, detectable, needed, mcnemar(a, b) if single else None)
+        examples = examples_part(d, spreads, counts)
+        settings = Interval.from_components(runs.difference, _components(spreads, counts, examples, len(a.labels)))
+    return Comparison(metric, a, b, settings, runs, spreads, examples, mcnemar(a, b) if single else None)
