@@ -209,9 +209,14 @@ class TrainConfig(
     def resolved(self) -> TrainConfig:
         """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS``, validated."""
         self.validate()
+        return self.filled()
+
+    def filled(self) -> TrainConfig:
+        """A copy with every None hyperparameter filled from ``STRATEGY_DEFAULTS`` (not validated)."""
         defaults = STRATEGY_DEFAULTS[self.strategy]
-        filled = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
-        return dataclasses.replace(self, **filled)
+        return dataclasses.replace(
+            self, **{k: v if getattr(self, k) is None else getattr(self, k) for k, v in defaults.items()}
+        )
 
     def validate(self) -> None:
         """Refuse any value that cannot work, naming the option and how to fix it (ConfigError)."""
@@ -297,8 +302,9 @@ class TrainConfig(
         return group(**{f.name: getattr(self, f.name) for f in dataclasses.fields(group)})
 
     def loop_settings(self) -> LoopSettings:
-        """What a training loop receives: the groups it uses, the strategy's recipe filled in."""
-        cfg = self.resolved()
+        """What a training loop receives: the groups it uses, the strategy's recipe filled in
+        (``finetune.train`` validated the config before: ``resolved``)."""
+        cfg = self.filled()
         return LoopSettings(
             recipe=cfg.part(RecipeSettings),
             validation=cfg.part(ValidationSettings),

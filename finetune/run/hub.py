@@ -200,4 +200,4 @@ def push_run(
 
 
 def _error_summary(e: Exception) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    return f"{type(e).__name__}: {one_line(e)}"

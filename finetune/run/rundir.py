@@ -138,9 +138,9 @@ def unfinished_run(path: Path) -> str | None:
     """One line naming ``path`` as a run that did not finish, with its last checkpoint's step and
     the command that resumes it (rebuilt from the settings the checkpoint records), or that it is
     still training while a finetune process holds its lock; None unless it ``did_not_finish``."""
-    if not did_not_finish(path):
-        return None
     checkpoints = list_checkpoints(path)
+    if (path / RESULTS_FILE).exists() or not checkpoints:  # it finished, or it is no run: did_not_finish
+        return None
     try:
         check_not_in_use(path.with_name(f".{path.name}.lock"), path)
     except ConfigError:
