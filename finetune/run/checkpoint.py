@@ -14,6 +14,7 @@ and plain data (``check_no_code``): the seal proves a checkpoint is whole, not w
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import io
 import json
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from finetune.config import ConfigError, differing_settings
 from finetune.run.files import give_usual_permissions, write_json
@@ -114,20 +114,29 @@ def read_progress(path: Path) -> dict[str, Any]:
 
 
 SHARD_INDEX = ".metadata"  # torch.distributed.checkpoint's index of a sharded checkpoint: a plain pickle
-SHARD_INDEX_GLOBALS = {  # what that index names: torch.distributed.checkpoint's own records, shapes, dtypes
-    "torch.distributed.checkpoint.metadata": None,  # None: any class of the module
-    "torch.distributed.checkpoint.filesystem": None,
-    "torch": {"Size", *(name for name in dir(torch) if isinstance(getattr(torch, name), torch.dtype))},
-    "torch.serialization": {"_get_layout"},
-    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
-}
+
+
+@functools.cache
+def shard_index_globals() -> dict[str, set[str] | None]:
+    """What a sharded checkpoint's index names: torch.distributed.checkpoint's own records, shapes,
+    dtypes (a function: torch, slow to import, loads only when a checkpoint is checked, not when
+    ``finetune report`` or ``compare`` list a run's checkpoints)."""
+    import torch
+
+    return {
+        "torch.distributed.checkpoint.metadata": None,  # None: any class of the module
+        "torch.distributed.checkpoint.filesystem": None,
+        "torch": {"Size", *(name for name in dir(torch) if isinstance(getattr(torch, name), torch.dtype))},
+        "torch.serialization": {"_get_layout"},
+        "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
+    }
 
 
 class ShardIndexUnpickler(pickle.Unpickler):
-    """Reads a ``.metadata`` index, refusing any global beyond ``SHARD_INDEX_GLOBALS``."""
+    """Reads a ``.metadata`` index, refusing any global beyond ``shard_index_globals()``."""
 
     def find_class(self, module: str, name: str) -> Any:
-        allowed = SHARD_INDEX_GLOBALS.get(module, set())
+        allowed = shard_index_globals().get(module, set())
         found = super().find_class(module, name) if allowed is None or name in allowed else None
         if found is None or (allowed is None and not isinstance(found, type)):
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
@@ -137,6 +146,7 @@ class ShardIndexUnpickler(pickle.Unpickler):
 def check_sharded_no_code(index: Path) -> None:
     """A ``torch.distributed.checkpoint`` folder: its index and every non-tensor value it holds
     (which ``dcp.load`` unpickles unrestricted) must be data only."""
+    import torch
     from torch.distributed.checkpoint.metadata import BytesStorageMetadata
 
     with open(index, "rb") as f:
@@ -153,6 +163,8 @@ def check_no_code(path: Path) -> None:
     """Load every pickled file of checkpoint ``path`` as the loops will, with
     ``torch.load(weights_only=True)``, and refuse one that holds anything else: a pickle can name
     any function to call while it loads, so a file edited to do so never reaches a loader."""
+    import torch
+
     pickled = [
         p for p in path.rglob("*") if (p.suffix in PICKLED or p.name == SHARD_INDEX) and p.name not in NEVER_LOADED
     ]
