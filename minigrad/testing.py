@@ -381,15 +381,16 @@ def _total(lib: Any, terms: Sequence[Any]) -> Any:
 
 class _Evaluation(NamedTuple):
     value: float  # S (or T)
-    magnitude: float  # the sum of the sizes of the terms it sums
-    parts: list[np.ndarray]  # what it weights: fn's float outputs (or dS/dx)
+    magnitude: float | None  # the sum of the sizes of the terms it sums (``probe`` only)
+    parts: list[np.ndarray] | None  # what it weights: fn's float outputs, or dS/dx (``probe`` only)
     grads: list[np.ndarray] | None  # its gradient with respect to each float input
 
 
-def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool) -> _Evaluation:
+def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool, probe: bool = False) -> _Evaluation:
     """The scalar S = sum_k <u_k, fn(x)_k> with fixed random u_k (order 1), or T = sum_i <v_i, dS/dx_i>
     (order 2), and, with ``grads``, its analytic gradient with respect to each float input: one
-    backward pass, a vector-Jacobian product that involves every output element."""
+    backward pass, a vector-Jacobian product that involves every output element. With ``probe``,
+    also the size of its terms and what it weights, which ``_precision`` measures fn's rounding by."""
     with lib.enable_grad() if grads or order == 2 else lib.no_grad():
         args = _args(lib, values)
         inputs = [a for a, v in zip(args, values) if _is_input(v)]
@@ -406,6 +407,8 @@ def _evaluate(lib: Any, fn: Callable, values: list[Any], order: int, grads: bool
         if grads:
             found = lib.autograd.grad(s, inputs, allow_unused=True) if s.requires_grad else [None] * len(inputs)
             found = _grad_arrays(found, [tuple(t.shape) for t in inputs])
+        if not probe:
+            return _Evaluation(s.item(), None, None, found)
         magnitude = sum(t.abs().sum().item() for t in terms)
         return _Evaluation(s.item(), magnitude, [p.detach().numpy() for p in parts], found)
 
@@ -468,7 +471,7 @@ def _precision(lib: Any, fn: Callable, values: list[Any], order: int, given: dic
         for step in range(-(PROBE_POINTS // 2), PROBE_POINTS // 2 + 1):
             for v, x, d in zip(inputs, originals, directions):
                 v[...] = x + step * PROBE_SPACING * d
-            probe.append(_evaluate(lib, fn, values, order, grads=False))
+            probe.append(_evaluate(lib, fn, values, order, grads=False, probe=True))
     finally:
         for v, x in zip(inputs, originals):
             v[...] = x
