@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import autograd, ops
+from minigrad import autograd
 from minigrad.tensor import Tensor
-from minigrad.viz import _broadcasts_to, _walk, to_dot
+from minigrad.viz import _summed_axes, _walk, to_dot
 
 WHOLE_UP_TO = 400  # a tensor with at most this many numbers is shown whole (a 20 x 20 matrix); larger: a summary
 
@@ -170,7 +170,7 @@ def _page_data(root: Tensor, names: dict[str, Tensor], record: BackwardRecord) -
                 continue
             target: dict[str, Any] = {"to": key(t)}
             if needed and g is not None:
-                axes = ops.broadcast_axes(grad.shape, t.shape) if _broadcasts_to(t.shape, grad.shape) else ()
+                axes = _summed_axes(t.shape, grad.shape)
                 target.update(grad=_array(g), summed_axes=list(axes))
                 pieces.setdefault(target["to"], []).append({"from": here, "grad": target["grad"]})
             step["sent"].append(target)

@@ -164,12 +164,14 @@ def _norm(g: Tensor) -> float:
     return float(np.linalg.norm(g.data.astype(np.float64)))
 
 
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    """Was an input of ``shape`` stretched to ``target`` (so its gradient is summed back)?"""
+def _summed_axes(shape: tuple[int, ...], target: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes over which the gradient of an input of ``shape``, stretched to ``target`` by
+    broadcasting, is summed back to its shape; () when it was not stretched."""
     try:
-        return shape != target and np.broadcast_shapes(shape, target) == target
+        stretched = shape != target and np.broadcast_shapes(shape, target) == target
     except ValueError:
-        return False
+        return ()
+    return ops.broadcast_axes(target, shape) if stretched else ()
 
 
 @contextlib.contextmanager
@@ -197,7 +199,7 @@ def trace(file: TextIO | None = None) -> Iterator[None]:
             if not needed or g is None:
                 print(f"    input {i} ({target} {t.shape}): no gradient needed", file=stream)
                 continue
-            axes = ops.broadcast_axes(shape, t.shape) if _broadcasts_to(t.shape, shape) else ()
+            axes = _summed_axes(t.shape, shape)
             note = f"; summed over axes {axes} to undo broadcasting" if axes else ""
             print(f"    -> input {i} ({target} {t.shape}): grad norm {_norm(g):.4g}{note}", file=stream)
 
