@@ -418,7 +418,7 @@ PROBE_SPACING, PROBE_POINTS = 1e-4, 31
 FLOAT64_NOISE = 1e-12  # rounding noise relative to the size of S's terms: float64 rounds at 1.1e-16
 NOISY = 1e-4  # above it a difference quotient cannot find a 1% error: float16 rounds at 4.9e-4, bfloat16 at 3.9e-3
 NOISE_FACTOR = 20  # atol covers this many standard deviations of the noise in a difference quotient
-STORAGE = {"float16": np.float16, "bfloat16": torch.bfloat16, "float32": np.float32}
+STORAGE = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def _storage(parts: list[list[np.ndarray]]) -> str:
@@ -428,10 +428,7 @@ def _storage(parts: list[list[np.ndarray]]) -> str:
     stacked = [np.stack(p).reshape(len(p), -1) for p in zip(*parts)]
     changing = np.concatenate([s[:, np.ptp(s, axis=0) > 0].ravel() for s in stacked])
     for name, dtype in STORAGE.items():
-        if dtype is torch.bfloat16:
-            stored = torch.tensor(changing).to(dtype).double().numpy()
-        else:
-            stored = changing.astype(dtype).astype(np.float64)
+        stored = torch.tensor(changing).to(dtype).double().numpy()  # rounded to ``dtype`` and back
         if changing.size and np.array_equal(stored, changing):
             return name
     return "float64"
